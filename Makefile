@@ -1,0 +1,32 @@
+# Each target sets up .venv on a fresh clone (python3 -m venv) and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml clients/codexctl/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e clients/codexctl -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/codexd demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check codexd clients/codexctl/codexctl tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/rpc.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

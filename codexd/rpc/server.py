@@ -1,0 +1,410 @@
+"""The control socket: accept, check the peer, frame, dispatch, reply (SPEC §4).
+
+One task per connection, with a writer task that owns the socket's send side and a bounded
+outbound stream in front of it. Requests run concurrently (replies may come out of order),
+except methods marked `inline`, which are cheap and answered from the reader itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import anyio.abc
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from codexctl.protocol import (
+    Envelope,
+    ErrorKind,
+    ErrorReply,
+    Notification,
+    Reply,
+    RpcError,
+)
+from codexd.rpc.framing import LineFramer, Overflow
+from codexd.rpc.peer import PeerCred, peer_allowed, peer_credentials, process_name
+
+if TYPE_CHECKING:
+    from codexd.daemon import Daemon
+
+log = logging.getLogger("codexd.rpc")
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+READ_CHUNK = 65536
+# Outbound messages waiting for the writer. Replies wait for room; notifications that find it
+# full are the subscriber's problem (the job layer drops the slow subscription, SPEC §4).
+OUTBOUND_BUFFER = 1024
+# Requests of one connection being handled at once; past it the reader stops reading.
+MAX_INFLIGHT_PER_CONNECTION = 64
+WRITE_BATCH = 256
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def encode_line(message: Any) -> bytes:
+    buf = bytearray()
+    _encoder.encode_into(message, buf)
+    buf += b"\n"
+    return bytes(buf)
+
+
+def error_line(request_id: int | str | None, err: RpcError) -> bytes:
+    return encode_line(ErrorReply(id=request_id, error=err.to_object()))
+
+
+@dataclass(frozen=True, slots=True)
+class Method(Generic[P, R]):
+    """One row of the method table: what the server decodes, calls, and documents."""
+
+    name: str
+    params_type: type[P]
+    result_type: Any
+    handler: Callable[[CallContext, P], Awaitable[R]]
+    summary: str
+    inline: bool = False  # cheap and never blocks: answered without a task of its own
+
+
+class MethodTable:
+    """The table plus one params decoder per method, built once."""
+
+    def __init__(self, methods: list[Method[Any, Any]]) -> None:
+        names = [m.name for m in methods]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"methods defined twice: {sorted(dupes)}")
+        self.methods: Mapping[str, Method[Any, Any]] = {m.name: m for m in methods}
+        self._decoders = {m.name: msgspec.json.Decoder(m.params_type) for m in methods}
+
+    def decode_params(self, method: Method[Any, Any], raw: msgspec.Raw | msgspec.UnsetType) -> Any:
+        data = b"{}" if raw is msgspec.UNSET or bytes(raw) == b"null" else bytes(raw)
+        if data[:1] == b"[":
+            raise RpcError(
+                ErrorKind.INVALID_PARAMS,
+                "invalid params: params must be an object of named members, not an array",
+            )
+        try:
+            return self._decoders[method.name].decode(data)
+        except msgspec.ValidationError as exc:
+            raise RpcError(ErrorKind.INVALID_PARAMS, f"invalid params for {method.name}: {exc}")
+
+
+class Connection:
+    """One client connection. Everything it holds is released by `_close()`."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, peer: PeerCred, send: MemoryObjectSendStream[bytes]) -> None:
+        self.id = next(self._ids)
+        self.peer = peer
+        self.client_name = process_name(peer.pid) or "unknown"
+        self.client_version: str | None = None
+        self.connected_at = time.monotonic()
+        self._send = send
+        self._on_close: list[Callable[[], None]] = []
+        self.closed = False
+
+    async def send(self, line: bytes) -> None:
+        """Queue a line, waiting for room (replies)."""
+        await self._send.send(line)
+
+    def send_nowait(self, line: bytes) -> bool:
+        """Queue a line if there is room (notifications); False when full or closed."""
+        try:
+            self._send.send_nowait(line)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
+    def notify(self, method: str, params: Any) -> bool:
+        return self.send_nowait(encode_line(Notification(method=method, params=params)))
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run `callback` when the connection ends (subscriptions, cancel_on_disconnect)."""
+        self._on_close.append(callback)
+
+    def _close(self) -> None:
+        self.closed = True
+        callbacks, self._on_close = self._on_close, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("connection %d: close callback failed", self.id)
+
+    def __repr__(self) -> str:
+        return f"<Connection #{self.id} client={self.client_name!r} uid={self.peer.uid}>"
+
+
+@dataclass
+class CallContext:
+    """What a handler gets besides its params."""
+
+    daemon: Daemon
+    connection: Connection
+    request_id: int | str | None
+    _after_reply: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_reply(self, callback: Callable[[], None]) -> None:
+        """Run `callback` right after the reply is queued: notifications the call causes
+        (a submitted job's events, a replay) then follow the reply on this connection."""
+        self._after_reply.append(callback)
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    accepted: int = 0
+    refused_peer: int = 0
+    refused_overloaded: int = 0
+
+
+class RpcServer:
+    def __init__(
+        self,
+        daemon: Daemon,
+        table: MethodTable,
+        *,
+        max_message_bytes: Callable[[], int],
+        max_connections: Callable[[], int],
+    ) -> None:
+        self._daemon = daemon
+        self._table = table
+        self._max_message_bytes = max_message_bytes
+        self._max_connections = max_connections
+        self.stats = ServerStats()
+        self.connections: set[Connection] = set()
+
+    async def serve(self, listener: anyio.abc.SocketListener) -> None:
+        async with listener:
+            await listener.serve(self._handle)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            try:
+                cred = peer_credentials(raw)
+            except OSError as exc:
+                log.warning("refused a connection: cannot read its credentials (%s)", exc)
+                self.stats.refused_peer += 1
+                return
+            if not peer_allowed(cred):
+                log.warning("refused a connection from uid %d (pid %s)", cred.uid, cred.pid)
+                self.stats.refused_peer += 1
+                return
+            if self.stats.connections >= self._max_connections():
+                self.stats.refused_overloaded += 1
+                err = RpcError(
+                    ErrorKind.OVERLOADED,
+                    f"too many connections ({self._max_connections()}): close idle clients "
+                    "or raise [codexd] max_connections",
+                )
+                try:
+                    await stream.send(error_line(None, err))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+                return
+            self.stats.connections += 1
+            self.stats.accepted += 1
+            try:
+                await self._run_connection(stream, cred)
+            finally:
+                self.stats.connections -= 1
+
+    async def _run_connection(self, stream: anyio.abc.SocketStream, cred: PeerCred) -> None:
+        send, receive = anyio.create_memory_object_stream[bytes](OUTBOUND_BUFFER)
+        conn = Connection(cred, send)
+        self.connections.add(conn)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, stream, receive, tg.cancel_scope)
+                async with anyio.create_task_group() as handlers:
+                    await self._reader(stream, conn, handlers)
+                # The reader ended (EOF or an oversize line): requests in flight are answered,
+                # then the writer drains what is queued and the connection closes.
+                await send.aclose()
+        finally:
+            self.connections.discard(conn)
+            conn._close()
+            send.close()
+
+    async def _writer(
+        self,
+        stream: anyio.abc.SocketStream,
+        receive: MemoryObjectReceiveStream[bytes],
+        scope: anyio.CancelScope,
+    ) -> None:
+        async with receive:
+            try:
+                async for line in receive:
+                    batch = [line]
+                    while len(batch) < WRITE_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await stream.send(b"".join(batch) if len(batch) > 1 else line)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                # The peer went away: nothing more can be delivered, end the connection.
+                scope.cancel()
+
+    async def _reader(
+        self, stream: anyio.abc.SocketStream, conn: Connection, handlers: anyio.abc.TaskGroup
+    ) -> None:
+        framer = LineFramer(self._max_message_bytes())
+        inflight = anyio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
+        while True:
+            try:
+                chunk = await stream.receive(READ_CHUNK)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
+            except OSError:
+                return
+            for line in framer.feed(chunk):
+                if isinstance(line, Overflow):
+                    err = RpcError(
+                        ErrorKind.INVALID_REQUEST,
+                        f"message too large: a line may hold at most {line.limit} bytes "
+                        "([codexd] max_message_bytes); the connection is closed",
+                    )
+                    await conn.send(error_line(None, err))
+                    return
+                await self._dispatch(line, conn, handlers, inflight)
+
+    async def _dispatch(
+        self,
+        line: bytes,
+        conn: Connection,
+        handlers: anyio.abc.TaskGroup,
+        inflight: anyio.Semaphore,
+    ) -> None:
+        try:
+            env = _envelope_decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            await conn.send(error_line(_salvage_id(line), _invalid_request(line, exc)))
+            return
+        except msgspec.DecodeError as exc:
+            err = RpcError(ErrorKind.PARSE_ERROR, f"parse error: the line is not JSON ({exc})")
+            await conn.send(error_line(None, err))
+            return
+        is_notification = env.id is msgspec.UNSET
+        request_id = None if isinstance(env.id, msgspec.UnsetType) else env.id
+        if env.jsonrpc is not msgspec.UNSET and env.jsonrpc != "2.0":
+            if not is_notification:
+                err = RpcError(
+                    ErrorKind.INVALID_REQUEST,
+                    f'invalid request: "jsonrpc" must be "2.0", got {env.jsonrpc!r}',
+                )
+                await conn.send(error_line(request_id, err))
+            return
+        method = self._table.methods.get(env.method)
+        if method is None:
+            if is_notification:
+                log.debug("ignored notification for unknown method %r", env.method)
+            else:
+                err = RpcError(
+                    ErrorKind.METHOD_NOT_FOUND,
+                    f"method not found: {env.method!r} (codexctl rpc --list shows the methods)",
+                )
+                await conn.send(error_line(request_id, err))
+            return
+        ctx = CallContext(self._daemon, conn, request_id)
+        if method.inline:
+            await self._call(method, env.params, ctx, is_notification)
+            return
+        await inflight.acquire()
+        handlers.start_soon(self._call_released, method, env.params, ctx, is_notification, inflight)
+
+    async def _call_released(
+        self,
+        method: Method[Any, Any],
+        raw: msgspec.Raw | msgspec.UnsetType,
+        ctx: CallContext,
+        is_notification: bool,
+        inflight: anyio.Semaphore,
+    ) -> None:
+        try:
+            await self._call(method, raw, ctx, is_notification)
+        finally:
+            inflight.release()
+
+    async def _call(
+        self,
+        method: Method[Any, Any],
+        raw: msgspec.Raw | msgspec.UnsetType,
+        ctx: CallContext,
+        is_notification: bool,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            params = self._table.decode_params(method, raw)
+            result = await method.handler(ctx, params)
+        except RpcError as err:
+            log.debug("%s id=%s -> %s", method.name, ctx.request_id, err.kind)
+            if not is_notification:
+                await ctx.connection.send(error_line(ctx.request_id, err))
+            return
+        except Exception:
+            log.exception("internal error in %s (id=%s)", method.name, ctx.request_id)
+            if not is_notification:
+                err = RpcError(
+                    ErrorKind.INTERNAL_ERROR,
+                    f"internal error in {method.name}: this is a bug in codexd; "
+                    "the daemon log has the details",
+                )
+                await ctx.connection.send(error_line(ctx.request_id, err))
+            return
+        if not is_notification:
+            await ctx.connection.send(encode_line(Reply(id=ctx.request_id, result=result)))
+        for callback in ctx._after_reply:
+            callback()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s id=%s ok in %.0f µs",
+                method.name,
+                ctx.request_id,
+                (time.perf_counter() - started) * 1e6,
+            )
+
+
+_id_only = msgspec.json.Decoder(dict[str, Any])
+
+
+def _salvage_id(line: bytes) -> int | str | None:
+    """The id to answer an invalid request with: its own when it is a valid id, else null."""
+    try:
+        obj = _id_only.decode(line)
+    except msgspec.DecodeError:
+        return None
+    rid = obj.get("id")
+    return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
+
+
+def _invalid_request(line: bytes, exc: msgspec.ValidationError) -> RpcError:
+    head = line.lstrip()[:1]
+    if head == b"[":
+        msg = "invalid request: batches are not supported; send one request object per line"
+    elif head != b"{":
+        msg = "invalid request: expected a JSON-RPC request object"
+    else:
+        msg = f"invalid request: {exc}"
+    return RpcError(ErrorKind.INVALID_REQUEST, msg)
+
+
+__all__ = [
+    "CallContext",
+    "Connection",
+    "Method",
+    "MethodTable",
+    "RpcServer",
+    "encode_line",
+    "error_line",
+]
