@@ -1,6 +1,9 @@
 """sd_notify without libsystemd: one datagram to `$NOTIFY_SOCKET` (SPEC §3, §8).
 
 No `NOTIFY_SOCKET` means no service manager is listening: every call is a no-op.
+With `WatchdogSec=` systemd sets `WATCHDOG_USEC` (and `WATCHDOG_PID`); the `watchdog` task then
+sends `WATCHDOG=1` at half that interval, as sd_watchdog_enabled(3) recommends, for as long as
+the event loop runs.
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+
+import anyio
 
 log = logging.getLogger("codexd.sdnotify")
 
@@ -55,3 +60,47 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
+
+    def watchdog_ping(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:
+    """Seconds between keep-alive pings, or None when no watchdog is asked of this process."""
+    env = os.environ if env is None else env
+    raw = env.get("WATCHDOG_USEC", "")
+    if not raw:
+        return None
+    watchdog_pid = env.get("WATCHDOG_PID")
+    if watchdog_pid:
+        if not watchdog_pid.isdigit():
+            log.warning("ignoring WATCHDOG_PID=%r: not a process id", watchdog_pid)
+            return None
+        if int(watchdog_pid) != (os.getpid() if pid is None else pid):
+            return None
+    if not raw.isdigit() or int(raw) == 0:
+        log.warning("ignoring WATCHDOG_USEC=%r: not a positive number of microseconds", raw)
+        return None
+    return int(raw) / 2 / 1_000_000
+
+
+def next_ping_deadline(last_ping: float, interval: float, now: float) -> float:
+    """When the next ping is due: one interval after the last, or now if that is past (a loop
+    that stalled pings at once rather than trying to catch up)."""
+    return max(last_ping + interval, now)
+
+
+async def watchdog(
+    notifier: Notifier,
+    env: Mapping[str, str] | None = None,
+    *,
+    clock: Callable[[], float] = anyio.current_time,
+) -> None:
+    """Ping systemd's watchdog until cancelled; returns at once when there is none."""
+    interval = watchdog_interval(env)
+    if interval is None or not notifier.enabled:
+        return
+    while True:
+        notifier.watchdog_ping()
+        sent = clock()
+        await anyio.sleep_until(next_ping_deadline(sent, interval, clock()))
