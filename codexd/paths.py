@@ -64,8 +64,8 @@ def check_codex_home(paths: Paths, env: Mapping[str, str] | None = None) -> None
     env = os.environ if env is None else env
     if env.get("CODEX_HOME") and not os.path.isdir(paths.codex_home):
         raise StartupError(
-            f"CODEX_HOME={env['CODEX_HOME']} does not exist: create it (mkdir -p {paths.codex_home}) "
-            "or unset CODEX_HOME to use ~/.codex"
+            f"CODEX_HOME={env['CODEX_HOME']} does not exist: create it "
+            f"(mkdir -p {paths.codex_home}) or unset CODEX_HOME to use ~/.codex"
         )
 
 

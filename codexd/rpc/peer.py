@@ -22,8 +22,8 @@ def peer_credentials(sock: socket.socket) -> PeerCred:
     """SO_PEERCRED on Linux, LOCAL_PEERCRED (+ LOCAL_PEERPID) on macOS and the BSDs."""
     if sys.platform.startswith("linux"):
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", raw)
-        return PeerCred(pid=pid or None, uid=uid, gid=gid)
+        linux_pid, uid, gid = struct.unpack("3i", raw)
+        return PeerCred(pid=linux_pid or None, uid=uid, gid=gid)
     sol_local, local_peercred, local_peerpid = 0, 0x001, 0x002
     # struct xucred { u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]; }
     raw = sock.getsockopt(sol_local, local_peercred, struct.calcsize("IIh16I"))

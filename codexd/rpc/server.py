@@ -20,13 +20,13 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from codexctl.protocol import (
-    Envelope,
     ErrorKind,
     ErrorReply,
     Notification,
     Reply,
     RpcError,
 )
+from codexd.rpc.envelope import Rejected, parse_request
 from codexd.rpc.framing import LineFramer, Overflow
 from codexd.rpc.peer import PeerCred, peer_allowed, peer_credentials, process_name
 
@@ -47,7 +47,6 @@ MAX_INFLIGHT_PER_CONNECTION = 64
 WRITE_BATCH = 256
 
 _encoder = msgspec.json.Encoder()
-_envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
 def encode_line(message: Any) -> bytes:
@@ -286,25 +285,14 @@ class RpcServer:
         handlers: anyio.abc.TaskGroup,
         inflight: anyio.Semaphore,
     ) -> None:
-        try:
-            env = _envelope_decoder.decode(line)
-        except msgspec.ValidationError as exc:
-            await conn.send(error_line(_salvage_id(line), _invalid_request(line, exc)))
+        parsed = parse_request(line)
+        if isinstance(parsed, Rejected):
+            if parsed.answer:
+                await conn.send(error_line(parsed.request_id, parsed.error))
             return
-        except msgspec.DecodeError as exc:
-            err = RpcError(ErrorKind.PARSE_ERROR, f"parse error: the line is not JSON ({exc})")
-            await conn.send(error_line(None, err))
-            return
+        env = parsed
         is_notification = env.id is msgspec.UNSET
         request_id = None if isinstance(env.id, msgspec.UnsetType) else env.id
-        if env.jsonrpc is not msgspec.UNSET and env.jsonrpc != "2.0":
-            if not is_notification:
-                err = RpcError(
-                    ErrorKind.INVALID_REQUEST,
-                    f'invalid request: "jsonrpc" must be "2.0", got {env.jsonrpc!r}',
-                )
-                await conn.send(error_line(request_id, err))
-            return
         method = self._table.methods.get(env.method)
         if method is None:
             if is_notification:
@@ -347,10 +335,10 @@ class RpcServer:
         try:
             params = self._table.decode_params(method, raw)
             result = await method.handler(ctx, params)
-        except RpcError as err:
-            log.debug("%s id=%s -> %s", method.name, ctx.request_id, err.kind)
+        except RpcError as exc:
+            log.debug("%s id=%s -> %s", method.name, ctx.request_id, exc.kind)
             if not is_notification:
-                await ctx.connection.send(error_line(ctx.request_id, err))
+                await ctx.connection.send(error_line(ctx.request_id, exc))
             return
         except Exception:
             log.exception("internal error in %s (id=%s)", method.name, ctx.request_id)
@@ -373,30 +361,6 @@ class RpcServer:
                 ctx.request_id,
                 (time.perf_counter() - started) * 1e6,
             )
-
-
-_id_only = msgspec.json.Decoder(dict[str, Any])
-
-
-def _salvage_id(line: bytes) -> int | str | None:
-    """The id to answer an invalid request with: its own when it is a valid id, else null."""
-    try:
-        obj = _id_only.decode(line)
-    except msgspec.DecodeError:
-        return None
-    rid = obj.get("id")
-    return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
-
-
-def _invalid_request(line: bytes, exc: msgspec.ValidationError) -> RpcError:
-    head = line.lstrip()[:1]
-    if head == b"[":
-        msg = "invalid request: batches are not supported; send one request object per line"
-    elif head != b"{":
-        msg = "invalid request: expected a JSON-RPC request object"
-    else:
-        msg = f"invalid request: {exc}"
-    return RpcError(ErrorKind.INVALID_REQUEST, msg)
 
 
 __all__ = [

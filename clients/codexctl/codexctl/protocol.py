@@ -26,7 +26,10 @@ LOCK_NAME: Final = "codexd.lock"
 
 
 def default_socket_path(
-    env: Mapping[str, str] | None = None, uid: int | None = None, *, run_user_root: str = "/run/user"
+    env: Mapping[str, str] | None = None,
+    uid: int | None = None,
+    *,
+    run_user_root: str = "/run/user",
 ) -> str:
     """The control socket of SPEC §2: the first rule that applies.
 
@@ -107,7 +110,9 @@ ERROR_TABLE: Final[Mapping[ErrorKind, tuple[int, bool]]] = {
     ErrorKind.REPLAY_UNAVAILABLE: (-32042, False),
     ErrorKind.CONFIG_INVALID: (-32050, False),
 }
-KIND_BY_CODE: Final[Mapping[int, ErrorKind]] = {code: kind for kind, (code, _) in ERROR_TABLE.items()}
+KIND_BY_CODE: Final[Mapping[int, ErrorKind]] = {
+    code: kind for kind, (code, _) in ERROR_TABLE.items()
+}
 
 # codexctl's exit status for a failed call, by kind (SPEC §3).
 EXIT_OK: Final = 0
@@ -205,7 +210,7 @@ class ReplyEnvelope(msgspec.Struct):
     """What a client reads of every incoming line: a reply (has `id`) or a notification."""
 
     jsonrpc: str = "2.0"
-    id: int | str | None | msgspec.UnsetType = msgspec.UNSET
+    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
     method: str | msgspec.UnsetType = msgspec.UNSET
     params: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET

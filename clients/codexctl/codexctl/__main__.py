@@ -1,0 +1,3 @@
+from codexctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""`codexctl`: the command line of codexd (SPEC §3).
+
+Exit codes: 0 ok · 1 the call failed · 2 usage error · 3 daemon unreachable · 4 authentication
+needed · 5 rate/quota/usage limit · 130 interrupted. Errors are one line on stderr saying what
+happened and what to do next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from codexctl import __version__
+from codexctl.errors import DaemonUnreachable
+from codexctl.protocol import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    PROTOCOL_VERSION,
+    RpcError,
+    exit_code_for,
+)
+
+
+class UsageError(Exception):
+    """A mistake in the command line that argparse cannot see (exit 2)."""
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the daemon's control socket (default: $CODEXD_SOCKET, then the runtime dir)",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(
+        prog="codexctl", description="Talk to the codexd daemon.", parents=[common]
+    )
+    p.add_argument("--version", action="version", version=f"codexctl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("status", parents=[common], help="show what the daemon is doing")
+
+    rpc = sub.add_parser("rpc", parents=[common], help="call a method by name (raw JSON-RPC)")
+    rpc.add_argument("method", nargs="?", help="e.g. daemon/status")
+    rpc.add_argument("params", nargs="?", help="params as a JSON object")
+    rpc.add_argument("--list", action="store_true", help="list the methods and their params")
+    return p
+
+
+Handler = Callable[[argparse.Namespace, "Context"], int]
+
+
+class Context:
+    """What a command needs: where the daemon is, how to print, a lazily opened client."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+        self.socket: str | None = getattr(args, "socket", None)
+        self.json: bool = bool(getattr(args, "json", False))
+        self.out = out
+        self.err = err
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            from codexctl.client import Client
+            from codexctl.protocol import ClientInfo
+
+            self._client = Client(
+                self.socket, client=ClientInfo(name="codexctl", version=__version__)
+            )
+            self._client.connect()
+        return self._client
+
+    def call(self, method: str, params: Any = None) -> Any:
+        return self.client().call(method, params)
+
+    def print_json(self, value: Any) -> None:
+        import msgspec
+
+        self.out.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    st = ctx.call("daemon/status")
+    if ctx.json:
+        ctx.print_json(st)
+        return EXIT_OK
+    rows: list[tuple[str, str]] = [
+        ("daemon", f"codexd {st['version']} (protocol {st['protocol_version']}), pid {st['pid']}"),
+        ("uptime", f"{format_duration(st['uptime_s'])} (since {st['started_at']})"),
+        ("socket", st["socket"]),
+        ("started by", st["started_by"]),
+        ("codex home", st["codex_home"]),
+        ("state dir", st["state_dir"]),
+    ]
+    cfg = st.get("config")
+    if cfg:
+        line = f"{cfg['path']} (generation {cfg['generation']}, loaded {cfg['loaded_at']})"
+        rows.append(("config", line))
+        if cfg.get("error"):
+            rows.append(("config error", f"{cfg['error']} (the previous config stays in force)"))
+    acct = st.get("account")
+    if acct:
+        if acct.get("mode"):
+            who = acct.get("email") or ""
+            plan = f" ({acct['plan_type']})" if acct.get("plan_type") else ""
+            rows.append(("account", f"{acct['mode']} {who}{plan}".strip()))
+        else:
+            rows.append(("account", "not logged in (codexctl login)"))
+    jobs = st.get("jobs")
+    if jobs:
+        rows.append(
+            (
+                "jobs",
+                f"{jobs['queued']} queued, {jobs['running']} running, {jobs['retained']} retained",
+            )
+        )
+    rows.append(("connections", str(st["connections"])))
+    print_rows(ctx.out, rows)
+    for warning in status_warnings(st, os.environ):
+        ctx.err.write(f"warning: {warning}\n")
+    return EXIT_OK
+
+
+def status_warnings(st: dict[str, Any], env: Any) -> list[str]:
+    out = []
+    mine = env.get("CODEX_HOME")
+    if mine and os.path.abspath(mine) != st.get("codex_home"):
+        out.append(
+            f"your CODEX_HOME ({mine}) differs from the daemon's ({st.get('codex_home')}): "
+            "the daemon reads its own config.toml and auth.json"
+        )
+    if st.get("protocol_version") != PROTOCOL_VERSION:
+        out.append(
+            f"the daemon speaks protocol {st.get('protocol_version')}, this codexctl "
+            f"{PROTOCOL_VERSION}: upgrade the older of the two"
+        )
+    return out
+
+
+def cmd_rpc(args: argparse.Namespace, ctx: Context) -> int:
+    if args.list:
+        methods = ctx.call("daemon/methods")
+        if ctx.json:
+            ctx.print_json(methods)
+            return EXIT_OK
+        rows = []
+        for m in methods:
+            rows.append((m["name"], f"{_params_summary(m['params_schema'])}  {m['summary']}"))
+        print_rows(ctx.out, rows)
+        return EXIT_OK
+    if not args.method:
+        raise UsageError("rpc needs a METHOD (or --list to see them)")
+    params = None
+    if args.params is not None:
+        import msgspec
+
+        try:
+            params = msgspec.json.decode(args.params)
+        except msgspec.DecodeError as exc:
+            raise UsageError(f"params are not valid JSON ({exc}): pass an object like '{{}}'")
+    ctx.print_json(ctx.call(args.method, params))
+    return EXIT_OK
+
+
+def _params_summary(schema: dict[str, Any]) -> str:
+    """`{client, version?}` from a JSON Schema, for the method list."""
+    ref = schema.get("$ref", "")
+    defs = schema.get("$defs", {})
+    body = defs.get(ref.rsplit("/", 1)[-1], schema) if ref else schema
+    props = body.get("properties") or {}
+    if not props:
+        return "{}"
+    required = set(body.get("required", []))
+    names = [n if n in required else f"{n}?" for n in props]
+    return "{" + ", ".join(names) + "}"
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def print_rows(out: TextIO, rows: Sequence[tuple[str, str]]) -> None:
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        out.write(f"{key.ljust(width)}  {value}\n")
+
+
+def format_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+COMMANDS: dict[str, Handler] = {
+    "status": cmd_status,
+    "rpc": cmd_rpc,
+}
+
+
+def main(
+    argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(err)
+        return EXIT_USAGE
+    ctx = Context(args, out, err)
+    try:
+        return COMMANDS[args.command](args, ctx)
+    except UsageError as exc:
+        err.write(f"codexctl: {exc}\n")
+        return EXIT_USAGE
+    except RpcError as exc:
+        err.write(f"codexctl: {exc.message}\n")
+        return exit_code_for(exc.kind)
+    except KeyboardInterrupt:
+        err.write("codexctl: interrupted\n")
+        return EXIT_INTERRUPTED
+    except DaemonUnreachable as exc:
+        err.write(f"codexctl: {exc}\n")
+        return EXIT_UNREACHABLE
+    finally:
+        ctx.close()

@@ -1,0 +1,96 @@
+"""Fixtures shared by the whole suite: private directories and a real daemon subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from codexd.testing.daemon_process import DaemonProcess
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose daemon lives entirely inside tmp_path."""
+    home = tmp_path / "codex-home"
+    home.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("XDG_RUNTIME_DIR", None)
+    env.update(
+        CODEXD_SOCKET=str(tmp_path / "run" / "codexd.sock"),
+        CODEXD_STATE_DIR=str(tmp_path / "state"),
+        CODEX_HOME=str(home),
+    )
+    return env
+
+
+@pytest.fixture
+def daemon(daemon_env: dict[str, str]) -> Iterator[DaemonProcess]:
+    with DaemonProcess(daemon_env) as proc:
+        yield proc
+
+
+class LineConn:
+    """A raw NDJSON connection for protocol tests: send bytes, read decoded lines."""
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, data: bytes | dict[str, object]) -> None:
+        if isinstance(data, dict):
+            data = msgspec.json.encode(data) + b"\n"
+        self.sock.sendall(data)
+
+    def recv(self) -> dict[str, object]:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed; pending {self.buf!r}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        value = msgspec.json.decode(line)
+        assert isinstance(value, dict)
+        return value
+
+    def call(self, method: str, params: object = None, rid: int | str = 1) -> dict[str, object]:
+        msg: dict[str, object] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(msg)
+        return self.recv()
+
+    def at_eof(self) -> bool:
+        """True when the daemon closed the connection (and sent nothing more)."""
+        rest = self.sock.recv(65536)
+        self.buf += rest
+        return rest == b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def connect(daemon: DaemonProcess) -> Iterator[type[LineConn]]:
+    opened: list[LineConn] = []
+
+    class Conn(LineConn):
+        def __init__(self, path: str = daemon.socket, timeout: float = 10.0) -> None:
+            super().__init__(path, timeout)
+            opened.append(self)
+
+    yield Conn
+    for c in opened:
+        c.close()
