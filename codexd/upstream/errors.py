@@ -13,12 +13,14 @@ import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Final
 
 import httpx
 import msgspec
+
 from codexctl.protocol import ERROR_TABLE, ErrorKind, RpcError
+from codexd.clock import rfc3339
 
 BILLING_URL: Final = "platform.openai.com/account/billing"
 PLUS_URL: Final = "https://chatgpt.com/explore/plus"
@@ -105,12 +107,6 @@ def is_event_stream(headers: Mapping[str, str]) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
-def rfc3339(ts: float) -> str:
-    """`2026-11-25T09:00:00.123Z` (SPEC §2)."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
 def format_duration(seconds: float) -> str:
     """`45s`, `12m`, `1h12m`, `2d3h`: precise enough to plan by, short enough to read."""
     s = max(0, round(seconds))
@@ -126,16 +122,17 @@ def format_duration(seconds: float) -> str:
     return f"{days}d{hours}h" if hours else f"{days}d"
 
 
+def format_at(ts: float, now: float, tz: tzinfo | None = None) -> str:
+    """`14:05 (in 1h12m)` in the daemon's local time (with the date when not today)."""
+    local = datetime.fromtimestamp(ts, tz)
+    today = datetime.fromtimestamp(now, tz)
+    fmt = "%H:%M" if local.date() == today.date() else "%Y-%m-%d %H:%M"
+    return f"{local.strftime(fmt)} (in {format_duration(ts - now)})"
+
+
 def format_reset(resets_at: float, now: float, tz: tzinfo | None = None) -> str:
-    """`resets at 14:05 (in 1h12m)` in the daemon's local time (the date when not today)."""
-    local = datetime.fromtimestamp(resets_at, tz) if tz else datetime.fromtimestamp(resets_at)
-    today = datetime.fromtimestamp(now, tz) if tz else datetime.fromtimestamp(now)
-    when = (
-        local.strftime("%H:%M")
-        if local.date() == today.date()
-        else local.strftime("%Y-%m-%d %H:%M")
-    )
-    return f"resets at {when} (in {format_duration(resets_at - now)})"
+    """`resets at 14:05 (in 1h12m)`."""
+    return f"resets at {format_at(resets_at, now, tz)}"
 
 
 # --------------------------------------------------------------------------- error bodies

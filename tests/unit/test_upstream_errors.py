@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from codexctl.protocol import ErrorKind, RpcError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from codexctl.protocol import ErrorKind, RpcError
 from codexd.upstream.errors import (
     UpstreamError,
     UpstreamFailure,
