@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal, Protocol
 
 import msgspec
+
 from codexctl.protocol import ErrorKind, RpcError
 
 Period = Literal["daily", "monthly"]

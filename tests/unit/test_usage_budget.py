@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from codexctl.protocol import ErrorKind
 
+from codexctl.protocol import ErrorKind
 from codexd.usage.budget import BudgetCaps, check, day_bounds, month_bounds, status
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -1,0 +1,647 @@
+"""The usage ledger (SPEC §7): one SQLite row per finished job, shared by every tool.
+
+`Ledger` is the blocking part (sqlite3): schema and migrations, batch inserts, the
+`usage/read` aggregation, spend for the budget caps, and retention. `LedgerWriter` is the
+shell the event loop talks to: `record()` only appends to a bounded in-memory backlog, and
+one task writes batches through a worker thread, one transaction per batch.
+
+Durability: WAL with `synchronous=FULL`. Each committed batch is fsynced, so a recorded job
+survives not only a killed daemon (which NORMAL also gives) but a power cut or kernel panic
+right after the client was told what the job cost. Batching keeps that to one fsync per
+batch rather than per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Final, Literal
+
+import anyio
+import msgspec
+
+from codexctl.protocol import ErrorKind, RpcError
+
+log = logging.getLogger("codexd.usage")
+
+LEDGER_FILE: Final = "usage.sqlite3"
+DEFAULT_RETENTION_DAYS: Final = 400
+DEFAULT_MAX_BACKLOG: Final = 100_000
+DEFAULT_MAX_BATCH: Final = 1_000
+
+GroupKey = Literal["model", "client", "provider", "day"]
+Status = Literal["completed", "failed", "cancelled"]
+GROUP_KEYS: Final[tuple[GroupKey, ...]] = ("day", "model", "client", "provider")
+
+# Forward migrations: step i takes the schema from user_version i to i + 1. Never edit a step
+# that has shipped; append a new one.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL UNIQUE,
+            finished_at REAL NOT NULL,
+            day TEXT NOT NULL,
+            client TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            api TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            cached_input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            estimated INTEGER NOT NULL
+        )
+        """,
+        # Covering, in the order `read` groups by: a million rows aggregate by a scan of this
+        # index alone, already sorted, with no temporary B-tree and no table lookups.
+        """
+        CREATE INDEX usage_by_day ON usage (
+            day, model, client, provider, finished_at, input_tokens, cached_input_tokens,
+            output_tokens, reasoning_tokens, cost_usd, estimated
+        )
+        """,
+    ),
+    (
+        """
+        CREATE TABLE usage_daily (
+            day TEXT NOT NULL,
+            model TEXT NOT NULL,
+            client TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            first_at REAL NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            cached_input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            estimated INTEGER NOT NULL,
+            PRIMARY KEY (day, model, client, provider)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+_INSERT: Final = """
+    INSERT OR IGNORE INTO usage (
+        job_id, finished_at, day, client, provider, model, api, status, attempts, input_tokens,
+        cached_input_tokens, output_tokens, reasoning_tokens, cost_usd, estimated
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_COUNTERS: Final = """
+    SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens), SUM(reasoning_tokens),
+    SUM(cost_usd), MAX(estimated)
+"""
+# Rows past retention, folded into one row per (day, model, client, provider). The upsert
+# makes compaction safe to repeat and to run over a day that was partly compacted before.
+_COMPACT: Final = f"""
+    INSERT INTO usage_daily (
+        day, model, client, provider, first_at, requests, input_tokens, cached_input_tokens,
+        output_tokens, reasoning_tokens, cost_usd, estimated
+    )
+    SELECT day, model, client, provider, MIN(finished_at), COUNT(*), {_COUNTERS}
+    FROM usage WHERE day < ? GROUP BY day, model, client, provider
+    ON CONFLICT (day, model, client, provider) DO UPDATE SET
+        first_at = MIN(first_at, excluded.first_at),
+        requests = requests + excluded.requests,
+        input_tokens = input_tokens + excluded.input_tokens,
+        cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+        output_tokens = output_tokens + excluded.output_tokens,
+        reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+        cost_usd = cost_usd + excluded.cost_usd,
+        estimated = MAX(estimated, excluded.estimated)
+"""
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened (a newer schema, not a database): a start-up failure."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One finished job, as the ledger keeps it. `finished_at` is UTC epoch seconds."""
+
+    job_id: str
+    finished_at: float
+    client: str
+    provider: str
+    model: str
+    api: str
+    status: Status
+    attempts: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+    estimated: bool
+
+
+class UsageTotals(msgspec.Struct, kw_only=True):
+    """`usage/read`'s `total`; a row adds its group keys."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    estimated: bool = False
+
+    def add(
+        self,
+        requests: int,
+        input_tokens: int,
+        cached_input_tokens: int,
+        output_tokens: int,
+        reasoning_tokens: int,
+        cost: float,
+        estimated: int,
+    ) -> None:
+        self.requests += requests
+        self.input_tokens += input_tokens
+        self.cached_input_tokens += cached_input_tokens
+        self.output_tokens += output_tokens
+        self.reasoning_tokens += reasoning_tokens
+        self.cost_usd += cost
+        self.estimated = self.estimated or bool(estimated)
+
+
+class UsageRow(UsageTotals, kw_only=True):
+    """One group of `usage/read`: only the keys asked for in `group_by` are present."""
+
+    day: str | msgspec.UnsetType = msgspec.UNSET
+    model: str | msgspec.UnsetType = msgspec.UNSET
+    client: str | msgspec.UnsetType = msgspec.UNSET
+    provider: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class UsageResult(msgspec.Struct):
+    rows: list[UsageRow]
+    total: UsageTotals
+
+
+class UsageReadParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`usage/read` params: `since`/`until` are RFC 3339 times or local dates (YYYY-MM-DD)."""
+
+    since: str | None = None
+    until: str | None = None
+    group_by: list[GroupKey] = msgspec.field(default_factory=list)
+
+
+def parse_time_bound(value: str, *, member: str, end_of_day: bool, tz: tzinfo | None) -> float:
+    """An RFC 3339 time, or a local date: `since` a date is its first instant, `until` a date
+    is the end of it (so `--since 2026-11-01 --until 2026-11-30` is all of November)."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").date()
+            if end_of_day:
+                day += timedelta(days=1)
+            if tz is None:
+                return datetime(day.year, day.month, day.day).timestamp()
+            return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RpcError(
+            ErrorKind.INVALID_PARAMS,
+            f"{member} {value!r} is neither a date (2026-11-25) nor an RFC 3339 time "
+            f"(2026-11-25T09:00:00Z) - at `$.{member}`",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz) if tz is not None else moment.astimezone()
+    return moment.timestamp()
+
+
+def local_day(epoch: float, tz: tzinfo | None) -> str:
+    """The daemon's local day (SPEC §2) of a UTC epoch time, as YYYY-MM-DD."""
+    return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d")
+
+
+# --------------------------------------------------------------------------- the database
+
+
+def _connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, steps: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+    """Bring the schema to `len(steps)`, one transaction per step; returns the old version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(steps):
+        raise LedgerError(
+            f"the usage ledger has schema version {version}, newer than this codexd knows "
+            f"({len(steps)}): upgrade codexd, or move the file away to start a new ledger"
+        )
+    for number in range(version, len(steps)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in steps[number]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(version)
+
+
+class Ledger:
+    """The SQLite file: blocking calls, meant for worker threads (see `LedgerWriter`).
+
+    Writes go through one connection that only one thread uses at a time; every query opens
+    its own short-lived connection, so reads run beside writes (WAL) and beside each other.
+    """
+
+    def __init__(self, path: str, *, tz: tzinfo | None = None, busy_timeout_ms: int = 250) -> None:
+        self.path = path
+        self.tz = tz
+        # Created 0600 before SQLite sees it; SQLite gives -wal and -shm the same mode.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        try:
+            self._conn = _connect(path, busy_timeout_ms=busy_timeout_ms)
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise LedgerError(f"cannot switch {path} to WAL mode (got {mode})")
+            migrate(self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"cannot open the usage ledger {path}: {exc}; if the file is damaged, "
+                "move it away and codexd starts a new one"
+            ) from None
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str, *, tz: tzinfo | None = None) -> Ledger:
+        return cls(os.path.join(state_dir, LEDGER_FILE), tz=tz)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def insert_batch(self, records: Sequence[UsageRecord]) -> int:
+        """Insert in one transaction; returns how many were new (a known job_id is ignored).
+
+        Raises sqlite3.Error (busy, disk full, ...) with nothing written.
+        """
+        rows = [
+            (
+                r.job_id,
+                r.finished_at,
+                local_day(r.finished_at, self.tz),
+                r.client,
+                r.provider,
+                r.model,
+                r.api,
+                r.status,
+                r.attempts,
+                r.input_tokens,
+                r.cached_input_tokens,
+                r.output_tokens,
+                r.reasoning_tokens,
+                r.cost_usd,
+                int(r.estimated),
+            )
+            for r in records
+        ]
+        conn = self._conn
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return conn.total_changes - before
+
+    def compact(self, before_day: str) -> int:
+        """Fold rows of local days before `before_day` into daily totals; returns rows folded."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_COMPACT, (before_day,))
+            folded = conn.execute("DELETE FROM usage WHERE day < ?", (before_day,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return int(folded)
+
+    def compact_expired(self, now: float, retention_days: int = DEFAULT_RETENTION_DAYS) -> int:
+        """Retention (`usage_retention_days`): whole local days older than the window."""
+        return self.compact(local_day(now - retention_days * 86_400, self.tz))
+
+    # ------------------------------------------------------------------ queries
+
+    def _reader(self) -> sqlite3.Connection:
+        return _connect(self.path, busy_timeout_ms=5_000)
+
+    def _where(
+        self, since: float | None, until: float | None, time_column: str
+    ) -> tuple[str, list[Any]]:
+        # The day range (widened: a tz change may shift a stored day) lets the covering index
+        # seek; the time comparison is what decides.
+        clauses: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            clauses.append(f"day >= ? AND {time_column} >= ?")
+            args += [local_day(since - 2 * 86_400, self.tz), since]
+        if until is not None:
+            clauses.append(f"day <= ? AND {time_column} < ?")
+            args += [local_day(until + 2 * 86_400, self.tz), until]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def _groups(self, since: float | None, until: float | None) -> Iterable[tuple[Any, ...]]:
+        """(day, model, client, provider, requests, counters...) from both tables.
+
+        A compacted day counts inside [since, until) when its first job does.
+        """
+        raw_where, raw_args = self._where(since, until, "finished_at")
+        daily_where, daily_args = self._where(since, until, "first_at")
+        sql = (
+            f"SELECT day, model, client, provider, COUNT(*), {_COUNTERS} FROM usage{raw_where}"
+            " GROUP BY day, model, client, provider"
+            " UNION ALL"
+            " SELECT day, model, client, provider, requests, input_tokens, cached_input_tokens,"
+            " output_tokens, reasoning_tokens, cost_usd, estimated"
+            f" FROM usage_daily{daily_where}"
+        )
+        conn = self._reader()
+        try:
+            return conn.execute(sql, raw_args + daily_args).fetchall()
+        finally:
+            conn.close()
+
+    def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        group_by: Sequence[GroupKey] = (),
+    ) -> UsageResult:
+        """`usage/read`: rows per distinct value of the `group_by` keys, sorted by those keys,
+        and the total. Times are UTC epoch seconds; `since` inclusive, `until` exclusive."""
+        keys: list[GroupKey] = list(dict.fromkeys(group_by))
+        positions = [GROUP_KEYS.index(key) for key in keys]
+        total = UsageTotals()
+        groups: dict[tuple[str, ...], UsageRow] = {}
+        for record in self._groups(since, until):
+            counters = record[4:]
+            total.add(*counters)
+            if not keys:
+                continue
+            group = tuple(record[i] for i in positions)
+            row = groups.get(group)
+            if row is None:
+                row = groups[group] = UsageRow()
+                for key, value in zip(keys, group, strict=True):
+                    setattr(row, key, value)
+            row.add(*counters)
+        rows = [groups[group] for group in sorted(groups)]
+        return UsageResult(rows=rows, total=total)
+
+    def spend(self, since: float | None, until: float | None) -> float:
+        """USD recorded in [since, until): what the budget caps are checked against."""
+        raw_where, raw_args = self._where(since, until, "finished_at")
+        daily_where, daily_args = self._where(since, until, "first_at")
+        sql = (
+            f"SELECT (SELECT TOTAL(cost_usd) FROM usage{raw_where})"
+            f" + (SELECT TOTAL(cost_usd) FROM usage_daily{daily_where})"
+        )
+        conn = self._reader()
+        try:
+            (spent,) = conn.execute(sql, raw_args + daily_args).fetchone()
+        finally:
+            conn.close()
+        return float(spent)
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class WriterStatus(msgspec.Struct):
+    """For `daemon/status` and the log: a non-null `last_error` means rows are waiting."""
+
+    pending: int
+    written: int
+    duplicates: int
+    refused: int
+    retries: int
+    last_error: str | None
+
+
+class LedgerWriter:
+    """The event loop's side of the ledger.
+
+    `record()` never blocks and never raises: it appends to a bounded backlog and wakes
+    `run()`, which writes everything queued so far as one batch in a worker thread. When a
+    batch fails (disk full, database locked by another process), the error is kept in
+    `status()` and logged, and the same batch is retried with backoff until it lands; rows are
+    never dropped. While that lasts the backlog fills, and past `max_backlog` `record()`
+    refuses the row, counts it in `refused`, logs it and returns False: memory stays bounded
+    and the job's own result is untouched.
+
+    Run `run()` in the daemon's task group; on shutdown call `close()` (shielded, under the
+    drain deadline) before the group is cancelled: it refuses new rows and returns once every
+    accepted row is committed. Construct it inside the event loop.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        if max_backlog < 1 or max_batch < 1:
+            raise ValueError("max_backlog and max_batch must be at least 1")
+        self.ledger = ledger
+        self._max_backlog = max_backlog
+        self._max_batch = max_batch
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._queue: deque[UsageRecord] = deque()
+        self._inflight: list[UsageRecord] = []
+        self._limiter = anyio.CapacityLimiter(1)
+        self._wake = anyio.Event()
+        self._changed = anyio.Event()
+        self._stopped = anyio.Event()
+        self._running = False
+        self._closing = False
+        self._accepted = 0
+        self._done = 0
+        self._duplicates = 0
+        self._refused = 0
+        self._retries = 0
+        self._last_error: str | None = None
+
+    def __repr__(self) -> str:
+        s = self.status()
+        return (
+            f"<LedgerWriter pending={s.pending} written={s.written} refused={s.refused}"
+            f" last_error={s.last_error!r}>"
+        )
+
+    def status(self) -> WriterStatus:
+        return WriterStatus(
+            pending=len(self._queue) + len(self._inflight),
+            written=self._done - self._duplicates,
+            duplicates=self._duplicates,
+            refused=self._refused,
+            retries=self._retries,
+            last_error=self._last_error,
+        )
+
+    def record(self, row: UsageRecord) -> bool:
+        """Queue one finished job; False (counted and logged) when closing or backlogged."""
+        if self._closing or len(self._queue) + len(self._inflight) >= self._max_backlog:
+            self._refused += 1
+            if self._refused == 1 or self._refused % 1000 == 0:
+                log.error(
+                    "usage ledger: %d finished job(s) not recorded (job %s): %s",
+                    self._refused,
+                    row.job_id,
+                    "the writer is closed"
+                    if self._closing
+                    else f"{self._max_backlog} rows already wait; last error: {self._last_error}",
+                )
+            self._notify()
+            return False
+        self._queue.append(row)
+        self._accepted += 1
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_until(self, predicate: Callable[[WriterStatus], bool]) -> WriterStatus:
+        """Wait until the status satisfies `predicate` (it is re-checked on every change)."""
+        while True:
+            changed = self._changed
+            current = self.status()
+            if predicate(current):
+                return current
+            await changed.wait()
+
+    async def run(self) -> None:
+        """Write batches until `close()` has been called and everything accepted is written."""
+        self._running = True
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
+                count = min(len(self._queue), self._max_batch)
+                self._inflight = [self._queue.popleft() for _ in range(count)]
+                inserted = await self._write(self._inflight)
+                self._duplicates += len(self._inflight) - inserted
+                self._done += len(self._inflight)
+                self._inflight = []
+                self._notify()
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def _write(self, batch: list[UsageRecord]) -> int:
+        delay = self._backoff_initial_s
+        while True:
+            try:
+                # Not abandoned on cancel: a transaction in progress finishes or rolls back.
+                inserted = await anyio.to_thread.run_sync(
+                    self.ledger.insert_batch, batch, limiter=self._limiter
+                )
+            except sqlite3.Error as exc:
+                self._retries += 1
+                first = self._last_error is None
+                self._last_error = f"{exc}"
+                self._notify()
+                (log.error if first else log.warning)(
+                    "usage ledger %s: cannot write %d row(s): %s; retrying in %.2fs "
+                    "(free disk space or stop the process holding the lock)",
+                    self.ledger.path,
+                    len(self._queue) + len(batch),
+                    exc,
+                    delay,
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max_s)
+                continue
+            if self._last_error is not None:
+                log.warning(
+                    "usage ledger %s: writing again after: %s", self.ledger.path, self._last_error
+                )
+                self._last_error = None
+            return inserted
+
+    async def flush(self) -> None:
+        """Return once every row accepted before this call is committed (needs `run()`)."""
+        target = self._accepted
+        while self._done < target:
+            changed = self._changed
+            await changed.wait()
+
+    async def close(self) -> None:
+        """Refuse new rows, commit every accepted one, stop `run()`, close the database."""
+        self._closing = True
+        self._wake.set()
+        if self._running:
+            await self._stopped.wait()
+        elif self._queue:
+            await self.run()
+        await anyio.to_thread.run_sync(self.ledger.close, limiter=self._limiter)
+
+    async def compact_expired(self, now: float, retention_days: int) -> int:
+        """Retention, on the writer's connection so it never races a batch."""
+        return await anyio.to_thread.run_sync(
+            self.ledger.compact_expired, now, retention_days, limiter=self._limiter
+        )
+
+    async def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        group_by: Sequence[GroupKey] = (),
+    ) -> UsageResult:
+        return await anyio.to_thread.run_sync(self.ledger.read, since, until, group_by)
+
+    async def spend(self, since: float | None, until: float | None) -> float:
+        """Spend in [since, until): committed rows plus those still waiting to be written."""
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
+        # Taken before the query: a batch that commits meanwhile is counted twice, never
+        # missed, and a budget check errs on the safe side.
+        waiting = sum(
+            r.cost_usd for r in [*self._inflight, *self._queue] if lo <= r.finished_at < hi
+        )
+        committed = await anyio.to_thread.run_sync(self.ledger.spend, since, until)
+        return committed + waiting
