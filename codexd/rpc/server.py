@@ -45,6 +45,7 @@ OUTBOUND_BUFFER = 1024
 # Requests of one connection being handled at once; past it the reader stops reading.
 MAX_INFLIGHT_PER_CONNECTION = 64
 WRITE_BATCH = 256
+MAX_DEFERRED = 4096
 
 _encoder = msgspec.json.Encoder()
 
@@ -109,6 +110,7 @@ class Connection:
         self.connected_at = time.monotonic()
         self._send = send
         self._on_close: list[Callable[[], None]] = []
+        self._deferred: list[bytes] = []
         self.closed = False
 
     async def send(self, line: bytes) -> None:
@@ -122,6 +124,21 @@ class Connection:
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         return True
+
+    def defer(self, line: bytes) -> None:
+        """Queue a line that must not be lost (a `subscription/dropped` notice) even when the
+        outbound buffer is full: the writer sends it after the batch in progress. Bounded by
+        the number of subscriptions the connection can have dropped."""
+        if not self.send_nowait(line) and not self.closed:
+            if len(self._deferred) >= MAX_DEFERRED:
+                log.warning("connection %d: too many deferred notices, closing it", self.id)
+                self._send.close()
+                return
+            self._deferred.append(line)
+
+    def take_deferred(self) -> list[bytes]:
+        out, self._deferred = self._deferred, []
+        return out
 
     def notify(self, method: str, params: Any) -> bool:
         return self.send_nowait(encode_line(Notification(method=method, params=params)))
@@ -224,7 +241,7 @@ class RpcServer:
         self.connections.add(conn)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, stream, receive, tg.cancel_scope)
+                tg.start_soon(self._writer, stream, receive, conn, tg.cancel_scope)
                 async with anyio.create_task_group() as handlers:
                     await self._reader(stream, conn, handlers)
                 # The reader ended (EOF or an oversize line): requests in flight are answered,
@@ -239,6 +256,7 @@ class RpcServer:
         self,
         stream: anyio.abc.SocketStream,
         receive: MemoryObjectReceiveStream[bytes],
+        conn: Connection,
         scope: anyio.CancelScope,
     ) -> None:
         async with receive:
@@ -251,6 +269,9 @@ class RpcServer:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await stream.send(b"".join(batch) if len(batch) > 1 else line)
+                    deferred = conn.take_deferred()
+                    if deferred:
+                        await stream.send(b"".join(deferred))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 # The peer went away: nothing more can be delivered, end the connection.
                 scope.cancel()

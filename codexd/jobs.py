@@ -1,0 +1,607 @@
+"""Jobs: the state machine, the seq-numbered event log, and subscriptions (SPEC §4).
+
+Everything that affects a job's transitions lives in `TRANSITIONS` and `apply()`. The log is
+append-only and bounded: past `max_events` the oldest events after the first are dropped
+(they are deltas in practice; the first and the terminal event always stay). Subscribers are
+connections: live events are fanned out with `send_nowait`, and a connection whose outbound
+buffer is full has that subscription dropped with `subscription/dropped {next_seq}`, so one
+slow reader never slows the job or the other subscribers. Replays go through the same
+connection with backpressure before a subscription turns live.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import anyio
+import anyio.abc
+import msgspec
+
+from codexctl.protocol import ErrorKind, ErrorObject, Notification, RpcError
+from codexd.clock import Clock, SystemClock, rfc3339
+
+log = logging.getLogger("codexd.jobs")
+
+MAX_RETAINED_JOBS: Final = 10_000
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_EVENTS: Final = frozenset({"job.completed", "job.failed", "job.cancelled"})
+UPSTREAM = "upstream"  # any event type that is not one of the job.* types
+
+_ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
+TRANSITIONS: Final[Mapping[tuple[JobState, str], JobState]] = {
+    (JobState.QUEUED, "job.queued"): JobState.QUEUED,
+    (JobState.QUEUED, "job.started"): JobState.RUNNING,
+    (JobState.RUNNING, UPSTREAM): JobState.RUNNING,
+    (JobState.RUNNING, "job.retrying"): JobState.RETRYING,
+    (JobState.RETRYING, "job.started"): JobState.RUNNING,
+    (JobState.RUNNING, "job.completed"): JobState.COMPLETED,
+    **{(s, "job.failed"): JobState.FAILED for s in _ACTIVE},
+    **{(s, "job.cancelled"): JobState.CANCELLED for s in _ACTIVE},
+}
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def event_kind(event_type: str) -> str:
+    return event_type if event_type.startswith("job.") else UPSTREAM
+
+
+def next_state(state: JobState, event_type: str) -> JobState:
+    """The state after `event_type`; raises InvalidTransition and changes nothing otherwise."""
+    try:
+        return TRANSITIONS[(state, event_kind(event_type))]
+    except KeyError:
+        raise InvalidTransition(
+            f"can't handle event type {event_type!r} when state={state.value}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- wire types
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+
+class JobView(msgspec.Struct):
+    """The Job of `job/get` (SPEC §4); `output_text` is left out of `job/created|finished`."""
+
+    id: str
+    state: str
+    client: str
+    provider: str
+    model: str
+    api: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    output_text: str | msgspec.UnsetType | None
+    usage: Usage | None
+    cost_usd: float | None
+    error: ErrorObject | None
+
+
+class JobEventParams(msgspec.Struct):
+    job_id: str
+    seq: int
+    event: Any
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _encode_event_line(job_id: str, seq: int, event: Any) -> bytes:
+    buf = bytearray()
+    _encoder.encode_into(
+        Notification(method="job/event", params=JobEventParams(job_id, seq, event)), buf
+    )
+    buf += b"\n"
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- the event log
+
+
+class EventLog:
+    """Seq-numbered, append-only, bounded. Holds the first event and an unbroken tail."""
+
+    __slots__ = ("_first", "_max_events", "_tail", "next_seq")
+
+    def __init__(self, max_events: int) -> None:
+        if max_events < 2:
+            raise ValueError("max_events must be at least 2 (the first and the last event)")
+        self._max_events = max_events
+        self._first: bytes | None = None
+        self._tail: deque[tuple[int, bytes]] = deque()
+        self.next_seq = 1
+
+    def append(self, line: bytes) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        if seq == 1:
+            self._first = line
+        else:
+            self._tail.append((seq, line))
+            if len(self._tail) + 1 > self._max_events:
+                self._tail.popleft()
+        return seq
+
+    @property
+    def oldest_seq(self) -> int:
+        """The first seq of the unbroken tail (seq 1 is kept apart)."""
+        return self._tail[0][0] if self._tail else self.next_seq
+
+    def __len__(self) -> int:
+        return (1 if self._first is not None else 0) + len(self._tail)
+
+    def replay_from(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+        """Events with seq > after_seq; raises RpcError replay_unavailable if some are gone."""
+        if after_seq < 0:
+            after_seq = 0
+        if after_seq >= 1 and after_seq + 1 < self.oldest_seq:
+            raise self._unavailable()
+        if after_seq == 0 and self.oldest_seq > 2:
+            raise self._unavailable()
+        return self._iter(after_seq)
+
+    def _iter(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+        if after_seq == 0 and self._first is not None:
+            yield 1, self._first
+        for seq, line in self._tail:
+            if seq > after_seq:
+                yield seq, line
+
+    def line_at(self, seq: int) -> bytes | None:
+        if seq == 1:
+            return self._first
+        if self._tail and self._tail[0][0] <= seq:
+            index = seq - self._tail[0][0]
+            if index < len(self._tail):
+                return self._tail[index][1]
+        return None
+
+    def _unavailable(self) -> RpcError:
+        return RpcError(
+            ErrorKind.REPLAY_UNAVAILABLE,
+            f"the job's log no longer holds those events: subscribe with after_seq ≥ "
+            f"{self.oldest_seq - 1} (the log keeps the newest events)",
+            oldest_seq=self.oldest_seq,
+        )
+
+
+# --------------------------------------------------------------------------- subscribers
+
+
+class Subscriber(Protocol):
+    """What a job needs of a connection (rpc.server.Connection satisfies it)."""
+
+    closed: bool
+
+    def send_nowait(self, line: bytes) -> bool: ...
+
+    async def send(self, line: bytes) -> None: ...
+
+    def notify(self, method: str, params: Any) -> bool: ...
+
+    def defer(self, line: bytes) -> None: ...
+
+
+class DroppedParams(msgspec.Struct, omit_defaults=True):
+    reason: str
+    job_id: str | None = None
+    topic: str | None = None
+    next_seq: int | None = None
+
+
+def dropped_line(job_id: str, next_seq: int) -> bytes:
+    buf = bytearray()
+    params = DroppedParams(reason="slow_consumer", job_id=job_id, next_seq=next_seq)
+    _encoder.encode_into(Notification(method="subscription/dropped", params=params), buf)
+    buf += b"\n"
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    client: str
+    provider: str
+    model: str
+    api: str
+    body: dict[str, Any]
+    created_at: float
+    created_mono: float
+    log: EventLog
+    config: Any = None  # the config snapshot taken when the job was created
+    state: JobState = JobState.QUEUED
+    started_at: float | None = None
+    finished_at: float | None = None
+    finished_mono: float | None = None
+    attempts: int = 0
+    output_parts: list[str] = field(default_factory=list)
+    output_text: str | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    error: RpcError | None = None
+    client_request_id: str | None = None
+    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    cancel_requested: bool = False
+    live: set[Subscriber] = field(default_factory=set)
+    replaying: set[Subscriber] = field(default_factory=set)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def text_so_far(self) -> str:
+        return self.output_text if self.output_text is not None else "".join(self.output_parts)
+
+    def view(self, *, with_output: bool = True) -> JobView:
+        return JobView(
+            id=self.id,
+            state=self.state.value,
+            client=self.client,
+            provider=self.provider,
+            model=self.model,
+            api=self.api,
+            created_at=rfc3339(self.created_at),
+            started_at=rfc3339(self.started_at) if self.started_at else None,
+            finished_at=rfc3339(self.finished_at) if self.finished_at else None,
+            attempts=self.attempts,
+            output_text=self.text_so_far() if with_output else msgspec.UNSET,
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            error=self.error.to_object() if self.error else None,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Job {self.id} {self.state.value} attempts={self.attempts} "
+            f"events={self.log.next_seq - 1} subscribers={len(self.live)}+{len(self.replaying)}>"
+        )
+
+
+Runner = Callable[["Job", "JobManager"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    max_queued_jobs: int = 1000
+    job_retention_s: float = 900.0
+    max_job_log_events: int = 100_000
+    max_retained_jobs: int = MAX_RETAINED_JOBS
+
+
+class JobManager:
+    """Owns every job: creation, events, fan-out, cancellation, retention.
+
+    Jobs run in the manager's task group, not the submitting connection's, so a client can
+    drop and re-attach.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        limits: Callable[[], JobLimits],
+        clock: Clock | None = None,
+        on_created: Callable[[Job], None] | None = None,
+        on_finished: Callable[[Job], None] | None = None,
+    ) -> None:
+        self._runner = runner
+        self._limits = limits
+        self._clock = clock or SystemClock()
+        self._on_created = on_created
+        self._on_finished = on_finished
+        self.jobs: dict[str, Job] = {}
+        self._by_request_id: dict[tuple[str, str], str] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._accepting = True
+        self._reaper_wakeup = anyio.Event()
+        self._finished_order: deque[Job] = deque()  # finish order = expiry order
+        self._reaper_idle = True
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._reaper)
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def active(self) -> list[Job]:
+        return [j for j in self.jobs.values() if not j.is_terminal]
+
+    def counts(self) -> tuple[int, int, int]:
+        queued = running = retained = 0
+        for j in self.jobs.values():
+            if j.state is JobState.QUEUED:
+                queued += 1
+            elif j.is_terminal:
+                retained += 1
+            else:
+                running += 1
+        return queued, running, retained
+
+    # ---------------------------------------------------------------- submit
+
+    def find_by_request_id(self, client: str, client_request_id: str) -> Job | None:
+        job_id = self._by_request_id.get((client, client_request_id))
+        return self.jobs.get(job_id) if job_id else None
+
+    def create(
+        self,
+        *,
+        client: str,
+        provider: str,
+        model: str,
+        api: str,
+        body: dict[str, Any],
+        config: Any = None,
+        client_request_id: str | None = None,
+    ) -> Job:
+        """Create a job and start it; raises RpcError overloaded when it cannot be taken."""
+        if not self._accepting:
+            raise RpcError(
+                ErrorKind.OVERLOADED,
+                "codexd is draining (shutting down): submit again once it has restarted",
+            )
+        if self._tg is None:
+            raise RpcError(ErrorKind.OVERLOADED, "codexd is not ready to take jobs yet")
+        limits = self._limits()
+        queued, _, _ = self.counts()
+        if queued >= limits.max_queued_jobs:
+            raise RpcError(
+                ErrorKind.OVERLOADED,
+                f"too many queued jobs ({queued}, [codexd] max_queued_jobs = "
+                f"{limits.max_queued_jobs}): retry later",
+            )
+        now = self._clock.wall()
+        job = Job(
+            id="job_" + secrets.token_hex(8),
+            client=client,
+            provider=provider,
+            model=model,
+            api=api,
+            body=body,
+            created_at=now,
+            created_mono=self._clock.monotonic(),
+            log=EventLog(limits.max_job_log_events),
+            config=config,
+            client_request_id=client_request_id,
+        )
+        self.jobs[job.id] = job
+        if client_request_id is not None:
+            self._by_request_id[(client, client_request_id)] = job.id
+        self.emit(job, {"type": "job.queued", "position": queued + 1})
+        if self._on_created:
+            self._on_created(job)
+        self._tg.start_soon(self._run_job, job, name=f"job {job.id}")
+        return job
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            with job.cancel_scope:
+                await self._runner(job, self)
+        except Exception:
+            log.exception("job %s: internal error", job.id)
+            if not job.is_terminal:
+                self.fail(
+                    job,
+                    RpcError(
+                        ErrorKind.INTERNAL_ERROR,
+                        "internal error while running the job: this is a bug in codexd; "
+                        "the daemon log has the details",
+                    ),
+                )
+        finally:
+            if not job.is_terminal:
+                if job.cancel_requested or job.cancel_scope.cancel_called:
+                    self.emit(job, {"type": "job.cancelled"})
+                else:
+                    self.fail(
+                        job,
+                        RpcError(
+                            ErrorKind.INTERNAL_ERROR,
+                            "the job ended without a result: this is a bug in codexd",
+                        ),
+                    )
+
+    # ---------------------------------------------------------------- events
+
+    def emit(self, job: Job, event: Mapping[str, Any]) -> int:
+        """Apply one event: check the transition, log it, update the job, fan it out."""
+        etype = event["type"]
+        new_state = next_state(job.state, etype)
+        now = self._clock.wall()
+        if etype == "job.started":
+            job.attempts = int(event.get("attempt", job.attempts + 1))
+            if job.started_at is None:
+                job.started_at = now
+        elif etype == "response.output_text.delta":
+            job.output_parts.append(str(event.get("delta", "")))
+        elif etype == "job.retrying" and event.get("reset_output"):
+            job.output_parts.clear()
+        elif etype == "job.completed":
+            job.output_text = str(event.get("output_text", job.text_so_far()))
+            job.output_parts.clear()
+        job.state = new_state
+        line = _encode_event_line(job.id, job.log.next_seq, event)
+        seq = job.log.append(line)
+        self._fan_out(job, seq, line)
+        if job.is_terminal:
+            job.finished_at = now
+            job.finished_mono = self._clock.monotonic()
+            job.finished.set()
+            self._finished_order.append(job)
+            if self._on_finished:
+                self._on_finished(job)
+            if self._reaper_idle or len(self._finished_order) > self._limits().max_retained_jobs:
+                self._reaper_wakeup.set()
+        return seq
+
+    def complete(
+        self, job: Job, *, output_text: str, usage: Usage, cost_usd: float, response_id: str | None
+    ) -> None:
+        job.usage = usage
+        job.cost_usd = cost_usd
+        self.emit(
+            job,
+            {
+                "type": "job.completed",
+                "output_text": output_text,
+                "usage": msgspec.to_builtins(usage),
+                "cost_usd": cost_usd,
+                "response_id": response_id,
+            },
+        )
+
+    def fail(self, job: Job, error: RpcError) -> None:
+        job.error = error
+        self.emit(job, {"type": "job.failed", "error": msgspec.to_builtins(error.to_object())})
+
+    def _fan_out(self, job: Job, seq: int, line: bytes) -> None:
+        dropped = []
+        for sub in job.live:
+            if not sub.send_nowait(line):
+                dropped.append(sub)
+        for sub in dropped:
+            job.live.discard(sub)
+            if not sub.closed:
+                log.info("job %s: dropped a slow subscriber at seq %d", job.id, seq)
+                sub.defer(dropped_line(job.id, seq))
+
+    # ---------------------------------------------------------------- subscriptions
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise RpcError(
+                ErrorKind.NOT_FOUND,
+                f"no job {job_id!r}: it never existed, or it finished more than "
+                "job_retention_s ago (codexctl jobs lists the known ones)",
+            )
+        return job
+
+    def check_replay(self, job: Job, after_seq: int) -> int:
+        """Validate a subscription's start; returns next_seq (raises replay_unavailable)."""
+        job.log.replay_from(after_seq)
+        return job.log.next_seq
+
+    async def stream_to(self, job: Job, sub: Subscriber, after_seq: int) -> None:
+        """Replay events after `after_seq` with backpressure, then turn live.
+
+        The switch to live happens with no await between the last replayed event and joining
+        the live set, so nothing is missed or sent twice.
+        """
+        job.replaying.add(sub)
+        try:
+            cursor = after_seq
+            while True:
+                if sub.closed:
+                    return
+                if cursor + 1 >= job.log.next_seq:
+                    job.live.add(sub)
+                    return
+                line = job.log.line_at(cursor + 1)
+                if line is None:
+                    # The bounded log moved past us while we replayed: same as a slow consumer.
+                    sub.defer(dropped_line(job.id, cursor + 1))
+                    return
+                await sub.send(line)
+                cursor += 1
+        finally:
+            job.replaying.discard(sub)
+
+    def unsubscribe(self, job: Job, sub: Subscriber) -> None:
+        job.live.discard(sub)
+        job.replaying.discard(sub)
+
+    def forget_subscriber(self, sub: Subscriber) -> None:
+        for job in self.jobs.values():
+            job.live.discard(sub)
+            job.replaying.discard(sub)
+
+    # ---------------------------------------------------------------- cancel
+
+    def cancel(self, job: Job) -> None:
+        """Idempotent. Cancelling the scope closes the upstream stream at once."""
+        if job.is_terminal:
+            return
+        job.cancel_requested = True
+        job.cancel_scope.cancel()
+
+    # ---------------------------------------------------------------- retention
+
+    def expire(self, now: float) -> float | None:
+        """Forget finished jobs past retention (and the oldest past the count bound);
+        returns the next deadline, or None when nothing is waiting to expire."""
+        limits = self._limits()
+        order = self._finished_order
+        while order:
+            oldest = order[0]
+            assert oldest.finished_mono is not None
+            deadline = oldest.finished_mono + limits.job_retention_s
+            if deadline > now and len(order) <= limits.max_retained_jobs:
+                return deadline
+            order.popleft()
+            self._forget(oldest)
+        return None
+
+    def _forget(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        if job.client_request_id is not None:
+            key = (job.client, job.client_request_id)
+            if self._by_request_id.get(key) == job.id:
+                del self._by_request_id[key]
+
+    async def _reaper(self) -> None:
+        while True:
+            self._reaper_wakeup = anyio.Event()
+            deadline = self.expire(self._clock.monotonic())
+            self._reaper_idle = deadline is None
+            with anyio.move_on_after(
+                None if deadline is None else max(0.0, deadline - self._clock.monotonic())
+            ):
+                await self._reaper_wakeup.wait()

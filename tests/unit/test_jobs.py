@@ -1,0 +1,286 @@
+"""The job state machine, the bounded event log, fan-out, replay and retention (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from codexctl.protocol import ErrorKind, RpcError
+from codexd.jobs import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    EventLog,
+    InvalidTransition,
+    Job,
+    JobLimits,
+    JobManager,
+    JobState,
+    Usage,
+    next_state,
+)
+
+EVENT_TYPES = [
+    "job.queued", "job.started", "job.retrying", "job.completed", "job.failed",
+    "job.cancelled", "response.output_text.delta", "response.created",
+]  # fmt: skip
+
+
+@given(st.sampled_from(list(JobState)), st.sampled_from(EVENT_TYPES))
+def test_every_state_event_pair_is_accepted_or_refused_cleanly(state: JobState, etype: str) -> None:
+    try:
+        new = next_state(state, etype)
+    except InvalidTransition as exc:
+        assert state.value in str(exc)
+        assert etype in str(exc)
+        return
+    assert new in JobState
+    assert state not in TERMINAL_STATES
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    assert not [k for k in TRANSITIONS if k[0] in TERMINAL_STATES]
+    assert next_state(JobState.RUNNING, "response.output_text.delta") is JobState.RUNNING
+    assert next_state(JobState.RETRYING, "job.started") is JobState.RUNNING
+    with pytest.raises(InvalidTransition):
+        next_state(JobState.QUEUED, "response.output_text.delta")
+
+
+# ------------------------------------------------------------------ event log
+
+
+def test_log_keeps_first_and_unbroken_tail() -> None:
+    log = EventLog(4)
+    for i in range(1, 11):
+        assert log.append(b"e%d" % i) == i
+    assert len(log) == 4
+    assert log.oldest_seq == 8
+    assert list(log.replay_from(7)) == [(8, b"e8"), (9, b"e9"), (10, b"e10")]
+    assert list(log.replay_from(10)) == []
+    with pytest.raises(RpcError) as info:
+        log.replay_from(3)
+    assert info.value.kind == ErrorKind.REPLAY_UNAVAILABLE
+    assert info.value.data.oldest_seq == 8
+    with pytest.raises(RpcError):
+        log.replay_from(0)
+    assert log.line_at(1) == b"e1"
+    assert log.line_at(5) is None
+    assert log.line_at(9) == b"e9"
+
+
+@given(st.integers(2, 8), st.integers(0, 30), st.integers(0, 31))
+def test_replay_is_exactly_the_missing_events_or_refused(bound: int, n: int, after: int) -> None:
+    log = EventLog(bound)
+    for i in range(1, n + 1):
+        log.append(b"%d" % i)
+    try:
+        got = [seq for seq, _ in log.replay_from(after)]
+    except RpcError as exc:
+        assert exc.kind == ErrorKind.REPLAY_UNAVAILABLE
+        assert exc.data.oldest_seq == log.oldest_seq
+        assert exc.data.oldest_seq > after + 1
+        return
+    assert got == list(range(after + 1, n + 1))
+
+
+# ------------------------------------------------------------------ the manager
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
+class FakeSub:
+    """A subscriber with a buffer of `room` lines, like a connection's outbound stream."""
+
+    def __init__(self, room: int = 10_000) -> None:
+        self.room = room
+        self.lines: list[bytes] = []
+        self.deferred: list[bytes] = []
+        self.closed = False
+
+    def send_nowait(self, line: bytes) -> bool:
+        if len(self.lines) >= self.room:
+            return False
+        self.lines.append(line)
+        return True
+
+    async def send(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def notify(self, method: str, params: Any) -> bool:
+        return True
+
+    def defer(self, line: bytes) -> None:
+        self.deferred.append(line)
+
+    def seqs(self) -> list[int]:
+        return [msgspec.json.decode(x)["params"]["seq"] for x in self.lines]
+
+
+def manager(runner: Any, clock: FakeClock | None = None, **limits: Any) -> JobManager:
+    return JobManager(runner, limits=lambda: JobLimits(**limits), clock=clock or FakeClock())
+
+
+def make_job(mgr: JobManager, **kw: Any) -> Job:
+    return mgr.create(
+        client=kw.get("client", "t"), provider="openai", model="m", api="responses", body={}
+    )
+
+
+@pytest.mark.anyio
+async def test_slow_subscriber_is_dropped_and_others_get_everything() -> None:
+    gate = anyio.Event()
+
+    async def runner(job: Job, mgr: JobManager) -> None:
+        await gate.wait()
+        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        for i in range(50):
+            mgr.emit(job, {"type": "response.output_text.delta", "delta": str(i % 10)})
+        mgr.complete(job, output_text="x", usage=Usage(), cost_usd=0.0, response_id="r")
+
+    mgr = manager(runner)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = make_job(mgr)
+        fast, slow = FakeSub(), FakeSub(room=5)
+        await mgr.stream_to(job, fast, 0)
+        await mgr.stream_to(job, slow, 0)
+        gate.set()
+        await job.finished.wait()
+        tg.cancel_scope.cancel()
+    assert fast.seqs() == list(range(1, job.log.next_seq))
+    assert slow.seqs() == [1, 2, 3, 4, 5]
+    dropped = msgspec.json.decode(slow.deferred[0])
+    assert dropped == {
+        "jsonrpc": "2.0",
+        "method": "subscription/dropped",
+        "params": {"reason": "slow_consumer", "job_id": job.id, "next_seq": 6},
+    }
+    assert job.state is JobState.COMPLETED
+    assert job.output_text == "x"
+
+
+@pytest.mark.anyio
+async def test_reattach_after_drop_sees_no_gap_or_repeat() -> None:
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        for _ in range(20):
+            mgr.emit(job, {"type": "response.output_text.delta", "delta": "a"})
+        mgr.complete(job, output_text="a" * 20, usage=Usage(), cost_usd=0.0, response_id=None)
+
+    mgr = manager(runner)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = make_job(mgr)
+        sub = FakeSub(room=7)
+        await mgr.stream_to(job, sub, 0)
+        await job.finished.wait()
+        next_seq = msgspec.json.decode(sub.deferred[0])["params"]["next_seq"]
+        again = FakeSub()
+        await mgr.stream_to(job, again, next_seq - 1)
+        tg.cancel_scope.cancel()
+    assert sub.seqs() + again.seqs() == list(range(1, job.log.next_seq))
+
+
+@pytest.mark.anyio
+async def test_cancel_ends_with_job_cancelled() -> None:
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        await anyio.sleep_forever()
+
+    mgr = manager(runner)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = make_job(mgr)
+        await anyio.wait_all_tasks_blocked()
+        assert job.state is JobState.RUNNING
+        mgr.cancel(job)
+        mgr.cancel(job)
+        await job.finished.wait()
+        tg.cancel_scope.cancel()
+    assert job.state is JobState.CANCELLED
+    last = msgspec.json.decode(job.log.line_at(job.log.next_seq - 1) or b"{}")
+    assert last["params"]["event"] == {"type": "job.cancelled"}
+
+
+@pytest.mark.anyio
+async def test_queue_bound_and_draining_refuse_submits() -> None:
+    async def runner(job: Job, mgr: JobManager) -> None:
+        await anyio.sleep_forever()
+
+    mgr = manager(runner, max_queued_jobs=2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        first, second = make_job(mgr), make_job(mgr)
+        with pytest.raises(RpcError) as info:
+            make_job(mgr)
+        assert info.value.kind == ErrorKind.OVERLOADED
+        assert "max_queued_jobs" in info.value.message
+        assert msgspec.json.decode(second.log.line_at(1) or b"")["params"]["event"] == {
+            "type": "job.queued",
+            "position": 2,
+        }
+        mgr.stop_accepting()
+        mgr.cancel(first)
+        await first.finished.wait()
+        with pytest.raises(RpcError) as info:
+            make_job(mgr)
+        assert "draining" in info.value.message
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_runner_bug_fails_the_job_not_the_daemon() -> None:
+    async def runner(job: Job, mgr: JobManager) -> None:
+        raise ValueError("boom")
+
+    mgr = manager(runner)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = make_job(mgr)
+        await job.finished.wait()
+        tg.cancel_scope.cancel()
+    assert job.state is JobState.FAILED
+    assert job.error is not None
+    assert job.error.kind == ErrorKind.INTERNAL_ERROR
+    assert "boom" not in job.error.message
+
+
+def test_retention_by_time_and_count() -> None:
+    clock = FakeClock()
+
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, {"type": "job.failed", "error": {}})
+
+    mgr = manager(runner, clock, job_retention_s=10, max_retained_jobs=3)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(mgr.run)
+            jobs = []
+            for _ in range(5):
+                job = make_job(mgr)
+                await job.finished.wait()
+                clock.now += 1
+                jobs.append(job)
+            # The count bound keeps the newest three; time has not expired any of them.
+            assert mgr.expire(clock.now) == jobs[2].finished_mono + 10
+            assert sorted(mgr.jobs) == sorted(j.id for j in jobs[2:])
+            clock.now += 100
+            assert mgr.expire(clock.now) is None
+            assert mgr.jobs == {}
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
