@@ -420,6 +420,9 @@ class Ledger:
                     setattr(row, key, value)
             row.add(*counters)
         rows = [groups[group] for group in sorted(groups)]
+        for counted in (*rows, total):
+            # Sums of binary floats grow tails like 14.688000000000514; nano-dollars are plenty.
+            counted.cost_usd = round(counted.cost_usd, 9)
         return UsageResult(rows=rows, total=total)
 
     def spend(self, since: float | None, until: float | None) -> float:

@@ -125,11 +125,13 @@ def test_totals_and_groups_equal_the_sum_of_recorded_rows(records: list[UsageRec
                     assert row.cached_input_tokens == sum(r.cached_input_tokens for r in members)
                     assert row.output_tokens == sum(r.output_tokens for r in members)
                     assert row.reasoning_tokens == sum(r.reasoning_tokens for r in members)
-                    assert row.cost_usd == pytest.approx(sum(r.cost_usd for r in members))
+                    assert row.cost_usd == pytest.approx(sum(r.cost_usd for r in members), abs=1e-9)
                     assert row.estimated == any(r.estimated for r in members)
                 assert result.total.requests == len(records)
                 assert result.total.input_tokens == sum(r.input_tokens for r in records)
-                assert result.total.cost_usd == pytest.approx(sum(r.cost_usd for r in records))
+                assert result.total.cost_usd == pytest.approx(
+                    sum(r.cost_usd for r in records), abs=1e-9
+                )
                 assert result.total.estimated == any(r.estimated for r in records)
         finally:
             led.close()
