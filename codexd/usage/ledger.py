@@ -201,6 +201,15 @@ class UsageReadParams(msgspec.Struct, forbid_unknown_fields=True):
     until: str | None = None
     group_by: list[GroupKey] = msgspec.field(default_factory=list)
 
+    def time_range(self, tz: tzinfo | None) -> tuple[float | None, float | None]:
+        """(since, until) as epoch seconds for `Ledger.read`; raises RpcError(invalid_params)."""
+        since = until = None
+        if self.since is not None:
+            since = parse_time_bound(self.since, member="since", end_of_day=False, tz=tz)
+        if self.until is not None:
+            until = parse_time_bound(self.until, member="until", end_of_day=True, tz=tz)
+        return since, until
+
 
 def parse_time_bound(value: str, *, member: str, end_of_day: bool, tz: tzinfo | None) -> float:
     """An RFC 3339 time, or a local date: `since` a date is its first instant, `until` a date

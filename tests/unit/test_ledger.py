@@ -206,6 +206,18 @@ def test_time_bounds_accept_dates_and_rfc3339() -> None:
     assert "$.since" in info.value.message
 
 
+def test_read_params_give_the_time_range_with_until_a_whole_day() -> None:
+    decode = msgspec.json.Decoder(UsageReadParams).decode
+    params = decode(b'{"since":"2026-11-01","until":"2026-11-30"}')
+    assert params.time_range(BERLIN) == (
+        datetime(2026, 11, 1, tzinfo=BERLIN).timestamp(),
+        datetime(2026, 12, 1, tzinfo=BERLIN).timestamp(),
+    )
+    assert decode(b"{}").time_range(BERLIN) == (None, None)
+    with pytest.raises(RpcError, match=r"\$\.until"):
+        decode(b'{"until":"soon"}').time_range(BERLIN)
+
+
 def test_read_params_reject_unknown_group_keys_and_members() -> None:
     decode = msgspec.json.Decoder(UsageReadParams).decode
     assert decode(b'{"group_by":["day","model"]}').group_by == ["day", "model"]
@@ -221,9 +233,11 @@ def test_read_params_reject_unknown_group_keys_and_members() -> None:
 def test_survives_reopen_and_is_private(tmp_path: Path) -> None:
     led = Ledger.in_state_dir(str(tmp_path), tz=UTC_TZ)
     led.insert_batch([rec(1), rec(2)])
-    led.close()
     path = tmp_path / LEDGER_FILE
+    wal = tmp_path / f"{LEDGER_FILE}-wal"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+    led.close()
     again = Ledger(str(path), tz=UTC_TZ)
     assert again.read().total.requests == 2
     again.close()
