@@ -308,11 +308,12 @@ def classify_http(
     if 200 <= status < 300:
         content_type = lower_headers(headers).get("content-type") or "no content type"
         what = "an HTML page" if parsed.is_html else content_type
+        said = "" if parsed.is_html else _said(parsed)
         return _error(
             ErrorKind.UPSTREAM_ERROR,
-            f"upstream answered {status} with {what} instead of an event stream: a proxy or "
-            "captive portal may be intercepting the connection; check the network and the "
-            "provider's base_url",
+            f"upstream answered {status} with {what} instead of an event stream{said}; a "
+            "proxy or captive portal may be intercepting the connection: check the network "
+            "and the provider's base_url",
             **common,
         )
     if code in _FATAL_CODES or parsed.type in _FATAL_CODES:

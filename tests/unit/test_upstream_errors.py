@@ -482,3 +482,9 @@ def test_formatting_helpers() -> None:
         "1d1h",
         "2d",
     ]
+
+
+def test_json_on_200_names_what_came_and_what_upstream_said() -> None:
+    err = classify_http(200, JSON, body(message="proxy says hello"), NOW)
+    assert err.kind == ErrorKind.UPSTREAM_ERROR
+    assert "200 with application/json instead of an event stream: proxy says hello" in err.message
