@@ -1,0 +1,182 @@
+"""The snapshot in force, its generation, and reloads that swap only when valid (SPEC §5).
+
+`ConfigStore.reload()` builds the new snapshot off to the side with the same loader as start-up;
+an invalid file leaves the old snapshot in force, records the located error for
+`daemon/status.config.error`, tells subscribers (`config/invalid`) and logs it once per distinct
+error. A valid file that changes the effective config bumps the generation and tells
+subscribers (`config/reloaded`). Jobs hold the snapshot object they started with, so a swap never
+touches running work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from codexd.config.load import ConfigError, load_config
+from codexd.config.schema import ConfigSnapshot
+
+log = logging.getLogger("codexd.config")
+
+
+class ConfigReloaded(msgspec.Struct, frozen=True):
+    """Params of the `config/reloaded` notification."""
+
+    generation: int
+    path: str
+
+    method = "config/reloaded"
+
+
+class ConfigInvalid(msgspec.Struct, frozen=True):
+    """Params of the `config/invalid` notification (the old config stays in force)."""
+
+    path: str
+    error: str
+
+    method = "config/invalid"
+
+
+ConfigEvent = ConfigReloaded | ConfigInvalid
+Subscriber = Callable[[ConfigEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What one reload did: `error` is set when the file was invalid (nothing was swapped)."""
+
+    generation: int
+    changed: bool
+    error: ConfigError | None = None
+
+
+class ConfigStatus(msgspec.Struct, frozen=True):
+    """`daemon/status.config` and the header of `config/read`."""
+
+    path: str
+    generation: int
+    loaded_at: str
+    error: str | None
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2026-11-25T09:00:00.123Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+Loader = Callable[[], ConfigSnapshot]
+
+
+class ConfigStore:
+    """Holds the snapshot in force. Synchronous: callers in async code may run `reload()` in
+    a worker thread; subscribers are called in the caller's thread and must not block
+    (`send_nowait` into a memory stream, or set an event)."""
+
+    def __init__(
+        self,
+        snapshot: ConfigSnapshot,
+        loader: Loader,
+        *,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._snapshot = snapshot
+        self._loader = loader
+        self._now = now
+        self._generation = 1
+        self._loaded_at = rfc3339(now())
+        self._error: ConfigError | None = None
+        self._logged_error: str | None = None
+        self._subscribers: list[Subscriber] = []
+
+    @classmethod
+    def open(
+        cls,
+        codex_home: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> ConfigStore:
+        """Load `codex_home` for start-up. Raises ConfigError (then `codexd run` exits 1)."""
+
+        def loader() -> ConfigSnapshot:
+            return load_config(codex_home, env)
+
+        return cls(loader(), loader, now=now)
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        return self._snapshot
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def loaded_at(self) -> str:
+        return self._loaded_at
+
+    @property
+    def error(self) -> str | None:
+        """The located message of the last reload, when it failed; None once one succeeds."""
+        return self._error.message if self._error is not None else None
+
+    @property
+    def path(self) -> str:
+        return self._snapshot.path
+
+    def status(self) -> ConfigStatus:
+        return ConfigStatus(
+            path=self.path, generation=self._generation, loaded_at=self._loaded_at, error=self.error
+        )
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback` with every ConfigReloaded / ConfigInvalid; returns the unsubscribe."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def reload(self) -> ReloadOutcome:
+        """Re-read the files; swap in the new snapshot only when it is valid."""
+        try:
+            candidate = self._loader()
+        except ConfigError as exc:
+            self._error = exc
+            if exc.message != self._logged_error:
+                log.warning("config invalid, keeping generation %d: %s", self._generation, exc)
+                self._logged_error = exc.message
+            self._publish(ConfigInvalid(path=exc.file, error=exc.message))
+            return ReloadOutcome(generation=self._generation, changed=False, error=exc)
+        recovered = self._error is not None
+        self._error = None
+        self._logged_error = None
+        changed = candidate != self._snapshot
+        if changed:
+            self._snapshot = candidate
+            self._generation += 1
+            self._loaded_at = rfc3339(self._now())
+            log.info("config reloaded: generation %d", self._generation)
+        if changed or recovered:
+            self._publish(ConfigReloaded(generation=self._generation, path=self.path))
+        return ReloadOutcome(generation=self._generation, changed=changed)
+
+    def _publish(self, event: ConfigEvent) -> None:
+        for callback in list(self._subscribers):
+            callback(event)
+
+    def __repr__(self) -> str:
+        state = f"error: {self.error}" if self._error else "ok"
+        return f"<ConfigStore generation={self._generation} {self.path} {state}>"

@@ -1,0 +1,1 @@
+"""Model catalog with prices, usage ledger, cost and budgets."""

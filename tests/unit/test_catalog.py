@@ -1,0 +1,185 @@
+"""The model catalog: bundled data, model_catalog_json, [codexd.prices] (SPEC §4 models/list)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from codexd.config.load import ConfigError, load_config
+from codexd.config.schema import Price
+from codexd.usage.catalog import FALLBACK_PRICE, Catalog, ModelInfo, default_price
+
+BRIEF_MODELS = [
+    "gpt-5.1-codex-max",
+    "gpt-5.1-codex",
+    "gpt-5.1-codex-mini",
+    "gpt-5.2",
+    "gpt-5.1",
+    "gpt-4-turbo",
+    "gpt-3.5-turbo",
+]
+GPT5_FAMILY = ["gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5-codex"]
+
+
+def test_models_list_members_are_exactly_the_specs() -> None:
+    assert ModelInfo.__struct_fields__ == (
+        "slug",
+        "display_name",
+        "description",
+        "context_window",
+        "default_reasoning_level",
+        "supported_reasoning_levels",
+        "price",
+    )
+    assert Price.__struct_fields__ == ("input", "cached_input", "output")
+
+
+def test_bundled_catalog_has_every_required_model_with_a_price() -> None:
+    catalog = Catalog.bundled()
+    slugs = [m.slug for m in catalog.list_models()]
+    for slug in BRIEF_MODELS + GPT5_FAMILY:
+        assert slug in slugs
+        model = catalog.get(slug)
+        assert model is not None and model.price is not None
+        assert model.display_name and model.description
+        assert model.context_window and model.context_window > 0
+        assert model.price.cached_input <= model.price.input
+        if model.supported_reasoning_levels:
+            assert model.default_reasoning_level in model.supported_reasoning_levels
+    assert len(set(slugs)) == len(slugs)
+
+
+def test_every_bundled_price_names_its_source_and_date() -> None:
+    raw = json.loads(resources.files("codexd.usage").joinpath("models.json").read_text())
+    for model in raw["models"]:
+        assert model["price"]["source"].startswith("https://")
+        assert len(model["price"]["as_of"]) == 10
+
+
+def test_published_prices() -> None:
+    catalog = Catalog.bundled()
+    assert catalog.price_for("gpt-5.1-codex-max") == Price(
+        input=1.25, cached_input=0.125, output=10.0
+    )
+    assert catalog.price_for("gpt-5.2") == Price(input=1.75, cached_input=0.175, output=14.0)
+    assert catalog.price_for("gpt-5-mini") == Price(input=0.25, cached_input=0.025, output=2.0)
+    assert catalog.price_for("gpt-4-turbo") == Price(input=10.0, cached_input=10.0, output=30.0)
+    assert catalog.price_for("gpt-3.5-turbo") == Price(input=0.5, cached_input=0.5, output=1.5)
+
+
+def test_default_model_is_first() -> None:
+    catalog = Catalog.bundled()
+    assert catalog.default_model == "gpt-5.1-codex-max"
+    assert catalog.list_models()[0].slug == "gpt-5.1-codex-max"
+    codex_max = catalog.get("gpt-5.1-codex-max")
+    assert codex_max is not None
+    assert codex_max.supported_reasoning_levels == ("low", "medium", "high", "xhigh")
+
+
+def test_dated_snapshot_names_find_their_model() -> None:
+    catalog = Catalog.bundled()
+    assert catalog.price_for("gpt-5-2025-08-07") == catalog.price_for("gpt-5")
+    assert catalog.price_for("no-such-model") is None
+
+
+def test_unknown_model_uses_the_default_price(tmp_path: Path) -> None:
+    snap = load_config(str(tmp_path), {})
+    assert (
+        default_price(snap) == FALLBACK_PRICE == Price(input=1.25, cached_input=0.125, output=10.0)
+    )
+    (tmp_path / "config.toml").write_text(
+        '[codexd.prices."*"]\ninput = 2\ncached_input = 0.2\noutput = 8\n'
+    )
+    snap = load_config(str(tmp_path), {})
+    assert default_price(snap) == Price(input=2, cached_input=0.2, output=8)
+    catalog = Catalog.for_snapshot(snap)
+    assert catalog.default_price == default_price(snap)
+    assert catalog.get("*") is None
+
+
+def test_prices_in_config_add_and_override(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        """
+[codexd.prices."my-model"]
+input = 1
+cached_input = 0.5
+output = 3
+
+[codexd.prices."gpt-5"]
+input = 9
+cached_input = 9
+output = 9
+"""
+    )
+    catalog = Catalog.for_snapshot(load_config(str(tmp_path), {}))
+    assert catalog.price_for("my-model") == Price(input=1, cached_input=0.5, output=3)
+    assert catalog.price_for("gpt-5") == Price(input=9, cached_input=9, output=9)
+    gpt5 = catalog.get("gpt-5")
+    assert gpt5 is not None and gpt5.display_name == "GPT-5"  # only the price was replaced
+    mine = catalog.get("my-model")
+    assert mine is not None and (mine.display_name, mine.context_window) == ("my-model", None)
+
+
+def test_model_catalog_json_in_codex_format(tmp_path: Path) -> None:
+    (tmp_path / "models.json").write_text(
+        json.dumps(
+            {
+                "models": [
+                    {
+                        "slug": "gpt-9-codex",
+                        "display_name": "gpt-9-codex",
+                        "description": "from the future",
+                        "default_reasoning_level": "medium",
+                        "supported_reasoning_levels": [
+                            {"effort": "low", "description": "fast"},
+                            {"effort": "medium", "description": "balanced"},
+                        ],
+                        "context_window": 500000,
+                        "shell_type": "shell_command",
+                        "visibility": "list",
+                        "truncation_policy": {"mode": "tokens", "limit": 10000},
+                    },
+                    {"slug": "gpt-5", "context_window": 400000},
+                ]
+            }
+        )
+    )
+    (tmp_path / "config.toml").write_text('model_catalog_json = "models.json"\n')
+    snap = load_config(str(tmp_path), {})
+    assert snap.model_catalog_json == str(tmp_path / "models.json")
+    catalog = Catalog.for_snapshot(snap)
+    future = catalog.get("gpt-9-codex")
+    assert future is not None
+    assert future.supported_reasoning_levels == ("low", "medium")
+    assert (future.context_window, future.price) == (500000, None)
+    gpt5 = catalog.get("gpt-5")
+    assert gpt5 is not None
+    assert gpt5.context_window == 400000
+    assert gpt5.price == Catalog.bundled().price_for("gpt-5")
+
+
+def test_a_bad_model_catalog_json_is_a_located_config_error(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('model = "x"\nmodel_catalog_json = "missing.json"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path), {})
+    assert (info.value.line, info.value.key) == (2, "model_catalog_json")
+    (tmp_path / "missing.json").write_text('{"models": [{"display_name": "no slug"}]}')
+    with pytest.raises(ConfigError, match=r"^config.toml:2: model_catalog_json: the model catalog"):
+        load_config(str(tmp_path), {})
+
+
+def test_models_list_result_encodes_as_spec_json() -> None:
+    entry = Catalog.bundled().list_models()[0]
+    assert json.loads(msgspec.json.encode(entry)) == {
+        "slug": "gpt-5.1-codex-max",
+        "display_name": "GPT-5.1-Codex-Max",
+        "description": entry.description,
+        "context_window": 272000,
+        "default_reasoning_level": "medium",
+        "supported_reasoning_levels": ["low", "medium", "high", "xhigh"],
+        "price": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
+    }
