@@ -363,14 +363,12 @@ class Budget:
         return now
 
     def next_change(self, now: float) -> float | None:
-        """The next time the snapshot changes by time alone (a charge expiring, a pause or a
-        server cap ending), for the shell's one timer."""
+        """The next time a pause or a server cap ends (the window rolling is not counted: it
+        changes the availability at every expiry), for the shell to publish a snapshot."""
         now = self._advance(now)
         times = [
             t
             for t in (
-                self._starts[0] + self._window if self._starts else None,
-                self._charges[0].time + self._window if self._charges else None,
                 self._paused_until if self._paused_until > now else None,
                 self._request_cap.reset_at if self._request_cap else None,
                 self._token_cap.reset_at if self._token_cap else None,

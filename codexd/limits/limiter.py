@@ -1,0 +1,243 @@
+"""The anyio shell around a provider's `Budget` and `FairQueue`.
+
+    async with limiter.acquire(client, cost, on_queued=emit_position) as slot:
+        ...stream the request...
+        slot.correct(usage.total_tokens)
+
+Every decision is the pure core's, taken synchronously on each change (enqueue, release,
+cancel, pause, headers, config); the shell only wakes waiters. Each ticket waits on its own
+`anyio.Event`; a cancelled waiter takes its ticket out of the queue (or gives back a slot it
+was granted but never used) and the next ones are granted at once. Time-driven grants (the
+window rolling, a pause ending) come from one task, `run()`, that sleeps until one deadline:
+the turn-holder's earliest admission, or the end of a pause or server cap. Its clock and
+sleep are injected so tests drive time by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import Final, Protocol
+
+import anyio
+import msgspec
+from anyio.abc import TaskStatus
+
+from codexd.limits.budget import DEFAULT_MARGIN_S, Budget, BudgetLimits, BudgetSnapshot
+from codexd.limits.fairqueue import FairQueue
+from codexd.limits.headers import RateLimitHeaders, UpstreamLimits
+
+log = logging.getLogger(__name__)
+
+# A deadline the core says has come but that still grants nothing (float rounding) must not
+# spin the timer: it waits at least this long before looking again.
+MIN_TIMER_S: Final = 0.001
+
+
+class ProviderLimits(msgspec.Struct, frozen=True):
+    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params."""
+
+    provider: str
+    budget: BudgetSnapshot
+    upstream: UpstreamLimits
+
+
+class RateLimitSettingsLike(Protocol):
+    @property
+    def requests_per_minute(self) -> int | None: ...
+    @property
+    def tokens_per_minute(self) -> int | None: ...
+    @property
+    def max_concurrency(self) -> int: ...
+
+
+def budget_limits(settings: RateLimitSettingsLike) -> BudgetLimits:
+    """`[codexd.rate_limits.ID]` (config.schema.RateLimitSettings) → the budget's limits."""
+    return BudgetLimits(
+        requests_per_minute=settings.requests_per_minute,
+        tokens_per_minute=settings.tokens_per_minute,
+        max_concurrency=settings.max_concurrency,
+    )
+
+
+class Slot:
+    """A granted admission; freed when the `acquire` block exits."""
+
+    __slots__ = ("_limiter", "cost", "ticket")
+
+    def __init__(self, limiter: Limiter, ticket: Hashable, cost: int) -> None:
+        self._limiter = limiter
+        self.ticket = ticket
+        self.cost = cost
+
+    def correct(self, actual_tokens: int) -> None:
+        """Replace the estimate by the real usage (call before the block exits)."""
+        self._limiter._correct(self.ticket, actual_tokens)
+
+    def __repr__(self) -> str:
+        return f"<Slot {self.ticket!r} cost={self.cost} provider={self._limiter.provider!r}>"
+
+
+class Limiter:
+    def __init__(
+        self,
+        provider: str,
+        limits: BudgetLimits,
+        *,
+        max_queued: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        on_change: Callable[[ProviderLimits], None] | None = None,
+        margin_s: float = DEFAULT_MARGIN_S,
+    ) -> None:
+        self._provider = provider
+        self._budget = Budget(limits, margin_s=margin_s)
+        self._queue = FairQueue(self._budget, max_queued=max_queued, name=provider)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._on_change = on_change
+        self._tickets = itertools.count(1)
+        self._waiters: dict[Hashable, anyio.Event] = {}
+        self._upstream = UpstreamLimits()
+        self._last_published: ProviderLimits | None = None
+        self._wake = anyio.Event()
+        self._armed: float = math.inf
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    @property
+    def budget(self) -> Budget:
+        return self._budget
+
+    def __repr__(self) -> str:
+        return (
+            f"<Limiter {self._provider!r}: {self._budget.in_flight} in flight, "
+            f"{len(self._queue)} queued>"
+        )
+
+    # ------------------------------------------------------------------ the API
+
+    @asynccontextmanager
+    async def acquire(
+        self, client: str, cost: int, *, on_queued: Callable[[int], None] | None = None
+    ) -> AsyncIterator[Slot]:
+        """Wait fairly for a slot of `cost` tokens; the slot is freed when the block exits.
+
+        `on_queued(position)` is called once, before any wait: 0 when granted at once, else the
+        1-based place in line (for `job.queued`). A full queue raises `RpcError(overloaded)`.
+        """
+        ticket = next(self._tickets)
+        event = anyio.Event()
+        self._queue.push(ticket, client, cost)
+        self._waiters[ticket] = event
+        try:
+            self._update()
+            if on_queued is not None:
+                on_queued(self._queue.position(ticket) or 0)
+            await event.wait()
+            yield Slot(self, ticket, cost)
+        finally:
+            del self._waiters[ticket]
+            if not self._queue.remove(ticket):
+                self._budget.release(ticket, self._clock())
+            self._update()
+
+    def pause(self, seconds: float) -> None:
+        """A 429 with Retry-After: no admission for anyone for `seconds`."""
+        if seconds > 0:
+            self._budget.pause_until(self._clock() + seconds)
+            self._update()
+
+    def observe(self, headers: RateLimitHeaders) -> None:
+        """A response's rate-limit headers: tighten the budget, remember the upstream view."""
+        if headers.is_empty():
+            return
+        self._budget.observe_headers(headers, self._clock())
+        self._upstream = headers.merged_into(self._upstream)
+        self._update()
+
+    def reconfigure(self, limits: BudgetLimits) -> None:
+        self._budget.reconfigure(limits)
+        self._update()
+
+    def snapshot(self) -> ProviderLimits:
+        budget = self._budget.snapshot(
+            self._clock(), wall_now=self._wall_clock(), queued=len(self._queue)
+        )
+        return ProviderLimits(provider=self._provider, budget=budget, upstream=self._upstream)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The one timer: grants what time allows and publishes pause/cap ends. Run it in the
+        daemon's task group; without it, only releases and arrivals grant."""
+        task_status.started()
+        while True:
+            self._wake = anyio.Event()
+            now = self._clock()
+            self._grant(now)
+            self._publish()
+            deadline = self._deadline(now)
+            self._armed = deadline if deadline is not None else math.inf
+            if deadline is None:
+                await self._wake.wait()
+            else:
+                await self._sleep_or_wake(max(deadline - now, MIN_TIMER_S))
+
+    # ------------------------------------------------------------------ inside
+
+    def _correct(self, ticket: Hashable, actual_tokens: int) -> None:
+        if self._budget.correct(ticket, actual_tokens):
+            self._update()
+
+    def _deadline(self, now: float) -> float | None:
+        times = [
+            t
+            for t in (self._queue.next_deadline(now), self._budget.next_change(now))
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def _update(self) -> None:
+        """After any change: grant who can run now, re-arm the timer if it must fire sooner,
+        and publish the snapshot if it changed. Never awaits."""
+        now = self._clock()
+        self._grant(now)
+        deadline = self._deadline(now)
+        if deadline is not None and deadline < self._armed:
+            self._armed = deadline
+            self._wake.set()
+        self._publish()
+
+    def _grant(self, now: float) -> None:
+        for ticket in self._queue.grant(now):
+            self._waiters[ticket].set()
+
+    def _publish(self) -> None:
+        if self._on_change is None:
+            return
+        snapshot = self.snapshot()
+        if snapshot == self._last_published:
+            return
+        self._last_published = snapshot
+        try:
+            self._on_change(snapshot)
+        except Exception:
+            log.exception("ratelimits: the change hook of provider %s failed", self._provider)
+
+    async def _sleep_or_wake(self, delay: float) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def timer() -> None:
+                await self._sleep(delay)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            await self._wake.wait()
+            tg.cancel_scope.cancel()
