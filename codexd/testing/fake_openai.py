@@ -1,0 +1,1354 @@
+"""A fake OpenAI API on 127.0.0.1 with scriptable faults.
+
+Endpoints: `POST /v1/responses`, `POST /v1/chat/completions` (streamed as SSE with the real
+event sequence, or one JSON object), `GET /v1/models[/{id}]`, and the ChatGPT backend's
+`POST /backend-api/codex/responses` (same wire as /v1/responses). Shapes follow
+reference/codex.md §4–§7 and reference/peers.md §A4–§A6.
+
+Control API (thread-safe): `script()` queues outcomes for the next model requests (FIFO,
+optionally per path), `requests` is the request log, `stats()` the counters, `wait_for()` /
+`wait_until()` block until a predicate over the counters holds.
+
+Run it inside a task group (`base_url = await tg.start(fake.serve)`), in a background thread
+(`with FakeOpenAI.running() as fake:`), or as a process
+(`python -m codexd.testing.fake_openai --port N`, which prints its base URL first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import msgspec
+
+from codexd.testing.http import HttpServer, Request, Responder, not_found
+
+DEFAULT_REPLY_TEXT = "Hello from the fake upstream."
+DEFAULT_MODEL = "gpt-5"
+DEFAULT_MODELS = ("gpt-5", "gpt-5-codex", "gpt-5-mini", "gpt-4.1", "gpt-4o-mini")
+MODEL_CREATED = 1_700_000_000
+
+RESPONSES_PATH = "/v1/responses"
+CHAT_PATH = "/v1/chat/completions"
+CHATGPT_RESPONSES_PATH = "/backend-api/codex/responses"
+MODEL_PATHS = frozenset({RESPONSES_PATH, CHAT_PATH, CHATGPT_RESPONSES_PATH})
+
+# Reported in x-ratelimit-* headers when no limit is enforced.
+NOMINAL_RPM = 10_000
+NOMINAL_TPM = 30_000_000
+WINDOW_S = 60.0
+DEFAULT_MAX_LOG = 10_000
+
+# What a stream gets for "malformed data lines": not JSON, then the stream carries on.
+MALFORMED_SSE = b'data: {"type": "response.output_text.delta", "delta": \n\n'
+
+CAPTIVE_PORTAL_HTML = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head>"
+    b"<body><h1>Welcome to Hotel WiFi</h1><p>Please accept the terms to continue.</p>"
+    b"</body></html>\n"
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailure:
+    """A failure reported inside a 200 stream: `response.failed` (Responses) or an `error`
+    object (Chat), after `after_deltas` text deltas."""
+
+    code: str = "server_error"
+    message: str = "The server had an error processing your request. Sorry about that!"
+    type: str = "server_error"
+    after_deltas: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A 200 reply, with optional faults. Counts are of SSE events written (a Responses
+    stream of k deltas has k + 8 events; a Chat stream k + 3 chunks, + 1 with usage, + [DONE])."""
+
+    text: str | None = None  # None: the server's default reply text
+    deltas: tuple[str, ...] | None = None  # explicit split; overrides text
+    first_byte_delay_s: float = 0.0
+    delta_delay_s: float = 0.0
+    drop_after: int | None = None  # close the connection after N events, no completion
+    stall_after: int | None = None  # stay open and silent after N events until the client goes
+    malformed_after: int | None = None  # one non-JSON `data:` line after N events, then go on
+    truncated: bool = False  # last JSON cut in half (whole body when not streamed)
+    failure: StreamFailure | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RawReply:
+    """Any status with a fixed body (errors, captive portals)."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    delay_s: float = 0.0
+
+
+Outcome = Reply | RawReply
+
+
+def error_body(
+    message: str, type: str | None, code: str | int | None, param: str | None = None
+) -> bytes:
+    return _encoder.encode(
+        {"error": {"message": message, "type": type, "param": param, "code": code}}
+    )
+
+
+def _seconds_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def rate_limited(
+    *,
+    retry_after: float | str | None = None,
+    retry_after_ms: float | None = None,
+    try_again_in: str | None = "1.5s",
+    per: Literal["tokens", "requests"] = "tokens",
+    model: str = DEFAULT_MODEL,
+) -> RawReply:
+    """429 `rate_limit_exceeded`; `try_again_in` (e.g. "1.5s", "20ms") goes into the message,
+    `retry_after` (seconds, or an HTTP date as str) and `retry_after_ms` into headers."""
+    if per == "tokens":
+        what = "tokens per min (TPM): Limit 30000, Used 22999, Requested 12528."
+    else:
+        what = "requests per min (RPM): Limit 60, Used 60, Requested 1."
+    hint = f" Please try again in {try_again_in}." if try_again_in else ""
+    message = (
+        f"Rate limit reached for {model} in organization org-fake on {what}{hint}"
+        " Visit https://platform.openai.com/account/rate-limits to learn more."
+    )
+    headers: list[tuple[str, str]] = [(f"x-ratelimit-remaining-{per}", "0")]
+    if retry_after is not None:
+        value = retry_after if isinstance(retry_after, str) else _seconds_text(retry_after)
+        headers.append(("retry-after", value))
+    if retry_after_ms is not None:
+        headers.append(("retry-after-ms", _seconds_text(retry_after_ms)))
+    return RawReply(429, error_body(message, per, "rate_limit_exceeded"), headers=tuple(headers))
+
+
+def insufficient_quota() -> RawReply:
+    return RawReply(
+        429,
+        error_body(
+            "You exceeded your current quota, please check your plan and billing details. For"
+            " more information on this error, read the docs:"
+            " https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            "insufficient_quota",
+            "insufficient_quota",
+        ),
+    )
+
+
+def usage_limit_reached(
+    *,
+    plan_type: str = "plus",
+    resets_in_seconds: int = 3600,
+    now: float | None = None,
+    active_limit: str = "codex",
+) -> RawReply:
+    """The ChatGPT backend's 429 (codex.md §6.1, §7.1): both `resets_at` and
+    `resets_in_seconds`, with the x-codex-* headers of a spent primary window."""
+    wall = time.time() if now is None else now
+    resets_at = int(wall) + resets_in_seconds
+    body = _encoder.encode(
+        {
+            "error": {
+                "type": "usage_limit_reached",
+                "message": "The usage limit has been reached",
+                "plan_type": plan_type,
+                "resets_at": resets_at,
+                "resets_in_seconds": resets_in_seconds,
+                "eligible_promo": None,
+            }
+        }
+    )
+    headers = (
+        ("x-codex-active-limit", active_limit),
+        ("x-codex-plan-type", plan_type),
+        ("x-codex-primary-used-percent", "100"),
+        ("x-codex-primary-window-minutes", "300"),
+        ("x-codex-primary-reset-after-seconds", str(resets_in_seconds)),
+        ("x-codex-primary-reset-at", str(resets_at)),
+        ("x-codex-secondary-used-percent", "40"),
+        ("x-codex-secondary-window-minutes", "10080"),
+        ("x-codex-secondary-reset-at", str(int(wall) + 5 * 86400)),
+        ("x-codex-credits-has-credits", "False"),
+        ("x-codex-credits-balance", "0"),
+        ("x-codex-credits-unlimited", "False"),
+    )
+    return RawReply(429, body, headers=headers)
+
+
+def usage_not_included(*, plan_type: str = "free") -> RawReply:
+    body = _encoder.encode(
+        {
+            "error": {
+                "type": "usage_not_included",
+                "message": "Codex is not included in your plan.",
+                "plan_type": plan_type,
+            }
+        }
+    )
+    return RawReply(429, body)
+
+
+_SERVER_ERRORS: dict[int, tuple[str, str | None, str | int | None]] = {
+    500: (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
+    502: ("Bad gateway.", "cf_bad_gateway", 502),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+    504: ("Gateway timeout.", "cf_gateway_timeout", 504),
+}
+
+
+def server_error(status: int = 500, *, code: str | None = None) -> RawReply:
+    """A 5xx with OpenAI's body for that status; `code="server_is_overloaded"` on a 503 is the
+    overload signal Codex tells apart."""
+    message, type_, default_code = _SERVER_ERRORS.get(status, _SERVER_ERRORS[500])
+    return RawReply(status, error_body(message, type_, code if code is not None else default_code))
+
+
+def context_length_exceeded() -> RawReply:
+    return RawReply(
+        400,
+        error_body(
+            "Your input exceeds the context window of this model. Please adjust your input and"
+            " try again.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            "input",
+        ),
+    )
+
+
+def unauthorized(
+    reason: Literal["invalid_api_key", "token_expired"] = "invalid_api_key",
+) -> RawReply:
+    if reason == "token_expired":
+        body = error_body(
+            "Provided authentication token is expired. Please try signing in again.",
+            "invalid_request_error",
+            "token_expired",
+        )
+    else:
+        body = error_body(
+            "Incorrect API key provided: sk-fake***. You can find your API key at"
+            " https://platform.openai.com/account/api-keys.",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+    return RawReply(401, body)
+
+
+def captive_portal() -> RawReply:
+    """A 200 whose body is an HTML page, as a Wi-Fi login page answers."""
+    return RawReply(200, CAPTIVE_PORTAL_HTML, content_type="text/html; charset=utf-8")
+
+
+def dropped(after: int) -> Reply:
+    return Reply(drop_after=after)
+
+
+def stalled(after: int) -> Reply:
+    return Reply(stall_after=after)
+
+
+def malformed(after: int) -> Reply:
+    return Reply(malformed_after=after)
+
+
+def truncated_json() -> Reply:
+    return Reply(truncated=True)
+
+
+def stream_failed(
+    code: str = "server_error",
+    message: str = "The server had an error processing your request. Sorry about that!",
+    *,
+    type: str = "server_error",
+    after_deltas: int = 0,
+) -> Reply:
+    return Reply(failure=StreamFailure(code, message, type, after_deltas))
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic text, tokens and usage
+
+
+def split_deltas(text: str) -> tuple[str, ...]:
+    """Word-sized deltas, each carrying its leading space: "Hello from" → ("Hello", " from")."""
+    parts = tuple(re.findall(r"\s*\S+", text))
+    if not parts:
+        return (text,) if text else ()
+    tail = text[len("".join(parts)) :]
+    if tail:
+        parts = (*parts[:-1], parts[-1] + tail)
+    return parts
+
+
+def count_tokens(text: str) -> int:
+    """The fake's tokenizer: one token per four characters, rounded up."""
+    return (len(text) + 3) // 4
+
+
+_TEXT_KEYS = frozenset({"content", "text", "input", "output", "arguments", "instructions"})
+
+
+def input_text(body: Any) -> str:
+    """Every prompt string of a Responses or Chat body, in order (what input tokens count)."""
+    parts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key in _TEXT_KEYS:
+                    walk(item)
+
+    if isinstance(body, dict):
+        for key in ("instructions", "input", "messages"):
+            walk(body.get(key))
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def responses(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.total_tokens,
+        }
+
+    def chat(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": self.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+
+def usage_for(
+    body: Any, reply_text: str, *, cached_tokens: int = 0, reasoning_tokens: int = 0
+) -> Usage:
+    """The usage the fake reports for `body` answered with `reply_text`."""
+    input_tokens = count_tokens(input_text(body))
+    return Usage(
+        input_tokens=input_tokens,
+        cached_tokens=min(cached_tokens, input_tokens),
+        output_tokens=count_tokens(reply_text) + reasoning_tokens,
+        reasoning_tokens=reasoning_tokens,
+    )
+
+
+def go_duration(seconds: float) -> str:
+    """OpenAI's reset format: "12ms", "1s", "6m0s", "2s81ms", "5h50m30ms"."""
+    total_ms = max(0, math.ceil(round(seconds * 1000, 6)))
+    hours, rest = divmod(total_ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    if not hours and not minutes and not secs:
+        return f"{millis}ms"
+    out = ""
+    if hours:
+        out += f"{hours}h"
+    if hours or minutes:
+        out += f"{minutes}m"
+    if secs or not millis:
+        out += f"{secs}s"
+    if millis:
+        out += f"{millis}ms"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits
+
+
+class RollingWindow:
+    """Request starts and their tokens in the last 60 seconds of `now`."""
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[float, int]] = deque()
+        self._tokens = 0
+
+    def _prune(self, now: float) -> None:
+        # The small tolerance keeps `now + wait_for_room(...)` past the boundary despite rounding.
+        while self._entries and self._entries[0][0] <= now - WINDOW_S + 1e-9:
+            _, tokens = self._entries.popleft()
+            self._tokens -= tokens
+
+    def requests(self, now: float) -> int:
+        self._prune(now)
+        return len(self._entries)
+
+    def tokens(self, now: float) -> int:
+        self._prune(now)
+        return self._tokens
+
+    def add(self, now: float, tokens: int) -> None:
+        self._prune(now)
+        self._entries.append((now, tokens))
+        self._tokens += tokens
+
+    def wait_for_room(
+        self, now: float, requests_limit: int, tokens_limit: int, tokens: int
+    ) -> float:
+        """Seconds until one more request of `tokens` fits (0 if it fits now)."""
+        self._prune(now)
+        count, used = len(self._entries), self._tokens
+        if count < requests_limit and used + tokens <= tokens_limit:
+            return 0.0
+        for start, spent in self._entries:
+            count -= 1
+            used -= spent
+            if count < requests_limit and used + tokens <= tokens_limit:
+                return max(0.0, start + WINDOW_S - now)
+        return WINDOW_S  # larger than the whole token limit: it never fits
+
+    def full_reset_in(self, now: float) -> float:
+        self._prune(now)
+        return self._entries[-1][0] + WINDOW_S - now if self._entries else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CodexLimits:
+    """The ChatGPT backend's x-codex-* headers (codex.md §7.1), sent on /backend-api/ paths."""
+
+    primary_used_percent: float = 12.0
+    primary_window_minutes: int = 300
+    primary_resets_in_s: int = 3600
+    secondary_used_percent: float = 3.0
+    secondary_window_minutes: int = 10080
+    secondary_resets_in_s: int = 5 * 86400
+    has_credits: bool = False
+    unlimited: bool = False
+    balance: str = "0"
+    plan_type: str = "plus"
+
+    def headers(self, wall_now: float) -> list[tuple[str, str]]:
+        return [
+            ("x-codex-plan-type", self.plan_type),
+            ("x-codex-primary-used-percent", _seconds_text(self.primary_used_percent)),
+            ("x-codex-primary-window-minutes", str(self.primary_window_minutes)),
+            ("x-codex-primary-reset-at", str(int(wall_now) + self.primary_resets_in_s)),
+            ("x-codex-primary-reset-after-seconds", str(self.primary_resets_in_s)),
+            ("x-codex-secondary-used-percent", _seconds_text(self.secondary_used_percent)),
+            ("x-codex-secondary-window-minutes", str(self.secondary_window_minutes)),
+            ("x-codex-secondary-reset-at", str(int(wall_now) + self.secondary_resets_in_s)),
+            ("x-codex-secondary-reset-after-seconds", str(self.secondary_resets_in_s)),
+            ("x-codex-credits-has-credits", str(self.has_credits)),
+            ("x-codex-credits-unlimited", str(self.unlimited)),
+            ("x-codex-credits-balance", self.balance),
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Log and counters
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: Any  # decoded JSON, or None when the body was empty or not JSON
+    raw_body: bytes
+    time: float  # the fake's clock (monotonic by default) when the request arrived
+    status: int  # what the fake answered
+    connection: int  # serial number of the TCP connection it came on (keep-alive reuses one)
+    usage: Usage | None = None  # what a successful reply reports
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    requests: int = 0  # every HTTP request
+    model_requests: int = 0  # POSTs to the model paths
+    in_flight: int = 0  # model requests being answered now
+    peak_in_flight: int = 0
+    completed_streams: int = 0  # SSE streams that ended with their terminal event
+    completed_replies: int = 0  # non-streamed 200 replies
+    disconnects: int = 0  # the client went away before the reply was complete
+    dropped: int = 0  # streams the script cut off
+    rate_limited: int = 0  # 429s from the enforced limits
+    scripted: int = 0  # scripted outcomes consumed
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+@dataclass(slots=True)
+class _Frame:
+    data: bytes
+    is_delta: bool = False
+
+
+@dataclass(slots=True)
+class _Flight:
+    responder: Responder
+    stream: bool = False
+    completed: bool = False
+    dropped: bool = False
+    settled: bool = False
+
+
+class FakeOpenAI:
+    """The fake API. All public methods are safe to call from any thread."""
+
+    def __init__(
+        self,
+        *,
+        reply: Reply | None = None,
+        reply_text: str = DEFAULT_REPLY_TEXT,
+        models: Sequence[str] = DEFAULT_MODELS,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
+        api_keys: Collection[str] | None = None,
+        codex_limits: CodexLimits | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        max_log: int = DEFAULT_MAX_LOG,
+        extra_routes: Sequence[Callable[[Request, Responder], Any]] = (),
+    ) -> None:
+        self._default_reply = reply or Reply()
+        self._reply_text = reply_text
+        self._models = tuple(models)
+        self._rpm_limit = rpm_limit
+        self._tpm_limit = tpm_limit
+        self._api_keys = frozenset(api_keys) if api_keys is not None else None
+        self._codex_limits = codex_limits
+        self._clock = clock
+        self._server = HttpServer(self._handle, host=host, port=port)
+        self._host = host
+        self._extra_routes = tuple(extra_routes)
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._script: deque[tuple[str | None, Outcome]] = deque()
+        self._log: deque[RecordedRequest] = deque(maxlen=max_log)
+        self._stats = Stats()
+        self._window = RollingWindow()
+        self._ids = itertools.count(1)
+        self._loop_thread: int | None = None
+        self._changed: anyio.Event | None = None
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server.bound_port is None:
+            raise RuntimeError("the fake is not serving yet")
+        return self._server.bound_port
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base, as `base_url` of a provider: http://127.0.0.1:PORT/v1"""
+        return f"{self.origin}/v1"
+
+    @property
+    def chatgpt_base_url(self) -> str:
+        """As Codex's `chatgpt_base_url`; `codex/responses` is appended to it."""
+        return f"{self.origin}/backend-api/"
+
+    # -- running --------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; `await tg.start(fake.serve)` returns `base_url`."""
+        self._loop_thread = threading.get_ident()
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._server.serve)
+            task_status.started(self.base_url)
+
+    @classmethod
+    @contextmanager
+    def running(cls, **kwargs: Any) -> Iterator[FakeOpenAI]:
+        """A fake serving from a background thread with its own event loop."""
+        fake = cls(**kwargs)
+        with fake.serving_in_thread():
+            yield fake
+
+    @contextmanager
+    def serving_in_thread(self) -> Iterator[None]:
+        with anyio.from_thread.start_blocking_portal() as portal:
+            future, _ = portal.start_task(self.serve, name="fake-openai")
+            try:
+                yield
+            finally:
+                future.cancel()
+
+    # -- control --------------------------------------------------------------------------
+
+    def script(self, *outcomes: Outcome, path: str | None = None, times: int = 1) -> None:
+        """Queue outcomes for the next model requests, in order; `path` limits an outcome to
+        requests of that path (e.g. "/v1/chat/completions"). Unscripted requests get the
+        default reply."""
+        with self._lock:
+            for _ in range(times):
+                for outcome in outcomes:
+                    self._script.append((path, outcome))
+
+    def clear_script(self) -> None:
+        with self._lock:
+            self._script.clear()
+
+    def pending(self) -> int:
+        """Scripted outcomes not yet consumed."""
+        with self._lock:
+            return len(self._script)
+
+    def set_reply(self, reply: Reply, *, text: str | None = None) -> None:
+        """Change the default reply (and its text) for unscripted requests."""
+        with self._lock:
+            self._default_reply = reply
+            if text is not None:
+                self._reply_text = text
+
+    @property
+    def reply_text(self) -> str:
+        with self._lock:
+            return self._reply_text
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The request log, oldest first (the last `max_log` requests)."""
+        with self._lock:
+            return list(self._log)
+
+    def model_requests(self, path: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [
+                r for r in self._log if r.path in MODEL_PATHS and (path is None or r.path == path)
+            ]
+
+    def stats(self) -> Stats:
+        with self._lock:
+            return self._stats
+
+    def reset(self) -> None:
+        """Forget the log, counters (except what is in flight), script and rate window."""
+        with self._lock:
+            self._log.clear()
+            self._script.clear()
+            self._window = RollingWindow()
+            in_flight = self._stats.in_flight
+            self._stats = Stats(in_flight=in_flight, peak_in_flight=in_flight)
+
+    def wait_for(self, predicate: Callable[[Stats], bool], timeout: float = 10.0) -> Stats:
+        """Block (from another thread) until `predicate(stats)` holds; TimeoutError after
+        `timeout` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self._stats), timeout):
+                raise TimeoutError(f"fake upstream: condition not met; stats are {self._stats}")
+            return self._stats
+
+    async def wait_until(self, predicate: Callable[[Stats], bool]) -> Stats:
+        """Wait (in the fake's event loop) until `predicate(stats)` holds. Bound it with
+        `anyio.fail_after`."""
+        while True:
+            with self._lock:
+                snapshot = self._stats
+                if predicate(snapshot):
+                    return snapshot
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                changed = self._changed
+            await changed.wait()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _update(self, **changes: int) -> None:
+        with self._lock:
+            self._apply(**changes)
+
+    def _apply(self, **changes: int) -> None:
+        """Add deltas to counters; the caller holds the lock."""
+        stats = self._stats
+        values = {name: getattr(stats, name) + delta for name, delta in changes.items()}
+        in_flight = values.get("in_flight", stats.in_flight)
+        values["peak_in_flight"] = max(stats.peak_in_flight, in_flight)
+        self._stats = _replace(stats, values)
+        self._cond.notify_all()
+        if self._changed is not None and threading.get_ident() == self._loop_thread:
+            self._changed.set()
+            self._changed = None
+
+    def _take_outcome(self, path: str) -> Outcome:
+        with self._lock:
+            for index, (only_path, outcome) in enumerate(self._script):
+                if only_path is None or only_path == path:
+                    del self._script[index]
+                    self._apply(scripted=1)
+                    return outcome
+            return self._default_reply
+
+    def _next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+    async def _handle(self, request: Request, responder: Responder) -> None:
+        arrived = self._clock()
+        self._update(requests=1)
+        if request.method == "POST" and request.path in MODEL_PATHS:
+            await self._model_request(request, responder, arrived)
+            return
+        if request.method == "GET" and (
+            request.path == "/v1/models" or request.path.startswith("/v1/models/")
+        ):
+            await self._models_request(request, responder, arrived)
+            return
+        for route in self._extra_routes:
+            await route(request, responder)
+            if responder.started:
+                self._log_plain(request, responder.status, arrived)
+                return
+        await not_found(request, responder)
+        self._log_plain(request, 404, arrived)
+
+    def _log_plain(self, request: Request, status: int, arrived: float) -> None:
+        try:
+            body: Any = request.json() if request.body else None
+        except msgspec.DecodeError:
+            body = None
+        self._append_log(request, body, status, arrived, None)
+
+    def _append_log(
+        self, request: Request, body: Any, status: int, arrived: float, usage: Usage | None
+    ) -> None:
+        record = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            headers=request.headers,
+            body=body,
+            raw_body=request.body,
+            time=arrived,
+            status=status,
+            connection=request.connection,
+            usage=usage,
+        )
+        with self._lock:
+            self._log.append(record)
+
+    async def _models_request(self, request: Request, responder: Responder, arrived: float) -> None:
+        if request.path == "/v1/models":
+            payload: Any = {"object": "list", "data": [_model_object(m) for m in self._models]}
+            status = 200
+        else:
+            model_id = request.path.removeprefix("/v1/models/")
+            if model_id in self._models:
+                payload, status = _model_object(model_id), 200
+            else:
+                status = 404
+                payload = msgspec.json.decode(
+                    error_body(
+                        f"The model '{model_id}' does not exist or you do not have access to it.",
+                        "invalid_request_error",
+                        "model_not_found",
+                    )
+                )
+        self._append_log(request, None, status, arrived, None)
+        await responder.send_json(status, payload, headers=[("x-request-id", self._request_id())])
+
+    def _request_id(self) -> str:
+        return f"req_{self._next_id():032x}"
+
+    def _auth_failure(self, request: Request) -> RawReply | None:
+        if self._api_keys is None:
+            return None
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            return RawReply(
+                401,
+                error_body(
+                    "You didn't provide an API key. You need to provide your API key in an"
+                    " Authorization header using Bearer auth (i.e. Authorization: Bearer"
+                    " YOUR_KEY), or as the password field (with blank username) if you're"
+                    " accessing the API from your browser and are prompted for a username and"
+                    " password. You can obtain an API key from"
+                    " https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    None,
+                ),
+            )
+        if header[7:].strip() not in self._api_keys:
+            return unauthorized("invalid_api_key")
+        return None
+
+    def _limit_headers(self, now: float) -> list[tuple[str, str]]:
+        rpm = self._rpm_limit or NOMINAL_RPM
+        tpm = self._tpm_limit or NOMINAL_TPM
+        with self._lock:
+            used_requests = self._window.requests(now)
+            used_tokens = self._window.tokens(now)
+            reset = self._window.full_reset_in(now)
+        return [
+            ("x-ratelimit-limit-requests", str(rpm)),
+            ("x-ratelimit-limit-tokens", str(tpm)),
+            ("x-ratelimit-remaining-requests", str(max(0, rpm - used_requests))),
+            ("x-ratelimit-remaining-tokens", str(max(0, tpm - used_tokens))),
+            ("x-ratelimit-reset-requests", go_duration(reset)),
+            ("x-ratelimit-reset-tokens", go_duration(reset)),
+        ]
+
+    def _admit(self, now: float, tokens: int, model: str) -> RawReply | None:
+        """Count the request in the window, or answer 429 when an enforced limit is spent."""
+        if self._rpm_limit is None and self._tpm_limit is None:
+            with self._lock:
+                self._window.add(now, tokens)
+            return None
+        rpm = self._rpm_limit or NOMINAL_RPM
+        tpm = self._tpm_limit or NOMINAL_TPM
+        with self._lock:
+            used_requests = self._window.requests(now)
+            used_tokens = self._window.tokens(now)
+            if used_requests < rpm and used_tokens + tokens <= tpm:
+                self._window.add(now, tokens)
+                return None
+            wait = self._window.wait_for_room(now, rpm, tpm, tokens)
+            self._apply(rate_limited=1)
+        per: Literal["tokens", "requests"] = "requests" if used_requests >= rpm else "tokens"
+        if per == "requests":
+            what = f"requests per min (RPM): Limit {rpm}, Used {used_requests}, Requested 1."
+        else:
+            what = f"tokens per min (TPM): Limit {tpm}, Used {used_tokens}, Requested {tokens}."
+        message = (
+            f"Rate limit reached for {model} in organization org-fake on {what}"
+            f" Please try again in {go_duration(wait)}."
+            " Visit https://platform.openai.com/account/rate-limits to learn more."
+        )
+        return RawReply(
+            429,
+            error_body(message, per, "rate_limit_exceeded"),
+            headers=(
+                ("retry-after", str(max(1, math.ceil(wait)))),
+                ("retry-after-ms", str(math.ceil(wait * 1000))),
+            ),
+        )
+
+    async def _model_request(self, request: Request, responder: Responder, arrived: float) -> None:
+        flight = _Flight(responder)
+        self._update(model_requests=1, in_flight=1)
+        try:
+            await self._answer_model_request(request, responder, arrived, flight)
+        finally:
+            self._settle(flight)
+
+    def _settle(self, flight: _Flight) -> None:
+        """Count the end of a model request. Called before the last byte goes out, so a client
+        that has read a whole reply finds the counters already updated."""
+        if flight.settled:
+            return
+        flight.settled = True
+        changes = {"in_flight": -1}
+        if flight.dropped:
+            changes["dropped"] = 1
+        elif flight.responder.client_gone and not flight.responder.finished:
+            changes["disconnects"] = 1
+        elif flight.completed:
+            changes["completed_streams" if flight.stream else "completed_replies"] = 1
+        self._update(**changes)
+
+    async def _answer_model_request(
+        self, request: Request, responder: Responder, arrived: float, flight: _Flight
+    ) -> None:
+        try:
+            body: Any = request.json()
+        except msgspec.DecodeError:
+            body = None
+        if not isinstance(body, dict):
+            self._append_log(request, None, 400, arrived, None)
+            await responder.send(
+                400,
+                error_body(
+                    "We could not parse the JSON body of your request. (HINT: This likely means"
+                    " you aren't using your HTTP library correctly. The OpenAI API expects a"
+                    " JSON payload, but what was sent was not valid JSON.)",
+                    "invalid_request_error",
+                    None,
+                ),
+            )
+            return
+        chatgpt = request.path.startswith("/backend-api/")
+        wire: Literal["responses", "chat"] = "chat" if request.path == CHAT_PATH else "responses"
+        model = body.get("model") if isinstance(body.get("model"), str) else DEFAULT_MODEL
+        assert isinstance(model, str)
+        request_id = self._request_id()
+        base_headers = [("x-request-id", request_id), ("openai-processing-ms", "1")]
+
+        with self._lock:
+            reply_text = self._reply_text
+        # Admission comes before the script, so a 429 from the enforced limits does not eat a
+        # scripted outcome; its token estimate assumes the default reply.
+        failure = self._auth_failure(request) or self._admit(
+            self._clock(), count_tokens(input_text(body)) + count_tokens(reply_text), model
+        )
+        usage: Usage | None = None
+        outcome: Outcome
+        if failure is not None:
+            outcome = failure
+        else:
+            outcome = self._take_outcome(request.path)
+            if isinstance(outcome, Reply):
+                text = _reply_text(outcome, reply_text)
+                usage = usage_for(
+                    body,
+                    text,
+                    cached_tokens=outcome.cached_tokens,
+                    reasoning_tokens=outcome.reasoning_tokens,
+                )
+
+        headers = list(base_headers)
+        if not chatgpt:
+            headers += self._limit_headers(self._clock())
+        elif self._codex_limits is not None:
+            headers += self._codex_limits.headers(time.time())
+
+        if isinstance(outcome, RawReply):
+            self._append_log(request, body, outcome.status, arrived, None)
+            if outcome.delay_s:
+                await anyio.sleep(outcome.delay_s)
+            flight.completed = outcome.status == 200
+            self._settle(flight)
+            await responder.send(
+                outcome.status,
+                outcome.body,
+                content_type=outcome.content_type,
+                headers=_merge(outcome.headers, headers),
+            )
+            return
+
+        assert usage is not None
+        reply = outcome
+        deltas = reply.deltas if reply.deltas is not None else split_deltas(text)
+        stream = body.get("stream") is True
+        flight.stream = stream
+        self._append_log(request, body, 200, arrived, usage)
+        headers = _merge(reply.headers, headers)
+        ident = self._next_id()
+
+        if reply.first_byte_delay_s:
+            await anyio.sleep(reply.first_byte_delay_s)
+        if not stream:
+            await self._send_whole(
+                responder, reply, wire, ident, model, body, deltas, usage, headers, flight
+            )
+            return
+        if wire == "chat":
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            frames = _chat_frames(ident, model, deltas, usage, reply, include_usage)
+        else:
+            frames = _responses_frames(ident, model, body, deltas, usage, reply)
+        await self._stream(responder, reply, frames, headers, flight)
+
+    async def _send_whole(
+        self,
+        responder: Responder,
+        reply: Reply,
+        wire: Literal["responses", "chat"],
+        ident: int,
+        model: str,
+        body: dict[str, Any],
+        deltas: Sequence[str],
+        usage: Usage,
+        headers: list[tuple[str, str]],
+        flight: _Flight,
+    ) -> None:
+        if reply.drop_after is not None:
+            flight.dropped = True
+            self._settle(flight)
+            await responder.abort()
+            return
+        if reply.stall_after is not None:
+            await anyio.sleep_forever()
+        text = "".join(deltas)
+        if reply.failure is not None:
+            failure = reply.failure
+            self._settle(flight)
+            await responder.send(
+                500, error_body(failure.message, failure.type, failure.code), headers=headers
+            )
+            return
+        if wire == "chat":
+            payload = _chat_completion(ident, model, text, usage)
+        else:
+            payload = _response_object(ident, model, body, "completed", text, usage)
+        data = _encoder.encode(payload)
+        if reply.truncated:
+            data = data[: len(data) // 2]
+        flight.completed = True
+        self._settle(flight)
+        await responder.send(200, data, headers=headers)
+
+    async def _stream(
+        self,
+        responder: Responder,
+        reply: Reply,
+        frames: list[_Frame],
+        headers: list[tuple[str, str]],
+        flight: _Flight,
+    ) -> None:
+        await responder.start(
+            200,
+            [
+                ("content-type", "text/event-stream; charset=utf-8"),
+                ("cache-control", "no-cache"),
+                *headers,
+            ],
+        )
+        last = len(frames) - 1
+        for sent, frame in enumerate(frames):
+            if reply.drop_after is not None and sent >= reply.drop_after:
+                await self._drop(responder, flight)
+                return
+            if reply.stall_after is not None and sent >= reply.stall_after:
+                await anyio.sleep_forever()
+            if reply.malformed_after is not None and sent == reply.malformed_after:
+                await responder.write(MALFORMED_SSE)
+            if frame.is_delta and reply.delta_delay_s:
+                await anyio.sleep(reply.delta_delay_s)
+            if sent == last:
+                break
+            await responder.write(frame.data)
+        # The last event, and what follows it.
+        if reply.drop_after is not None or reply.stall_after is not None:
+            await responder.write(frames[last].data)
+            if reply.drop_after is not None:
+                await self._drop(responder, flight)
+                return
+            await anyio.sleep_forever()
+        flight.completed = reply.failure is None and not reply.truncated
+        self._settle(flight)
+        await responder.write(frames[last].data)
+        await responder.finish()
+
+    async def _drop(self, responder: Responder, flight: _Flight) -> None:
+        flight.dropped = True
+        self._settle(flight)
+        await responder.abort()
+
+
+def _replace(stats: Stats, values: Mapping[str, int]) -> Stats:
+    fields = {name: getattr(stats, name) for name in Stats.__dataclass_fields__}
+    fields.update(values)
+    return Stats(**fields)
+
+
+def _merge(
+    first: Iterable[tuple[str, str]], then: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Headers of `first`, then those of `then` whose names `first` does not set."""
+    merged = list(first)
+    seen = {name.lower() for name, _ in merged}
+    merged += [(name, value) for name, value in then if name.lower() not in seen]
+    return merged
+
+
+def _reply_text(reply: Reply, default: str) -> str:
+    if reply.deltas is not None:
+        return "".join(reply.deltas)
+    return default if reply.text is None else reply.text
+
+
+def _model_object(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "openai"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Wire shapes
+
+
+def _sse(event: str, payload: Mapping[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(payload) + b"\n\n"
+
+
+def _response_object(
+    ident: int,
+    model: str,
+    body: Mapping[str, Any],
+    status: str,
+    text: str | None,
+    usage: Usage | None,
+    error: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    output = [] if text is None else [_message_item(ident, "completed", text)]
+    return {
+        "id": f"resp_{ident:032x}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "error": error,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+        "top_p": body.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": usage.responses() if usage is not None else None,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def _message_item(ident: int, status: str, text: str | None) -> dict[str, Any]:
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": []}]
+    return {
+        "id": f"msg_{ident:032x}",
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def _responses_frames(
+    ident: int,
+    model: str,
+    body: Mapping[str, Any],
+    deltas: Sequence[str],
+    usage: Usage,
+    reply: Reply,
+) -> list[_Frame]:
+    item_id = f"msg_{ident:032x}"
+    sequence = itertools.count()
+    frames: list[_Frame] = []
+
+    def add(event: str, *, is_delta: bool = False, **fields: Any) -> None:
+        payload = {"type": event, "sequence_number": next(sequence), **fields}
+        frames.append(_Frame(_sse(event, payload), is_delta))
+
+    add(
+        "response.created", response=_response_object(ident, model, body, "in_progress", None, None)
+    )
+    add(
+        "response.in_progress",
+        response=_response_object(ident, model, body, "in_progress", None, None),
+    )
+    add(
+        "response.output_item.added",
+        output_index=0,
+        item=_message_item(ident, "in_progress", None),
+    )
+    text_part: dict[str, Any] = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    add(
+        "response.content_part.added",
+        **text_part,
+        part={"type": "output_text", "text": "", "annotations": []},
+    )
+    failure = reply.failure
+    for index, delta in enumerate(deltas):
+        if failure is not None and index >= failure.after_deltas:
+            break
+        add("response.output_text.delta", is_delta=True, **text_part, delta=delta, logprobs=[])
+    if failure is not None:
+        error = {"code": failure.code, "message": failure.message}
+        add(
+            "response.failed",
+            response=_response_object(ident, model, body, "failed", None, None, error),
+        )
+        return frames
+    text = "".join(deltas)
+    add("response.output_text.done", **text_part, text=text, logprobs=[])
+    add(
+        "response.content_part.done",
+        **text_part,
+        part={"type": "output_text", "text": text, "annotations": []},
+    )
+    add("response.output_item.done", output_index=0, item=_message_item(ident, "completed", text))
+    add(
+        "response.completed",
+        response=_response_object(ident, model, body, "completed", text, usage),
+    )
+    if reply.truncated:
+        frames[-1] = _Frame(_truncate_sse(frames[-1].data))
+    return frames
+
+
+def _truncate_sse(frame: bytes) -> bytes:
+    head, _, data = frame.partition(b"data: ")
+    payload = data.rstrip(b"\n")
+    return head + b"data: " + payload[: len(payload) // 2] + b"\n\n"
+
+
+def _chat_completion(ident: int, model: str, text: str, usage: Usage) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{ident:029x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage.chat(),
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def _chat_frames(
+    ident: int, model: str, deltas: Sequence[str], usage: Usage, reply: Reply, include_usage: bool
+) -> list[_Frame]:
+    created = int(time.time())
+    frames: list[_Frame] = []
+
+    def chunk(
+        choices: list[dict[str, Any]], usage_value: Any = None, is_delta: bool = False
+    ) -> None:
+        payload: dict[str, Any] = {
+            "id": f"chatcmpl-{ident:029x}",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+            "choices": choices,
+        }
+        if include_usage:
+            payload["usage"] = usage_value
+        frames.append(_Frame(b"data: " + _encoder.encode(payload) + b"\n\n", is_delta))
+
+    def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    chunk([choice({"role": "assistant", "content": "", "refusal": None})])
+    failure = reply.failure
+    for index, delta in enumerate(deltas):
+        if failure is not None and index >= failure.after_deltas:
+            break
+        chunk([choice({"content": delta})], is_delta=True)
+    if failure is not None:
+        error = error_body(failure.message, failure.type, failure.code)
+        frames.append(_Frame(b"data: " + error + b"\n\n"))
+        return frames
+    chunk([choice({}, "stop")])
+    if include_usage:
+        chunk([], usage.chat())
+    if reply.truncated:
+        frames[-1] = _Frame(_truncate_sse(frames[-1].data))
+        return frames
+    frames.append(_Frame(b"data: [DONE]\n\n"))
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m codexd.testing.fake_openai",
+        description="Serve the fake OpenAI API on loopback until killed; prints its base URL.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--reply", default=DEFAULT_REPLY_TEXT, help="the reply text")
+    parser.add_argument("--delta-delay-ms", type=float, default=0.0)
+    parser.add_argument("--first-byte-delay-ms", type=float, default=0.0)
+    parser.add_argument("--rpm", type=int, default=None, help="enforce requests per minute")
+    parser.add_argument("--tpm", type=int, default=None, help="enforce tokens per minute")
+    parser.add_argument("--api-key", action="append", default=None, help="accept only these keys")
+    args = parser.parse_args(argv)
+
+    fake = FakeOpenAI(
+        reply=Reply(
+            delta_delay_s=args.delta_delay_ms / 1000,
+            first_byte_delay_s=args.first_byte_delay_ms / 1000,
+        ),
+        reply_text=args.reply,
+        rpm_limit=args.rpm,
+        tpm_limit=args.tpm,
+        api_keys=args.api_key,
+        host=args.host,
+        port=args.port,
+    )
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            base_url = await tg.start(fake.serve)
+            print(base_url, flush=True)
+
+    try:
+        anyio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
