@@ -78,9 +78,12 @@ Loader = Callable[[], ConfigSnapshot]
 
 
 class ConfigStore:
-    """Holds the snapshot in force. Synchronous: callers in async code may run `reload()` in
-    a worker thread; subscribers are called in the caller's thread and must not block
-    (`send_nowait` into a memory stream, or set an event)."""
+    """Holds the snapshot in force.
+
+    Synchronous and cheap (two small files): call `reload()` on the event loop, not in a
+    worker thread, because subscribers run in the caller's thread and must not block
+    (`send_nowait` into a memory stream, or set an event).
+    """
 
     def __init__(
         self,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -570,3 +572,41 @@ def test_locate_falls_back_to_the_inline_table_line() -> None:
 )
 def test_is_loopback(address: str, ok: bool) -> None:
     assert is_loopback(address) is ok
+
+
+@given(
+    ids=st.lists(st.sampled_from(["azure", "proxy", "local-2", "x_y"]), min_size=1, unique=True),
+    bad_index=st.integers(min_value=0, max_value=3),
+    field=st.sampled_from(["request_max_retries", "stream_max_retries"]),
+    value=st.one_of(
+        st.integers(min_value=101, max_value=10**6),
+        st.integers(max_value=-1, min_value=-(10**6)),
+        st.text(alphabet="abc", max_size=5),
+        st.booleans(),
+    ),
+)
+def test_a_bad_retry_count_is_located_in_any_provider(
+    ids: list[str], bad_index: int, field: str, value: object
+) -> None:
+    bad = ids[bad_index % len(ids)]
+    lines = ['model = "gpt-5"']
+    expected_line = 0
+    for provider_id in ids:
+        lines += ["", f"[model_providers.{provider_id}]", 'base_url = "http://127.0.0.1:1/v1"']
+        if provider_id == bad:
+            shown = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+            lines.append(f"{field} = {shown}")
+            expected_line = len(lines)
+        else:
+            lines.append(f"{field} = 3")
+    with tempfile.TemporaryDirectory() as home:
+        Path(home, "config.toml").write_text("\n".join(lines) + "\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(home, NO_ENV)
+    err = info.value
+    assert (err.line, err.key) == (expected_line, f"model_providers.{bad}.{field}")
+    assert err.message.startswith(f"config.toml:{expected_line}: model_providers.{bad}.{field}: ")
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        assert err.problem == f"expected an integer ≥ 0, got {value}"
+    else:
+        assert err.problem.startswith("expected an integer ≤ 100, got ")

@@ -6,6 +6,7 @@ Each test waits on the store's notification (never a sleep), with a generous han
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -125,3 +126,15 @@ async def test_codex_home_created_after_start(tmp_path: Path) -> None:
         # Now the directory itself is watched: a further edit is seen as well.
         (home / "config.toml").write_text('model = "later"\n')
         await w.until(reloaded_with(w.store, "later"))
+
+
+async def test_codex_home_removed_and_recreated(tmp_path: Path) -> None:
+    home = tmp_path / ".codex"
+    home.mkdir()
+    (home / "config.toml").write_text('model = "a"\n')
+    async with watching(home) as w:
+        shutil.rmtree(home)
+        await w.until(reloaded_with(w.store, None))
+        home.mkdir()
+        (home / "config.toml").write_text('model = "back"\n')
+        await w.until(reloaded_with(w.store, "back"))
