@@ -13,10 +13,12 @@ from codexd.limits.headers import (
     parse_rate_limit_headers,
     retry_after_from_message,
 )
-from codexd.limits.limiter import Limiter, ProviderLimits, Slot, budget_limits
+from codexd.limits.limiter import BackendStatus, Limiter, ProviderLimits, Slot, budget_limits
+from codexd.limits.redis import RedisUnavailable, RedisWindow, parse_redis_url
 
 __all__ = [
     "Admission",
+    "BackendStatus",
     "Budget",
     "BudgetLimits",
     "BudgetSnapshot",
@@ -26,11 +28,14 @@ __all__ = [
     "Limiter",
     "ProviderLimits",
     "RateLimitHeaders",
+    "RedisUnavailable",
+    "RedisWindow",
     "Slot",
     "UpstreamLimits",
     "UsageWindow",
     "budget_limits",
     "estimate_tokens",
     "parse_rate_limit_headers",
+    "parse_redis_url",
     "retry_after_from_message",
 ]

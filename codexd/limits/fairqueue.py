@@ -110,12 +110,13 @@ class FairQueue:
         head = self.head()
         return None if head is None else self._budget.can_admit(head[1], now)
 
-    def grant(self, now: float) -> list[Ticket]:
-        """Admit waiting jobs in turn while the budget allows; the returned tickets are admitted."""
+    def grant(self, now: float, *, limit: int | None = None) -> list[Ticket]:
+        """Admit waiting jobs in turn while the budget allows (at most `limit`); the returned
+        tickets are admitted."""
         granted: list[Ticket] = []
         budget = self._budget
         clients = self._clients
-        while clients:
+        while clients and (limit is None or len(granted) < limit):
             client, line = next(iter(clients.items()))
             ticket = line[0]
             cost = self._costs[ticket]

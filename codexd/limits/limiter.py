@@ -19,6 +19,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Final, Protocol
@@ -30,20 +31,39 @@ from anyio.abc import TaskStatus
 from codexd.limits.budget import DEFAULT_MARGIN_S, Budget, BudgetLimits, BudgetSnapshot
 from codexd.limits.fairqueue import FairQueue
 from codexd.limits.headers import RateLimitHeaders, UpstreamLimits
+from codexd.limits.redis import RedisUnavailable, RedisWindow
 
 log = logging.getLogger(__name__)
 
 # A deadline the core says has come but that still grants nothing (float rounding) must not
 # spin the timer: it waits at least this long before looking again.
 MIN_TIMER_S: Final = 0.001
+DEFAULT_RECONNECT_S: Final = 5.0
+# Waiting on the shared token window, look again at least this often: a correction made by
+# another daemon frees tokens without telling us.
+REMOTE_TOKEN_POLL_S: Final = 1.0
+# Corrections and pauses waiting to reach Redis; past this the oldest are dropped (a lost
+# correction only leaves the shared window a little more conservative or generous).
+MAX_PENDING_REMOTE: Final = 1024
+
+
+class BackendStatus(msgspec.Struct, frozen=True):
+    """Where the window lives when it is shared: Redis, or this daemon while Redis is away."""
+
+    kind: str
+    url: str
+    connected: bool
+    error: str | None = None
 
 
 class ProviderLimits(msgspec.Struct, frozen=True):
-    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params."""
+    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params;
+    `backend` is null for a local budget."""
 
     provider: str
     budget: BudgetSnapshot
     upstream: UpstreamLimits
+    backend: BackendStatus | None = None
 
 
 class RateLimitSettingsLike(Protocol):
@@ -94,6 +114,8 @@ class Limiter:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         on_change: Callable[[ProviderLimits], None] | None = None,
         margin_s: float = DEFAULT_MARGIN_S,
+        remote: RedisWindow | None = None,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
     ) -> None:
         self._provider = provider
         self._budget = Budget(limits, margin_s=margin_s)
@@ -108,6 +130,14 @@ class Limiter:
         self._last_published: ProviderLimits | None = None
         self._wake = anyio.Event()
         self._armed: float = math.inf
+        self._remote = remote
+        self._reconnect_s = reconnect_s
+        self._remote_error: str | None = None
+        self._retry_at = -math.inf
+        self._remote_charges: dict[Hashable, tuple[int, int]] = {}
+        self._pending: deque[Callable[[RedisWindow], Awaitable[None]]] = deque(
+            maxlen=MAX_PENDING_REMOTE
+        )
 
     @property
     def provider(self) -> str:
@@ -148,12 +178,15 @@ class Limiter:
             del self._waiters[ticket]
             if not self._queue.remove(ticket):
                 self._budget.release(ticket, self._clock())
+                self._remote_charges.pop(ticket, None)
             self._update()
 
     def pause(self, seconds: float) -> None:
         """A 429 with Retry-After: no admission for anyone for `seconds`."""
         if seconds > 0:
             self._budget.pause_until(self._clock() + seconds)
+            if self._using_remote:
+                self._pending.append(lambda remote: remote.pause(seconds))
             self._update()
 
     def observe(self, headers: RateLimitHeaders) -> None:
@@ -172,29 +205,134 @@ class Limiter:
         budget = self._budget.snapshot(
             self._clock(), wall_now=self._wall_clock(), queued=len(self._queue)
         )
-        return ProviderLimits(provider=self._provider, budget=budget, upstream=self._upstream)
+        backend: BackendStatus | None = None
+        if self._remote is not None:
+            backend = BackendStatus(
+                kind="redis",
+                url=self._remote.display,
+                connected=self._remote_error is None,
+                error=self._remote_error,
+            )
+        return ProviderLimits(
+            provider=self._provider, budget=budget, upstream=self._upstream, backend=backend
+        )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The one timer: grants what time allows and publishes pause/cap ends. Run it in the
-        daemon's task group; without it, only releases and arrivals grant."""
+        daemon's task group; without it, only releases and arrivals grant. With a Redis
+        backend every admission goes through this task, one script call each."""
         task_status.started()
-        while True:
-            self._wake = anyio.Event()
-            now = self._clock()
-            self._grant(now)
-            self._publish()
-            deadline = self._deadline(now)
-            self._armed = deadline if deadline is not None else math.inf
-            if deadline is None:
-                await self._wake.wait()
-            else:
-                await self._sleep_or_wake(max(deadline - now, MIN_TIMER_S))
+        try:
+            while True:
+                self._wake = anyio.Event()
+                now = self._clock()
+                if self._remote is not None:
+                    delay = await self._remote_step(self._remote)
+                    deadline = None if delay is None else self._clock() + delay
+                else:
+                    self._grant(now)
+                    deadline = self._deadline(now)
+                self._publish()
+                self._armed = deadline if deadline is not None else math.inf
+                if deadline is None:
+                    await self._wake.wait()
+                else:
+                    await self._sleep_or_wake(max(deadline - self._clock(), MIN_TIMER_S))
+        finally:
+            if self._remote is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._remote.aclose()
 
     # ------------------------------------------------------------------ inside
 
     def _correct(self, ticket: Hashable, actual_tokens: int) -> None:
-        if self._budget.correct(ticket, actual_tokens):
-            self._update()
+        if not self._budget.correct(ticket, actual_tokens):
+            return
+        charged = self._remote_charges.get(ticket)
+        if charged is not None and self._using_remote:
+            bucket, tokens = charged
+            actual = max(0, int(actual_tokens))
+            self._remote_charges[ticket] = (bucket, actual)
+            window_s = self._budget.window_s
+            delta = actual - tokens
+            if delta:
+                self._pending.append(lambda remote: remote.correct(window_s, bucket, delta))
+        self._update()
+
+    @property
+    def _using_remote(self) -> bool:
+        return self._remote is not None and self._remote_error is None
+
+    def _fall_back(self, error: RedisUnavailable) -> None:
+        if self._remote_error is None:
+            assert self._remote is not None
+            log.warning(
+                "ratelimits: provider %s: the shared budget at %s is unreachable (%s); using "
+                "this daemon's local budget until it returns",
+                self._provider,
+                self._remote.display,
+                error,
+            )
+        self._remote_error = str(error) or "unreachable"
+        self._retry_at = self._clock() + self._reconnect_s
+        self._pending.clear()
+        self._remote_charges.clear()
+
+    async def _remote_step(self, remote: RedisWindow) -> float | None:
+        """Admit through Redis while it answers, else locally; the delay until the next look."""
+        if self._remote_error is not None and self._clock() >= self._retry_at:
+            try:
+                await remote.ping()
+            except RedisUnavailable:
+                self._retry_at = self._clock() + self._reconnect_s
+            else:
+                log.warning(
+                    "ratelimits: provider %s: the shared budget at %s is back; rejoined",
+                    self._provider,
+                    remote.display,
+                )
+                self._remote_error = None
+        if self._remote_error is None:
+            try:
+                return await self._remote_admissions(remote)
+            except RedisUnavailable as exc:
+                self._fall_back(exc)
+        now = self._clock()
+        self._grant(now)
+        deadline = min(self._deadline(now) or math.inf, self._retry_at)
+        return deadline - now
+
+    async def _remote_admissions(self, remote: RedisWindow) -> float | None:
+        while self._pending:
+            await self._pending.popleft()(remote)
+        while True:
+            now = self._clock()
+            head = self._queue.head()
+            if head is None:
+                change = self._budget.next_change(now)
+                return None if change is None else change - now
+            cost = head[1]
+            local = self._budget.can_admit(cost, now)
+            if not local.ok:
+                return None if local.at is None else local.at - now
+            limits = self._budget.limits
+            decision = await remote.admit(limits, self._budget.window_s, cost)
+            now = self._clock()
+            if not decision.ok:
+                if decision.paused:
+                    self._budget.pause_until(now + decision.wait_s)
+                    return decision.wait_s
+                if limits.tokens_per_minute is not None:
+                    # another daemon's correction can free tokens early: look again soon
+                    return min(decision.wait_s, REMOTE_TOKEN_POLL_S)
+                return decision.wait_s
+            # A ticket cancelled during the call leaves an unused start in the shared
+            # window: conservative, and rare.
+            if self._queue.head() == head and self._budget.can_admit(cost, now).ok:
+                for granted in self._queue.grant(now, limit=1):
+                    self._remote_charges[granted] = (decision.bucket, self._budget.charge_for(cost))
+                    self._waiters[granted].set()
+                self._publish()
 
     def _deadline(self, now: float) -> float | None:
         times = [
@@ -206,7 +344,12 @@ class Limiter:
 
     def _update(self) -> None:
         """After any change: grant who can run now, re-arm the timer if it must fire sooner,
-        and publish the snapshot if it changed. Never awaits."""
+        and publish the snapshot if it changed. Never awaits. With Redis in use the timer
+        task decides instead: it is woken."""
+        if self._using_remote:
+            self._wake.set()
+            self._publish()
+            return
         now = self._clock()
         self._grant(now)
         deadline = self._deadline(now)
