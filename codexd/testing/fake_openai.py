@@ -11,7 +11,8 @@ optionally per path), `requests` is the request log, `stats()` the counters, `wa
 
 Run it inside a task group (`base_url = await tg.start(fake.serve)`), in a background thread
 (`with FakeOpenAI.running() as fake:`), or as a process
-(`python -m codexd.testing.fake_openai --port N`, which prints its base URL first).
+(`python -m codexd.testing.fake_openai --port N [--issuer]`, which prints its base URL first,
+then the issuer's URL when asked to serve one).
 """
 
 from __future__ import annotations
@@ -30,10 +31,18 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
-import anyio.from_thread
 import msgspec
 
-from codexd.testing.http import HttpServer, Request, Responder, not_found
+from codexd.testing.fake_issuer import FakeIssuer
+from codexd.testing.http import (
+    HttpServer,
+    Request,
+    Responder,
+    StatsCell,
+    add_counts,
+    not_found,
+    serve_in_thread,
+)
 
 DEFAULT_REPLY_TEXT = "Hello from the fake upstream."
 DEFAULT_MODEL = "gpt-5"
@@ -529,6 +538,9 @@ class Stats:
 # The server
 
 
+_PEAKS = {"in_flight": "peak_in_flight"}
+
+
 @dataclass(slots=True)
 class _Frame:
     data: bytes
@@ -561,7 +573,7 @@ class FakeOpenAI:
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         max_log: int = DEFAULT_MAX_LOG,
-        extra_routes: Sequence[Callable[[Request, Responder], Any]] = (),
+        issuer: FakeIssuer | None = None,
     ) -> None:
         self._default_reply = reply or Reply()
         self._reply_text = reply_text
@@ -573,17 +585,14 @@ class FakeOpenAI:
         self._clock = clock
         self._server = HttpServer(self._handle, host=host, port=port)
         self._host = host
-        self._extra_routes = tuple(extra_routes)
+        self._issuer = issuer
 
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self._script: deque[tuple[str | None, Outcome]] = deque()
         self._log: deque[RecordedRequest] = deque(maxlen=max_log)
-        self._stats = Stats()
+        self._stats = StatsCell(Stats())
         self._window = RollingWindow()
         self._ids = itertools.count(1)
-        self._loop_thread: int | None = None
-        self._changed: anyio.Event | None = None
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -603,6 +612,13 @@ class FakeOpenAI:
         return f"{self.origin}/v1"
 
     @property
+    def issuer(self) -> FakeIssuer:
+        """The issuer served on this server (`issuer.origin` is `[codexd] auth_issuer`)."""
+        if self._issuer is None:
+            raise RuntimeError("this fake was made without an issuer")
+        return self._issuer
+
+    @property
     def chatgpt_base_url(self) -> str:
         """As Codex's `chatgpt_base_url`; `codex/responses` is appended to it."""
         return f"{self.origin}/backend-api/"
@@ -613,9 +629,12 @@ class FakeOpenAI:
         self, *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled; `await tg.start(fake.serve)` returns `base_url`."""
-        self._loop_thread = threading.get_ident()
+        self._stats.bind_loop()
         async with anyio.create_task_group() as tg:
             await tg.start(self._server.serve)
+            if self._issuer is not None:
+                self._issuer.mount(self.origin)
+                self._issuer.bind_loop()
             task_status.started(self.base_url)
 
     @classmethod
@@ -628,12 +647,8 @@ class FakeOpenAI:
 
     @contextmanager
     def serving_in_thread(self) -> Iterator[None]:
-        with anyio.from_thread.start_blocking_portal() as portal:
-            future, _ = portal.start_task(self.serve, name="fake-openai")
-            try:
-                yield
-            finally:
-                future.cancel()
+        with serve_in_thread(self.serve, name="fake-openai"):
+            yield
 
     # -- control --------------------------------------------------------------------------
 
@@ -680,8 +695,7 @@ class FakeOpenAI:
             ]
 
     def stats(self) -> Stats:
-        with self._lock:
-            return self._stats
+        return self._stats.value
 
     def reset(self) -> None:
         """Forget the log, counters (except what is in flight), script and rate window."""
@@ -689,56 +703,33 @@ class FakeOpenAI:
             self._log.clear()
             self._script.clear()
             self._window = RollingWindow()
-            in_flight = self._stats.in_flight
-            self._stats = Stats(in_flight=in_flight, peak_in_flight=in_flight)
+        self._stats.update(lambda s: Stats(in_flight=s.in_flight, peak_in_flight=s.in_flight))
 
     def wait_for(self, predicate: Callable[[Stats], bool], timeout: float = 10.0) -> Stats:
         """Block (from another thread) until `predicate(stats)` holds; TimeoutError after
         `timeout` seconds."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: predicate(self._stats), timeout):
-                raise TimeoutError(f"fake upstream: condition not met; stats are {self._stats}")
-            return self._stats
+        return self._stats.wait_for(predicate, timeout)
 
     async def wait_until(self, predicate: Callable[[Stats], bool]) -> Stats:
         """Wait (in the fake's event loop) until `predicate(stats)` holds. Bound it with
         `anyio.fail_after`."""
-        while True:
-            with self._lock:
-                snapshot = self._stats
-                if predicate(snapshot):
-                    return snapshot
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                changed = self._changed
-            await changed.wait()
-
-    # -- internals ------------------------------------------------------------------------
+        return await self._stats.wait_until(predicate)
 
     def _update(self, **changes: int) -> None:
-        with self._lock:
-            self._apply(**changes)
-
-    def _apply(self, **changes: int) -> None:
-        """Add deltas to counters; the caller holds the lock."""
-        stats = self._stats
-        values = {name: getattr(stats, name) + delta for name, delta in changes.items()}
-        in_flight = values.get("in_flight", stats.in_flight)
-        values["peak_in_flight"] = max(stats.peak_in_flight, in_flight)
-        self._stats = _replace(stats, values)
-        self._cond.notify_all()
-        if self._changed is not None and threading.get_ident() == self._loop_thread:
-            self._changed.set()
-            self._changed = None
+        self._stats.update(lambda s: add_counts(s, _PEAKS, **changes))
 
     def _take_outcome(self, path: str) -> Outcome:
         with self._lock:
-            for index, (only_path, outcome) in enumerate(self._script):
-                if only_path is None or only_path == path:
-                    del self._script[index]
-                    self._apply(scripted=1)
-                    return outcome
-            return self._default_reply
+            index = next(
+                (i for i, (only, _) in enumerate(self._script) if only is None or only == path),
+                None,
+            )
+            if index is None:
+                return self._default_reply
+            outcome = self._script[index][1]
+            del self._script[index]
+        self._update(scripted=1)
+        return outcome
 
     def _next_id(self) -> int:
         with self._lock:
@@ -755,11 +746,9 @@ class FakeOpenAI:
         ):
             await self._models_request(request, responder, arrived)
             return
-        for route in self._extra_routes:
-            await route(request, responder)
-            if responder.started:
-                self._log_plain(request, responder.status, arrived)
-                return
+        if self._issuer is not None and self._issuer.owns(request.path):
+            await self._issuer.handle(request, responder)
+            return
         await not_found(request, responder)
         self._log_plain(request, 404, arrived)
 
@@ -812,6 +801,12 @@ class FakeOpenAI:
         return f"req_{self._next_id():032x}"
 
     def _auth_failure(self, request: Request) -> RawReply | None:
+        if self._issuer is not None and request.path.startswith("/backend-api/"):
+            header = request.headers.get("authorization", "")
+            token = header[7:].strip() if header.startswith("Bearer ") else ""
+            if self._issuer.access_token_failure(token) is not None:
+                return unauthorized("token_expired")
+            return None
         if self._api_keys is None:
             return None
         header = request.headers.get("authorization", "")
@@ -864,7 +859,7 @@ class FakeOpenAI:
                 self._window.add(now, tokens)
                 return None
             wait = self._window.wait_for_room(now, rpm, tpm, tokens)
-            self._apply(rate_limited=1)
+        self._update(rate_limited=1)
         per: Literal["tokens", "requests"] = "requests" if used_requests >= rpm else "tokens"
         if per == "requests":
             what = f"requests per min (RPM): Limit {rpm}, Used {used_requests}, Requested 1."
@@ -1084,12 +1079,6 @@ class FakeOpenAI:
         flight.dropped = True
         self._settle(flight)
         await responder.abort()
-
-
-def _replace(stats: Stats, values: Mapping[str, int]) -> Stats:
-    fields = {name: getattr(stats, name) for name in Stats.__dataclass_fields__}
-    fields.update(values)
-    return Stats(**fields)
 
 
 def _merge(
@@ -1324,6 +1313,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rpm", type=int, default=None, help="enforce requests per minute")
     parser.add_argument("--tpm", type=int, default=None, help="enforce tokens per minute")
     parser.add_argument("--api-key", action="append", default=None, help="accept only these keys")
+    parser.add_argument(
+        "--issuer",
+        action="store_true",
+        help="also serve the fake OAuth issuer; its URL is printed on the second line",
+    )
     args = parser.parse_args(argv)
 
     fake = FakeOpenAI(
@@ -1337,12 +1331,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         api_keys=args.api_key,
         host=args.host,
         port=args.port,
+        issuer=FakeIssuer() if args.issuer else None,
     )
 
     async def run() -> None:
         async with anyio.create_task_group() as tg:
             base_url = await tg.start(fake.serve)
             print(base_url, flush=True)
+            if args.issuer:
+                print(fake.issuer.origin, flush=True)
 
     try:
         anyio.run(run)

@@ -9,17 +9,22 @@ disconnects. Not a general web server: no TLS, no 100-continue, no pipelining be
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import h11
 import msgspec
 from anyio.abc import SocketAttribute
@@ -316,3 +321,89 @@ def _make_request(head: h11.Request, body: bytes, connection: int) -> Request:
         body=body,
         connection=connection,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing the fakes share: counters that tests can wait on, and running in a thread.
+
+S = TypeVar("S")
+
+
+class StatsCell(Generic[S]):
+    """A frozen value (a fake's counters) replaced under a lock, that tests can wait on from
+    another thread (`wait_for`) or from the fake's own event loop (`wait_until`)."""
+
+    def __init__(self, initial: S) -> None:
+        self._value = initial
+        self._cond = threading.Condition()
+        self._loop_thread: int | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._changed: anyio.Event | None = None
+
+    def bind_loop(self) -> None:
+        """Call from the serving event loop: `wait_until` waiters live there."""
+        self._loop_thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+
+    @property
+    def value(self) -> S:
+        with self._cond:
+            return self._value
+
+    def update(self, change: Callable[[S], S]) -> S:
+        with self._cond:
+            self._value = change(self._value)
+            value = self._value
+            self._cond.notify_all()
+            changed, self._changed = self._changed, None
+        if changed is not None:
+            if threading.get_ident() == self._loop_thread:
+                changed.set()
+            elif self._token is not None:
+                try:
+                    anyio.from_thread.run_sync(changed.set, token=self._token)
+                except RuntimeError:
+                    pass  # the loop has stopped; nobody is waiting any more
+        return value
+
+    def poke(self) -> None:
+        """Wake the waiters to look again at conditions that are not in the value."""
+        self.update(lambda value: value)
+
+    def wait_for(self, predicate: Callable[[S], bool], timeout: float) -> S:
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self._value), timeout):
+                raise TimeoutError(f"condition not met within {timeout}s; now {self._value}")
+            return self._value
+
+    async def wait_until(self, predicate: Callable[[S], bool]) -> S:
+        while True:
+            with self._cond:
+                if predicate(self._value):
+                    return self._value
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                changed = self._changed
+            await changed.wait()
+
+
+def add_counts(stats: S, peaks: Mapping[str, str] | None = None, **deltas: int) -> S:
+    """`stats` (a frozen dataclass of ints) with `deltas` added; `peaks` maps a gauge to the
+    field that keeps its maximum."""
+    values = {name: getattr(stats, name) + delta for name, delta in deltas.items()}
+    for gauge, peak in (peaks or {}).items():
+        if gauge in values:
+            values[peak] = max(getattr(stats, peak), values[gauge])
+    return dataclasses.replace(stats, **values)  # type: ignore[type-var]
+
+
+@contextmanager
+def serve_in_thread(serve: Callable[..., Awaitable[Any]], name: str = "fake-http") -> Iterator[Any]:
+    """Run `serve` (a task_status-style coroutine function) on an event loop in a background
+    thread; yields what it passed to `task_status.started()` and stops it on exit."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, started = portal.start_task(serve, name=name)
+        try:
+            yield started
+        finally:
+            future.cancel()
