@@ -1,7 +1,9 @@
 """The composition root: builds the parts, owns the one task group, handles signals.
 
-Start-up order matters: directories are checked, then the single-instance lock is taken,
-and only then is the listener created (creating it unlinks a socket at the path).
+Start-up order matters: directories and the config are checked, then the single-instance
+lock is taken, and only then is the listener created (creating it unlinks a socket at the
+path). Shutdown drains: no new jobs, running jobs get `drain_timeout_s`, the rest are
+cancelled, the ledger is flushed, the socket removed.
 """
 
 from __future__ import annotations
@@ -11,31 +13,45 @@ import os
 import signal
 import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
+import msgspec
 
-from codexctl.protocol import PROTOCOL_VERSION
+from codexctl.protocol import PROTOCOL_VERSION, ErrorKind, RpcError
 from codexd import __version__
+from codexd.auth.oauth import OAuthClient
+from codexd.auth.session import AuthSession
+from codexd.auth.stores import open_store
 from codexd.clock import rfc3339
+from codexd.config.load import ConfigError
+from codexd.config.schema import ConfigSnapshot
+from codexd.config.store import ConfigInvalid, ConfigReloaded, ConfigStore
+from codexd.config.watch import watch_config
+from codexd.events import EventHub
+from codexd.jobs import Job, JobLimits, JobManager, Usage
+from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
 from codexd.lock import InstanceLock
 from codexd.paths import Paths, StartupError, check_codex_home, ensure_private_dir
-from codexd.rpc.methods import TABLE, DaemonStatus
-from codexd.rpc.server import RpcServer
+from codexd.rpc.methods import TABLE, AccountSummary, ConfigStatus, DaemonStatus, JobCounts
+from codexd.rpc.server import Connection, RpcServer
 from codexd.sdnotify import Notifier
+from codexd.upstream.runner import HttpClients, JobRunner, provider_ref
+from codexd.usage import budget as usage_budget
+from codexd.usage.catalog import Catalog
+from codexd.usage.cost import cost_usd, estimate_cost_usd
+from codexd.usage.ledger import Ledger, LedgerWriter, UsageRecord
 
 log = logging.getLogger("codexd")
 
 LISTEN_BACKLOG = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The `[codexd]` values the running parts read (defaults from SPEC §5)."""
-
-    max_message_bytes: int = 1 << 20
-    max_connections: int = 256
+LEDGER_CLOSE_TIMEOUT_S = 10.0
+# How often the file watcher's thread looks up: it bounds how long stopping it takes.
+WATCH_POLL_MS = 200
 
 
 class Daemon:
@@ -43,27 +59,177 @@ class Daemon:
         self,
         paths: Paths,
         *,
-        settings: Settings | None = None,
+        env: Mapping[str, str] | None = None,
         started_by: str = "manual",
         notifier: Notifier | None = None,
     ) -> None:
         self.paths = paths
-        self.settings = settings or Settings()
+        self.env: Mapping[str, str] = os.environ if env is None else env
         self.started_by = started_by
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         self._shutdown = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.config: ConfigStore = None  # type: ignore[assignment]  # set by prepare()
+        self.events = EventHub()
+        self.http = HttpClients()
+        self.limiters: dict[str, Limiter] = {}
+        self._catalog: tuple[ConfigSnapshot, Catalog] | None = None
+        self.auth: AuthSession = None  # type: ignore[assignment]  # set by run()
+        self.ledger: LedgerWriter | None = None
+        self.jobs = JobManager(
+            self._make_runner(),
+            limits=self._job_limits,
+            on_created=self._job_created,
+            on_finished=self._job_finished,
+        )
         self.server = RpcServer(
             self,
             TABLE,
-            max_message_bytes=lambda: self.settings.max_message_bytes,
-            max_connections=lambda: self.settings.max_connections,
+            max_message_bytes=lambda: self.config.snapshot.codexd.max_message_bytes,
+            max_connections=lambda: self.config.snapshot.codexd.max_connections,
+            on_close=self._connection_closed,
         )
+
+    # ------------------------------------------------------------------ parts
+
+    def _make_runner(self) -> JobRunner:
+        return JobRunner(
+            auth=_LazyAuth(self),
+            limiter_for=self.limiter_for,
+            http=self.http,
+            price=self._price,
+            env=self.env,
+        )
+
+    def _job_limits(self) -> JobLimits:
+        s = self.config.snapshot.codexd
+        return JobLimits(
+            max_queued_jobs=s.max_queued_jobs,
+            job_retention_s=float(s.job_retention_s),
+            max_job_log_events=s.max_job_log_events,
+        )
+
+    def catalog(self, snapshot: ConfigSnapshot | None = None) -> Catalog:
+        snapshot = snapshot or self.config.snapshot
+        cached = self._catalog
+        if cached is None or cached[0] is not snapshot:
+            cached = self._catalog = (snapshot, Catalog.for_snapshot(snapshot))
+        return cached[1]
+
+    def limiter_for(self, provider: str, snapshot: ConfigSnapshot) -> Limiter:
+        limiter = self.limiters.get(provider)
+        if limiter is None:
+            settings = snapshot.codexd.rate_limits.get(provider)
+            limits = budget_limits(settings) if settings else budget_limits(_DEFAULT_LIMITS)
+            limiter = Limiter(
+                provider,
+                limits,
+                max_queued=snapshot.codexd.max_queued_jobs,
+                on_change=self._ratelimits_changed,
+            )
+            self.limiters[provider] = limiter
+            if self._tg is not None:
+                self._tg.start_soon(limiter.run, name=f"limiter {provider}")
+        return limiter
+
+    def _ratelimits_changed(self, snapshot: ProviderLimits) -> None:
+        self.events.publish("ratelimits", "ratelimits/updated", snapshot)
+
+    def _price(self, job: Job, usage: Usage) -> tuple[float, bool]:
+        catalog = self.catalog(job.config)
+        return cost_usd(usage, catalog.price_for(job.model), catalog.default_price)
+
+    # ------------------------------------------------------------------ job hooks
+
+    def _job_created(self, job: Job) -> None:
+        self.events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
+
+    def _job_finished(self, job: Job) -> None:
+        self.events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
+        if self.ledger is not None and job.started_at is not None:
+            usage = job.usage or Usage()
+            self.ledger.record(
+                UsageRecord(
+                    job_id=job.id,
+                    finished_at=job.finished_at or time.time(),
+                    client=job.client,
+                    provider=job.provider,
+                    model=job.model,
+                    api=job.api,
+                    status=job.state.value,  # type: ignore[arg-type]
+                    attempts=job.attempts,
+                    input_tokens=usage.input_tokens,
+                    cached_input_tokens=usage.cached_input_tokens,
+                    output_tokens=usage.output_tokens,
+                    reasoning_tokens=usage.reasoning_tokens,
+                    cost_usd=job.cost_usd or 0.0,
+                    estimated=job.cost_estimated,
+                )
+            )
+
+    async def check_submit(self, client: str, prep: dict[str, Any]) -> None:
+        """Submit-time refusals (SPEC §4): no credentials at all, a budget cap."""
+        snapshot: ConfigSnapshot = prep["config"]
+        cfg = snapshot.providers[prep["provider"]]
+        choice = self.auth_session()._choose(provider_ref(prep["provider"], cfg))
+        if isinstance(choice, RpcError):
+            raise choice
+        caps = snapshot.codexd.budget
+        if (caps.daily_usd is None and caps.monthly_usd is None) or self.ledger is None:
+            return
+        catalog = self.catalog(snapshot)
+        price = catalog.price_for(prep["model"]) or catalog.default_price
+        estimate = estimate_cost_usd(prep["request"].estimated_tokens, price)
+        now = datetime.now().astimezone()
+        day_start, day_end = usage_budget.day_bounds(now)
+        month_start, month_end = usage_budget.month_bounds(now)
+        today = await self.ledger.spend(day_start.timestamp(), day_end.timestamp())
+        month = await self.ledger.spend(month_start.timestamp(), month_end.timestamp())
+        running = sum(
+            estimate_cost_usd(j.request.estimated_tokens, price) for j in self.jobs.active()
+        )
+        exceeded = usage_budget.check(estimate, today + running, month + running, caps, now=now)
+        if exceeded is not None:
+            raise exceeded.to_error()
+
+    async def logout(self) -> bool:
+        session = self.auth_session()
+        oauth = OAuthClient(self._oauth_http(), self.config.snapshot.codexd.auth_issuer, self.env)
+
+        async def revoke(tokens: Any) -> bool:
+            return await oauth.revoke(
+                refresh_token=tokens.refresh_token, access_token=tokens.access_token
+            )
+
+        revoked = await session.logout(revoke)
+        self._account_changed()
+        return revoked
+
+    def _account_changed(self) -> None:
+        if self.auth is not None:
+            info = self.auth.account_info()
+            self.events.publish(
+                "account",
+                "account/updated",
+                {"mode": info.mode, "email": info.email, "plan_type": info.plan_type},
+            )
+
+    def auth_session(self) -> AuthSession:
+        if self.auth is None:
+            raise RpcError(ErrorKind.OVERLOADED, "codexd is still starting: retry in a moment")
+        return self.auth
 
     # ------------------------------------------------------------------ state for RPC
 
     def status(self) -> DaemonStatus:
+        queued, running, retained = self.jobs.counts()
+        cfg = self.config.status()
+        account = None
+        if self.auth is not None:
+            info = self.auth.account_info()
+            account = AccountSummary(mode=info.mode, email=info.email, plan_type=info.plan_type)
         return DaemonStatus(
             version=__version__,
             protocol_version=PROTOCOL_VERSION,
@@ -75,21 +241,74 @@ class Daemon:
             codex_home=self.paths.codex_home,
             state_dir=self.paths.state_dir,
             connections=self.server.stats.connections,
-            jobs=None,
-            config=None,
-            account=None,
+            jobs=JobCounts(queued=queued, running=running, retained=retained),
+            config=ConfigStatus(
+                path=cfg.path, generation=cfg.generation, loaded_at=cfg.loaded_at, error=cfg.error
+            ),
+            account=account,
         )
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
+
+    def _connection_closed(self, conn: Connection) -> None:
+        self.jobs.forget_subscriber(conn)
+        self.events.forget(conn)
+
+    # ------------------------------------------------------------------ config
+
+    def reload_config(self) -> None:
+        self.notifier.reloading()
+        try:
+            self.config.reload()
+        finally:
+            self.notifier.ready(status=self._status_line())
+
+    def _config_event(self, event: ConfigReloaded | ConfigInvalid) -> None:
+        if isinstance(event, ConfigReloaded):
+            snapshot = self.config.snapshot
+            for provider, limiter in self.limiters.items():
+                settings = snapshot.codexd.rate_limits.get(provider) or _DEFAULT_LIMITS
+                limiter.reconfigure(budget_limits(settings))
+            logging.getLogger().setLevel(snapshot.codexd.log_level.upper())
+            self.events.publish("config", "config/reloaded", event)
+        else:
+            self.events.publish("config", "config/invalid", event)
+
+    async def _watch_config(self) -> None:
+        async def changed() -> None:
+            self.reload_config()
+
+        await watch_config(self.paths.codex_home, changed, rust_timeout_ms=WATCH_POLL_MS)
 
     # ------------------------------------------------------------------ lifecycle
 
     def prepare(self) -> None:
         """Every check that can refuse to start, before anything is created."""
         check_codex_home(self.paths)
+        try:
+            self.config = ConfigStore.open(self.paths.codex_home, self.env)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        self.config.subscribe(self._config_event)
         ensure_private_dir(self.paths.runtime_dir, "runtime directory")
         ensure_private_dir(self.paths.state_dir, "state directory")
+
+    async def _open_auth(self) -> None:
+        snapshot = self.config.snapshot
+        store = await open_store(snapshot.cli_auth_credentials_store, self.paths.codex_home)
+        oauth = OAuthClient(self._oauth_http(), snapshot.codexd.auth_issuer, self.env)
+        self.auth = AuthSession(
+            codex_home=self.paths.codex_home,
+            store=store,
+            refresher=oauth.refresh,
+            env=self.env,
+            forced_login_method=_forced(snapshot.forced_login_method),
+        )
+        await self.auth.load()
+
+    def _oauth_http(self) -> httpx.AsyncClient:
+        return self.http.get("__oauth__")
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -100,23 +319,62 @@ class Daemon:
         listener: anyio.abc.SocketListener | None = None
         socket_ino: int | None = None
         try:
+            try:
+                ledger = Ledger.in_state_dir(self.paths.state_dir)
+            except Exception as exc:
+                raise StartupError(f"cannot open the usage ledger in {self.paths.state_dir}: {exc}")
+            self.ledger = LedgerWriter(ledger)
+            await self._open_auth()
             listener, socket_ino = await self._listen()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.server.serve, listener)
+                self._tg = tg
+                tg.start_soon(self.ledger.run, name="ledger writer")
+                await tg.start(self.jobs.run)
+                for limiter in self.limiters.values():
+                    tg.start_soon(limiter.run)
                 await tg.start(self._signals, tg.cancel_scope)
+                tg.start_soon(self.server.serve, listener, name="rpc server")
+                tg.start_soon(self._watch_config, name="config watcher")
                 log.info(
                     "codexd %s serving on %s (pid %d)", __version__, self.paths.socket, os.getpid()
                 )
-                self.notifier.ready(status="serving")
+                self.notifier.ready(status=self._status_line())
                 task_status.started()
                 await self._shutdown.wait()
-                self.notifier.stopping()
-                log.info("shutting down")
+                await self._drain()
                 tg.cancel_scope.cancel()
         finally:
             if socket_ino is not None:
                 _unlink_if_ours(self.paths.socket, socket_ino)
+            with anyio.CancelScope(shield=True):
+                await self.http.aclose()
+                if self.ledger is not None:
+                    with anyio.move_on_after(LEDGER_CLOSE_TIMEOUT_S):
+                        await self.ledger.close()
             lock.release()
+
+    async def _drain(self) -> None:
+        self.notifier.stopping()
+        self.jobs.stop_accepting()
+        active = self.jobs.active()
+        timeout = float(self.config.snapshot.codexd.drain_timeout_s)
+        log.info("draining: %d job(s) running, waiting up to %.0fs", len(active), timeout)
+        with anyio.move_on_after(timeout):
+            for job in active:
+                await job.finished.wait()
+        for job in self.jobs.active():
+            self.jobs.cancel(job)
+        with anyio.move_on_after(5):
+            for job in active:
+                await job.finished.wait()
+        if self.ledger is not None:
+            with anyio.move_on_after(LEDGER_CLOSE_TIMEOUT_S):
+                await self.ledger.flush()
+        log.info("drained; stopping")
+
+    def _status_line(self) -> str:
+        queued, running, _ = self.jobs.counts()
+        return f"{running} running, {queued} queued"
 
     async def _listen(self) -> tuple[anyio.abc.SocketListener, int]:
         old_umask = os.umask(0o177)
@@ -140,7 +398,8 @@ class Daemon:
             task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    log.info("SIGHUP: nothing to reload yet")
+                    log.info("SIGHUP: reloading the config")
+                    self.reload_config()
                     continue
                 if self._shutdown.is_set():
                     log.warning("second %s: stopping now", signal.Signals(signum).name)
@@ -148,6 +407,32 @@ class Daemon:
                     return
                 log.info("%s: draining", signal.Signals(signum).name)
                 self.request_shutdown()
+
+
+class _DefaultLimits(msgspec.Struct, frozen=True):
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrency: int = 64
+
+
+_DEFAULT_LIMITS = _DefaultLimits()
+
+
+class _LazyAuth:
+    """The runner's view of the auth session, which exists only once `run()` opened it."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+
+    async def credentials(self, provider: Any) -> Any:
+        return await self._daemon.auth_session().credentials(provider)
+
+    async def refresh(self, reason: Any = "unauthorized_recovery", *, stale: Any = None) -> Any:
+        return await self._daemon.auth_session().refresh(reason, stale=stale)
+
+
+def _forced(method: str | None) -> Any:
+    return {"chatgpt": "chatgpt", "api": "api"}.get(method or "")
 
 
 def _unlink_if_ours(path: str, ino: int) -> None:

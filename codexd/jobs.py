@@ -240,6 +240,8 @@ class Job:
     created_mono: float
     log: EventLog
     config: Any = None  # the config snapshot taken when the job was created
+    request: Any = None  # what the submit handler resolved (model, defaults, estimate)
+    cost_estimated: bool = False
     state: JobState = JobState.QUEUED
     started_at: float | None = None
     finished_at: float | None = None
@@ -379,6 +381,7 @@ class JobManager:
         api: str,
         body: dict[str, Any],
         config: Any = None,
+        request: Any = None,
         client_request_id: str | None = None,
     ) -> Job:
         """Create a job and start it; raises RpcError overloaded when it cannot be taken."""
@@ -409,12 +412,12 @@ class JobManager:
             created_mono=self._clock.monotonic(),
             log=EventLog(limits.max_job_log_events),
             config=config,
+            request=request,
             client_request_id=client_request_id,
         )
         self.jobs[job.id] = job
         if client_request_id is not None:
             self._by_request_id[(client, client_request_id)] = job.id
-        self.emit(job, {"type": "job.queued", "position": queued + 1})
         if self._on_created:
             self._on_created(job)
         self._tg.start_soon(self._run_job, job, name=f"job {job.id}")

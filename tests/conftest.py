@@ -6,11 +6,15 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
 
 from codexd.testing.daemon_process import DaemonProcess
+
+if TYPE_CHECKING:
+    from codexd.testing.fake_openai import FakeOpenAI
 
 
 @pytest.fixture
@@ -94,3 +98,37 @@ def connect(daemon: DaemonProcess) -> Iterator[type[LineConn]]:
     yield Conn
     for c in opened:
         c.close()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    from codexd.testing.fake_openai import FakeOpenAI
+
+    with FakeOpenAI.running() as fake:
+        yield fake
+
+
+def write_config(env: dict[str, str], text: str) -> None:
+    path = os.path.join(env["CODEX_HOME"], "config.toml")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+@pytest.fixture
+def upstream_env(daemon_env: dict[str, str], fake_openai: FakeOpenAI) -> dict[str, str]:
+    """A daemon environment whose `openai` provider is the fake, with an API key."""
+    write_config(
+        daemon_env,
+        f'openai_base_url = "{fake_openai.base_url}"\nmodel = "gpt-5"\n'
+        "[model_providers.fake]\n"
+        f'name = "fake"\nbase_url = "{fake_openai.base_url}"\nenv_key = "FAKE_KEY"\n',
+    )
+    daemon_env["OPENAI_API_KEY"] = "sk-test-key-for-the-fake-0000"
+    daemon_env["FAKE_KEY"] = "sk-test-key-for-the-fake-0001"
+    return daemon_env
+
+
+@pytest.fixture
+def upstream_daemon(upstream_env: dict[str, str]) -> Iterator[DaemonProcess]:
+    with DaemonProcess(upstream_env) as proc:
+        yield proc

@@ -7,13 +7,28 @@ typo is -32602 naming the member, not a silently ignored field.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import anyio
 import msgspec
 
-from codexctl.protocol import PROTOCOL_VERSION, ClientInfo, InitializeResult, ServerInfo
+from codexctl.protocol import (
+    PROTOCOL_VERSION,
+    ClientInfo,
+    ErrorKind,
+    InitializeResult,
+    RpcError,
+    ServerInfo,
+)
 from codexd import __version__
+from codexd.auth.session import AccountInfo
+from codexd.config.redact import redact
+from codexd.jobs import JobView
+from codexd.limits.limiter import ProviderLimits
+from codexd.rpc import job_methods as jobs
 from codexd.rpc.server import CallContext, Method, MethodTable
+from codexd.usage.catalog import ModelInfo
+from codexd.usage.ledger import UsageReadParams, UsageResult
 
 
 class NoParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,8 +105,133 @@ async def status(ctx: CallContext, params: NoParams) -> DaemonStatus:
 
 
 async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
-    ctx.after_reply(ctx.daemon.request_shutdown)
+    async def stop() -> None:
+        ctx.daemon.request_shutdown()
+
+    ctx.after_reply(stop)
     return Empty()
+
+
+# --------------------------------------------------------------------------- config, models
+
+
+class ConfigRead(msgspec.Struct):
+    path: str
+    generation: int
+    loaded_at: str
+    error: str | None
+    effective: dict[str, Any]
+
+
+class ConfigReloadResult(msgspec.Struct):
+    generation: int
+    changed: bool
+
+
+async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
+    store = ctx.daemon.config
+    st = store.status()
+    return ConfigRead(
+        path=st.path,
+        generation=st.generation,
+        loaded_at=st.loaded_at,
+        error=st.error,
+        effective=redact(store.snapshot),
+    )
+
+
+async def config_reload(ctx: CallContext, params: NoParams) -> ConfigReloadResult:
+    daemon = ctx.daemon
+    daemon.notifier.reloading()
+    try:
+        outcome = await anyio.to_thread.run_sync(daemon.config.reload)
+    finally:
+        daemon.notifier.ready()
+    if outcome.error is not None:
+        raise outcome.error.to_rpc_error()
+    return ConfigReloadResult(generation=outcome.generation, changed=outcome.changed)
+
+
+class ModelsParams(msgspec.Struct, forbid_unknown_fields=True):
+    provider: str | None = None
+
+
+class ModelsResult(msgspec.Struct):
+    models: list[ModelInfo]
+
+
+async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
+    snapshot = ctx.daemon.config.snapshot
+    if params.provider is not None and params.provider not in snapshot.providers:
+        known = ", ".join(sorted(snapshot.providers))
+        raise RpcError(
+            ErrorKind.INVALID_PARAMS,
+            f"invalid params for models/list: unknown provider {params.provider!r} "
+            f"(known: {known}) - at `$.provider`",
+        )
+    return ModelsResult(models=ctx.daemon.catalog().list_models())
+
+
+# --------------------------------------------------------------------------- events, limits, usage
+
+
+class EventsParams(msgspec.Struct, forbid_unknown_fields=True):
+    topics: list[Literal["account", "config", "ratelimits", "jobs"]]
+
+
+async def events_subscribe(ctx: CallContext, params: EventsParams) -> Empty:
+    ctx.daemon.events.subscribe(ctx.connection, list(params.topics))
+    return Empty()
+
+
+class RateLimitsParams(msgspec.Struct, forbid_unknown_fields=True):
+    provider: str | None = None
+
+
+class RateLimitsResult(msgspec.Struct):
+    providers: list[ProviderLimits]
+
+
+async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLimitsResult:
+    daemon = ctx.daemon
+    snapshot = daemon.config.snapshot
+    ids = [params.provider] if params.provider else sorted(snapshot.providers)
+    for pid in ids:
+        if pid not in snapshot.providers:
+            raise RpcError(
+                ErrorKind.INVALID_PARAMS,
+                f"invalid params for ratelimits/read: unknown provider {pid!r} - at `$.provider`",
+            )
+    return RateLimitsResult(providers=[daemon.limiter_for(p, snapshot).snapshot() for p in ids])
+
+
+async def usage_read(ctx: CallContext, params: UsageReadParams) -> UsageResult:
+    ledger = ctx.daemon.ledger
+    if ledger is None:
+        raise RpcError(ErrorKind.OVERLOADED, "the usage ledger is not open yet: retry")
+    since, until = params.time_range(None)
+    return await ledger.read(since, until, params.group_by)
+
+
+# --------------------------------------------------------------------------- account
+
+
+async def account_read(ctx: CallContext, params: NoParams) -> AccountInfo:
+    return ctx.daemon.auth_session().account_info()
+
+
+async def account_refresh(ctx: CallContext, params: NoParams) -> AccountInfo:
+    session = ctx.daemon.auth_session()
+    await session.refresh("proactive_expiry")
+    return session.account_info()
+
+
+class LogoutResult(msgspec.Struct):
+    revoked: bool
+
+
+async def account_logout(ctx: CallContext, params: NoParams) -> LogoutResult:
+    return LogoutResult(revoked=await ctx.daemon.logout())
 
 
 async def methods(ctx: CallContext, params: NoParams) -> list[MethodInfo]:
@@ -155,6 +295,107 @@ TABLE = MethodTable(
             list[MethodInfo],
             methods,
             "This table, with JSON Schemas of every method's params and result.",
+            inline=True,
+        ),
+        Method(
+            "account/read", NoParams, AccountInfo, account_read, "Who is logged in.", inline=True
+        ),
+        Method(
+            "account/refresh",
+            NoParams,
+            AccountInfo,
+            account_refresh,
+            "Refresh the ChatGPT login now (single-flight).",
+        ),
+        Method(
+            "account/logout",
+            NoParams,
+            LogoutResult,
+            account_logout,
+            "Revoke upstream when possible, then delete the stored credentials.",
+        ),
+        Method(
+            "models/list",
+            ModelsParams,
+            ModelsResult,
+            models_list,
+            "The model catalog with context windows, reasoning levels and prices.",
+            inline=True,
+        ),
+        Method(
+            "config/read",
+            NoParams,
+            ConfigRead,
+            config_read,
+            "The effective config (secrets redacted), its generation and last error.",
+            inline=True,
+        ),
+        Method(
+            "config/reload",
+            NoParams,
+            ConfigReloadResult,
+            config_reload,
+            "Re-read config.toml now; an invalid file is config_invalid and changes nothing.",
+        ),
+        Method(
+            "job/submit",
+            jobs.SubmitParams,
+            jobs.SubmitResult,
+            jobs.submit,
+            "Send a model request; its events follow on this connection unless subscribe=false.",
+        ),
+        Method("job/get", jobs.JobIdParams, JobView, jobs.get, "One job.", inline=True),
+        Method(
+            "job/list",
+            jobs.ListParams,
+            jobs.ListResult,
+            jobs.list_jobs,
+            "Known jobs, newest first.",
+            inline=True,
+        ),
+        Method(
+            "job/subscribe",
+            jobs.SubscribeParams,
+            jobs.SubscribeResult,
+            jobs.subscribe,
+            "Replay a job's events after after_seq, then follow it live.",
+        ),
+        Method(
+            "job/unsubscribe",
+            jobs.JobIdParams,
+            jobs.Empty,
+            jobs.unsubscribe,
+            "Stop following a job.",
+            inline=True,
+        ),
+        Method(
+            "job/cancel",
+            jobs.JobIdParams,
+            JobView,
+            jobs.cancel,
+            "Cancel a job (idempotent); closes its upstream stream.",
+        ),
+        Method(
+            "ratelimits/read",
+            RateLimitsParams,
+            RateLimitsResult,
+            ratelimits_read,
+            "Each provider's shared budget and the upstream rate-limit headers last seen.",
+            inline=True,
+        ),
+        Method(
+            "usage/read",
+            UsageReadParams,
+            UsageResult,
+            usage_read,
+            "Usage and cost from the ledger, optionally grouped.",
+        ),
+        Method(
+            "events/subscribe",
+            EventsParams,
+            Empty,
+            events_subscribe,
+            "Follow daemon notifications by topic: account, config, ratelimits, jobs.",
             inline=True,
         ),
     ]

@@ -167,9 +167,9 @@ class CallContext:
     daemon: Daemon
     connection: Connection
     request_id: int | str | None
-    _after_reply: list[Callable[[], None]] = field(default_factory=list)
+    _after_reply: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    def after_reply(self, callback: Callable[[], None]) -> None:
+    def after_reply(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` right after the reply is queued: notifications the call causes
         (a submitted job's events, a replay) then follow the reply on this connection."""
         self._after_reply.append(callback)
@@ -191,8 +191,10 @@ class RpcServer:
         *,
         max_message_bytes: Callable[[], int],
         max_connections: Callable[[], int],
+        on_close: Callable[[Connection], None] | None = None,
     ) -> None:
         self._daemon = daemon
+        self._on_close = on_close
         self._table = table
         self._max_message_bytes = max_message_bytes
         self._max_connections = max_connections
@@ -250,6 +252,8 @@ class RpcServer:
         finally:
             self.connections.discard(conn)
             conn._close()
+            if self._on_close is not None:
+                self._on_close(conn)
             send.close()
 
     async def _writer(
@@ -374,7 +378,7 @@ class RpcServer:
         if not is_notification:
             await ctx.connection.send(encode_line(Reply(id=ctx.request_id, result=result)))
         for callback in ctx._after_reply:
-            callback()
+            await callback()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s id=%s ok in %.0f µs",

@@ -1,0 +1,151 @@
+"""The one shell around httpx: send one attempt upstream and stream its events back.
+
+Everything it decides is delegated to the pure modules: `sse` decodes, `wire` normalises,
+`errors` classifies. The response is always read inside `async with` so it is closed on
+every path, including cancellation (which is how `job/cancel` reaches upstream at once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+import httpx
+
+from codexd.upstream.errors import (
+    UpstreamError,
+    UpstreamFailure,
+    classify_http,
+    is_event_stream,
+    stream_event_too_large,
+    stream_idle_timeout,
+    transport_errors,
+)
+from codexd.upstream.sse import SSEDecoder, SSEEvent, SSEOverflowError
+from codexd.upstream.wire import Event, Outcome, StreamNormalizer
+
+MAX_ERROR_BODY: Final = 64 * 1024
+MAX_EVENT_BYTES: Final = 8 << 20
+CONNECT_TIMEOUT_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    idle_timeout_s: float
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    outcome: Outcome
+    headers: Mapping[str, str]
+
+
+def new_http_client(max_connections: int = 1000) -> httpx.AsyncClient:
+    """One per provider: a keep-alive pool with explicit limits and no 5 s read timeout."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=100, keepalive_expiry=30
+        ),
+        follow_redirects=False,
+        trust_env=True,
+    )
+
+
+async def run_attempt(
+    client: httpx.AsyncClient,
+    attempt: Attempt,
+    normalizer: StreamNormalizer,
+    on_event: Callable[[Event], None],
+    *,
+    on_headers: Callable[[Mapping[str, str]], None] | None = None,
+    wall_now: Callable[[], float] = time.time,
+) -> AttemptResult:
+    """One upstream request. Events are handed to `on_event` as they arrive; the result is
+    the stream's outcome (a StreamResult or an UpstreamError) and the response headers."""
+    headers: Mapping[str, str] = {}
+    try:
+        with transport_errors():
+            request = client.build_request(
+                "POST",
+                attempt.url,
+                headers=dict(attempt.headers),
+                content=attempt.body,
+                timeout=httpx.Timeout(attempt.idle_timeout_s, connect=CONNECT_TIMEOUT_S),
+            )
+            response = await client.send(request, stream=True)
+        try:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            if on_headers is not None:
+                on_headers(headers)
+            if response.status_code != 200 or not is_event_stream(headers):
+                with transport_errors():
+                    body = await _read_bounded(response, MAX_ERROR_BODY)
+                return AttemptResult(
+                    classify_http(response.status_code, headers, body, wall_now()), headers
+                )
+            outcome = await _pump(response, attempt.idle_timeout_s, normalizer, on_event)
+            return AttemptResult(outcome, headers)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+    except UpstreamFailure as failure:
+        return AttemptResult(failure.error, headers)
+
+
+async def _pump(
+    response: httpx.Response,
+    idle_timeout_s: float,
+    normalizer: StreamNormalizer,
+    on_event: Callable[[Event], None],
+) -> Outcome:
+    decoder = SSEDecoder(MAX_EVENT_BYTES)
+    chunks = response.aiter_raw()
+    while True:
+        try:
+            with transport_errors(in_stream=True), anyio.fail_after(idle_timeout_s):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            return stream_idle_timeout(idle_timeout_s)
+        try:
+            events = decoder.feed(chunk)
+        except SSEOverflowError as exc:
+            _deliver(exc.events, normalizer, on_event)
+            return stream_event_too_large(exc.limit)
+        if _deliver(events, normalizer, on_event):
+            assert normalizer.outcome is not None
+            return normalizer.outcome
+    _deliver(decoder.close(), normalizer, on_event)
+    return normalizer.finish()
+
+
+def _deliver(
+    events: list[SSEEvent], normalizer: StreamNormalizer, on_event: Callable[[Event], None]
+) -> bool:
+    """Feed decoded SSE events; True once the normaliser has an outcome."""
+    for sse in events:
+        for event in normalizer.feed_sse(sse):
+            on_event(event)
+        if normalizer.outcome is not None:
+            return True
+    return False
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in response.aiter_raw():
+        buf += chunk
+        if len(buf) >= limit:
+            break
+    return bytes(buf[:limit])
+
+
+__all__ = ["Attempt", "AttemptResult", "UpstreamError", "new_http_client", "run_attempt"]

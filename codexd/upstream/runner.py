@@ -1,0 +1,290 @@
+"""Run one job upstream: admission, credentials, attempts, retries, and the terminal event.
+
+The decisions are pure and live elsewhere (`retry.decide`, `errors.classify_*`, the budget);
+this module only sequences them. Every attempt holds a rate-limit slot for as long as its
+stream is open; the delay before a retry holds none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import httpx
+import msgspec
+
+from codexctl.protocol import ErrorKind, RpcError
+from codexd.config.schema import ConfigSnapshot, ProviderConfig
+from codexd.jobs import Job, JobManager, Usage
+from codexd.limits.estimate import estimate_tokens
+from codexd.limits.headers import parse_rate_limit_headers
+from codexd.limits.limiter import Limiter
+from codexd.upstream.client import Attempt, new_http_client, run_attempt
+from codexd.upstream.errors import UpstreamError
+from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide
+from codexd.upstream.wire import RequestDefaults, StreamNormalizer, build_body, endpoint_url
+
+log = logging.getLogger("codexd.upstream")
+
+_encoder = msgspec.json.Encoder()
+OPENAI_API_BASE = "https://api.openai.com/v1"
+
+
+class CredentialsLike(Protocol):
+    mode: str
+
+    def headers(self) -> dict[str, str]: ...
+
+
+class AuthLike(Protocol):
+    async def credentials(self, provider: Any) -> Any: ...
+
+    async def refresh(self, reason: Any = ..., *, stale: Any = None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRef:
+    """What the auth session needs to know of a provider."""
+
+    id: str
+    env_key: str | None
+    requires_openai_auth: bool
+
+
+def provider_ref(provider_id: str, cfg: ProviderConfig) -> ProviderRef:
+    env_key = cfg.env_key
+    if provider_id == "openai" and env_key is None:
+        env_key = "OPENAI_API_KEY"
+    return ProviderRef(provider_id, env_key, cfg.requires_openai_auth or provider_id == "openai")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What the submit handler resolved for a job: stored on the job, read by the runner."""
+
+    defaults: RequestDefaults
+    estimated_tokens: int
+
+
+@dataclass
+class HttpClients:
+    """One keep-alive pool per provider id, shared by every job of that provider."""
+
+    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+
+    def get(self, provider_id: str) -> httpx.AsyncClient:
+        client = self.clients.get(provider_id)
+        if client is None:
+            client = self.clients[provider_id] = new_http_client()
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+
+def request_headers(
+    cfg: ProviderConfig, credentials: CredentialsLike, env: Mapping[str, str]
+) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream",
+    }
+    if cfg.http_headers:
+        headers.update(cfg.http_headers)
+    for name, var in (cfg.env_http_headers or {}).items():
+        value = env.get(var)
+        if value:
+            headers[name] = value
+    headers.update(credentials.headers())
+    return headers
+
+
+def base_url_for(provider_id: str, cfg: ProviderConfig, snapshot: ConfigSnapshot, mode: str) -> str:
+    if provider_id == "openai" and mode == "chatgpt":
+        return snapshot.chatgpt_base_url.rstrip("/") + "/codex"
+    if cfg.base_url:
+        return cfg.base_url
+    if provider_id == "openai":
+        return snapshot.openai_base_url or OPENAI_API_BASE
+    raise RpcError(
+        ErrorKind.BAD_REQUEST,
+        f"provider {provider_id!r} has no base_url: set model_providers.{provider_id}.base_url "
+        "in config.toml",
+    )
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        auth: AuthLike,
+        limiter_for: Callable[[str, ConfigSnapshot], Limiter],
+        http: HttpClients,
+        price: Callable[[Job, Usage], tuple[float, bool]],
+        env: Mapping[str, str] | None = None,
+        wall_now: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        normalizer_for: Callable[[str], StreamNormalizer] | None = None,
+    ) -> None:
+        self._auth = auth
+        self._limiter_for = limiter_for
+        self._http = http
+        self._price = price
+        self._env = os.environ if env is None else env
+        self._wall_now = wall_now
+        self._sleep = sleep
+        self._normalizer_for = normalizer_for or default_normalizer
+
+    async def __call__(self, job: Job, mgr: JobManager) -> None:
+        snapshot: ConfigSnapshot = job.config
+        request: JobRequest = job.request
+        cfg = snapshot.providers[job.provider]
+        ref = provider_ref(job.provider, cfg)
+        policy = RetryPolicy(
+            request_max_retries=cfg.request_max_retries,
+            stream_max_retries=cfg.stream_max_retries,
+            max_retry_wait_s=float(snapshot.codexd.max_retry_wait_s),
+        )
+        limiter = self._limiter_for(job.provider, snapshot)
+        body = _encoder.encode(build_body(job.api, job.body, request.defaults))  # type: ignore[arg-type]
+        attempts = Attempts()
+        refreshed_after_401 = False
+        queued_reported = False
+
+        def on_queued(position: int) -> None:
+            nonlocal queued_reported
+            if not queued_reported:
+                queued_reported = True
+                mgr.emit(job, {"type": "job.queued", "position": position})
+
+        def on_event(event: dict[str, Any]) -> None:
+            mgr.emit(job, event)
+
+        while True:
+            try:
+                credentials = await self._auth.credentials(ref)
+            except RpcError as err:
+                mgr.fail(job, err)
+                return
+            async with limiter.acquire(
+                job.client, request.estimated_tokens, on_queued=on_queued
+            ) as slot:
+                try:
+                    url = endpoint_url(
+                        base_url_for(job.provider, cfg, snapshot, credentials.mode),
+                        job.api,  # type: ignore[arg-type]
+                        cfg.query_params,
+                    )
+                except RpcError as err:
+                    mgr.fail(job, err)
+                    return
+                mgr.emit(job, {"type": "job.started", "attempt": attempts.made})
+                normalizer = self._normalizer_for(job.api)
+                result = await run_attempt(
+                    self._http.get(job.provider),
+                    Attempt(
+                        url=url,
+                        headers=request_headers(cfg, credentials, self._env),
+                        body=body,
+                        idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
+                    ),
+                    normalizer,
+                    on_event,
+                    on_headers=lambda h: limiter.observe(
+                        parse_rate_limit_headers(h, wall_now=self._wall_now())
+                    ),
+                    wall_now=self._wall_now,
+                )
+                outcome = result.outcome
+                if not isinstance(outcome, UpstreamError):
+                    usage = _job_usage(outcome.usage)
+                    if outcome.usage is not None:
+                        slot.correct(usage.total_tokens)
+                    cost, estimated = self._price(job, usage)
+                    job.cost_estimated = estimated
+                    mgr.complete(
+                        job,
+                        output_text=outcome.output_text,
+                        usage=usage,
+                        cost_usd=cost,
+                        response_id=outcome.response_id,
+                    )
+                    return
+            error = outcome
+            if error.is_unauthorized and credentials.mode == "chatgpt" and not refreshed_after_401:
+                refreshed_after_401 = True
+                try:
+                    await self._auth.refresh("unauthorized_recovery", stale=credentials)
+                except RpcError as err:
+                    mgr.fail(job, err)
+                    return
+                mgr.emit(
+                    job, _retrying(attempts.made + 1, 0.0, error, bool(normalizer.output_text))
+                )
+                attempts = msgspec.structs.replace(
+                    attempts, request_retries=attempts.request_retries + 1
+                )
+                continue
+            decision = decide(attempts, error, result.headers, self._wall_now(), policy)
+            if isinstance(decision, GiveUp):
+                log.info(
+                    "job %s failed: %s (%s)", job.id, decision.error.kind, decision.error.message
+                )
+                mgr.fail(job, decision.error.to_rpc_error())
+                return
+            if error.kind == ErrorKind.RATE_LIMITED and decision.server_requested:
+                limiter.pause(decision.delay_s)
+            mgr.emit(
+                job,
+                _retrying(decision.attempt, decision.delay_s, error, bool(normalizer.output_text)),
+            )
+            await self._sleep(decision.delay_s)
+            attempts = decision.attempts
+
+
+def _retrying(
+    attempt: int, delay_s: float, error: UpstreamError, reset_output: bool
+) -> dict[str, Any]:
+    return {
+        "type": "job.retrying",
+        "attempt": attempt,
+        "delay_s": round(delay_s, 3),
+        "reason": error.message,
+        "error_kind": error.kind.value,
+        "reset_output": reset_output,
+    }
+
+
+def _job_usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    return Usage(
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def default_normalizer(api: str) -> StreamNormalizer:
+    if api == "chat":
+        from codexd.upstream.chat import ChatStream
+
+        return ChatStream()
+    from codexd.upstream.responses import ResponsesStream
+
+    return ResponsesStream()
+
+
+def estimate_for(body: Mapping[str, Any], api: str, snapshot: ConfigSnapshot, provider: str) -> int:
+    rl = snapshot.codexd.rate_limits.get(provider)
+    default_output = rl.default_output_tokens if rl is not None else 4096
+    return estimate_tokens(body, api, default_output)
