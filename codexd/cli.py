@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from codexd import __version__
@@ -28,6 +27,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo", parents=[common], help="the offline demo: a fake upstream, a daemon, one request"
     )
+    inst = sub.add_parser(
+        "install-service",
+        parents=[common],
+        help="install the systemd user unit or the launchd agent",
+    )
+    which = inst.add_mutually_exclusive_group()
+    which.add_argument("--systemd", dest="manager", action="store_const", const="systemd")
+    which.add_argument("--launchd", dest="manager", action="store_const", const="launchd")
+    inst.add_argument("--socket-activation", action="store_true", help="start on first connect")
+    inst.add_argument("--gateway", action="store_true", help="also a socket unit for gateway.sock")
+    inst.add_argument("--dry-run", action="store_true", help="print the files instead")
+    inst.add_argument("--force", action="store_true", help="overwrite files changed by hand")
     return p
 
 
@@ -43,46 +54,36 @@ def main(argv: list[str] | None = None) -> int:
         from codexd.demo import run_demo
 
         return run_demo()
+    if args.command == "install-service":
+        from codexd.install import install_service
+
+        return install_service(
+            args.manager,
+            socket_activation=args.socket_activation,
+            gateway=args.gateway,
+            dry_run=args.dry_run,
+            force=args.force,
+        )
     parser.error(f"unknown command {args.command}")
     return 2
-
-
-def _configure_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        out = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
 
 
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
     from codexd import paths
+    from codexd.activation import activated_sockets
     from codexd.daemon import Daemon
+    from codexd.logs import configure_logging
 
-    _configure_logging(args.log_level or "info", args.log_format)
-    resolved = paths.resolve(getattr(args, "socket", None))
-    daemon = Daemon(resolved)
+    configure_logging(args.log_level or "info", args.log_format)
     try:
+        passed = activated_sockets()
+        resolved = paths.resolve(getattr(args, "socket", None))
+        daemon = Daemon(resolved, passed=passed)
+        daemon.prepare()
+        if args.log_level is None:
+            configure_logging(daemon.config.snapshot.codexd.log_level, args.log_format)
         anyio.run(daemon.run)
     except StartupError as exc:
         print(f"codexd: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ import msgspec
 
 from codexctl.protocol import PROTOCOL_VERSION, ErrorKind, RpcError
 from codexd import __version__
+from codexd.activation import ActivatedSockets
 from codexd.auth.oauth import OAuthClient
 from codexd.auth.session import AuthSession
 from codexd.auth.stores import open_store
@@ -39,7 +40,7 @@ from codexd.lock import InstanceLock
 from codexd.paths import Paths, StartupError, check_codex_home, ensure_private_dir
 from codexd.rpc.methods import TABLE, AccountSummary, ConfigStatus, DaemonStatus, JobCounts
 from codexd.rpc.server import Connection, RpcServer
-from codexd.sdnotify import Notifier
+from codexd.sdnotify import Notifier, watchdog
 from codexd.upstream.runner import HttpClients, JobRunner, provider_ref
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
@@ -52,6 +53,7 @@ LISTEN_BACKLOG = 4096
 LEDGER_CLOSE_TIMEOUT_S = 10.0
 # How often the file watcher's thread looks up: it bounds how long stopping it takes.
 WATCH_POLL_MS = 200
+FLUSH_TIMEOUT_S = 2.0
 
 
 class Daemon:
@@ -60,12 +62,14 @@ class Daemon:
         paths: Paths,
         *,
         env: Mapping[str, str] | None = None,
-        started_by: str = "manual",
+        started_by: str | None = None,
         notifier: Notifier | None = None,
+        passed: ActivatedSockets | None = None,
     ) -> None:
         self.paths = paths
         self.env: Mapping[str, str] = os.environ if env is None else env
-        self.started_by = started_by
+        self.passed = passed or ActivatedSockets(None, None, None)
+        self.started_by = started_by or detect_started_by(self.passed, self.env)
         self.notifier = notifier or Notifier()
         self.started_at = time.time()
         self._started_mono = time.monotonic()
@@ -313,7 +317,8 @@ class Daemon:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        self.prepare()
+        if self.config is None:
+            self.prepare()
         lock = InstanceLock(self.paths.lock, self.paths.socket)
         lock.acquire()
         listener: anyio.abc.SocketListener | None = None
@@ -333,6 +338,7 @@ class Daemon:
                 for limiter in self.limiters.values():
                     tg.start_soon(limiter.run)
                 await tg.start(self._signals, tg.cancel_scope)
+                tg.start_soon(watchdog, self.notifier, name="sd_notify watchdog")
                 tg.start_soon(self.server.serve, listener, name="rpc server")
                 tg.start_soon(self._watch_config, name="config watcher")
                 log.info(
@@ -342,9 +348,10 @@ class Daemon:
                 task_status.started()
                 await self._shutdown.wait()
                 await self._drain()
+                await self.server.flush(FLUSH_TIMEOUT_S)
                 tg.cancel_scope.cancel()
         finally:
-            if socket_ino is not None:
+            if socket_ino is not None and self.passed.control is None:
                 _unlink_if_ours(self.paths.socket, socket_ino)
             with anyio.CancelScope(shield=True):
                 await self.http.aclose()
@@ -376,7 +383,11 @@ class Daemon:
         queued, running, _ = self.jobs.counts()
         return f"{running} running, {queued} queued"
 
-    async def _listen(self) -> tuple[anyio.abc.SocketListener, int]:
+    async def _listen(self) -> tuple[anyio.abc.SocketListener, int | None]:
+        if self.passed.control is not None:
+            # A service manager made the socket and owns its file: adopt it, never unlink it.
+            listener = await anyio.abc.SocketListener.from_socket(self.passed.control)
+            return listener, None
         old_umask = os.umask(0o177)
         try:
             listener = await anyio.create_unix_listener(
@@ -429,6 +440,17 @@ class _LazyAuth:
 
     async def refresh(self, reason: Any = "unauthorized_recovery", *, stale: Any = None) -> Any:
         return await self._daemon.auth_session().refresh(reason, stale=stale)
+
+
+def detect_started_by(passed: ActivatedSockets, env: Mapping[str, str]) -> str:
+    """SPEC §4 `daemon/status.started_by`: socket_activation whenever a socket was passed in."""
+    if passed.control is not None or passed.gateway is not None:
+        return "socket_activation"
+    if env.get("INVOCATION_ID"):
+        return "systemd"
+    if env.get("XPC_SERVICE_NAME", "0") not in ("0", "") and env.get("LAUNCH_JOB_LABEL", "x"):
+        return "launchd"
+    return "manual"
 
 
 def _forced(method: str | None) -> Any:

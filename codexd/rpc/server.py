@@ -112,10 +112,19 @@ class Connection:
         self._on_close: list[Callable[[], None]] = []
         self._deferred: list[bytes] = []
         self.closed = False
+        self.writer_done = anyio.Event()
 
     async def send(self, line: bytes) -> None:
-        """Queue a line, waiting for room (replies)."""
-        await self._send.send(line)
+        """Queue a line, waiting for room (replies). A closed connection drops it: there is
+        nobody left to read it."""
+        try:
+            await self._send.send(line)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    def close_outbound(self) -> None:
+        """No more lines: the writer sends what is queued, then stops."""
+        self._send.close()
 
     def send_nowait(self, line: bytes) -> bool:
         """Queue a line if there is room (notifications); False when full or closed."""
@@ -201,6 +210,16 @@ class RpcServer:
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
 
+    async def flush(self, limit_s: float) -> None:
+        """Before stopping: let every connection's writer send what is queued (a reply to
+        `daemon/shutdown`, the last job events), for at most `limit_s` seconds."""
+        conns = list(self.connections)
+        for conn in conns:
+            conn.close_outbound()
+        with anyio.move_on_after(limit_s):
+            for conn in conns:
+                await conn.writer_done.wait()
+
     async def serve(self, listener: anyio.abc.SocketListener) -> None:
         async with listener:
             await listener.serve(self._handle)
@@ -279,6 +298,8 @@ class RpcServer:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 # The peer went away: nothing more can be delivered, end the connection.
                 scope.cancel()
+            finally:
+                conn.writer_done.set()
 
     async def _reader(
         self, stream: anyio.abc.SocketStream, conn: Connection, handlers: anyio.abc.TaskGroup
