@@ -28,7 +28,7 @@ def run_demo() -> int:
         home = os.path.join(tmp, "codex-home")
         os.mkdir(home, 0o700)
         words = DEMO_REPLY.split(" ")
-        deltas = tuple(w + " " for w in words[:-1]) + (words[-1],)
+        deltas = (*(w + " " for w in words[:-1]), words[-1])
         with FakeOpenAI.running(reply=Reply(deltas=deltas, delta_delay_s=0.03)) as fake:
             with open(os.path.join(home, "config.toml"), "w") as f:
                 f.write(f'openai_base_url = "{fake.base_url}"\n')
