@@ -168,14 +168,14 @@ class JobRunner:
             mgr.emit(job, event)
 
         while True:
-            try:
-                credentials = await self._auth.credentials(ref)
-            except RpcError as err:
-                mgr.fail(job, err)
-                return
             async with limiter.acquire(
                 job.client, request.estimated_tokens, on_queued=on_queued
             ) as slot:
+                try:
+                    credentials = await self._auth.credentials(ref)
+                except RpcError as err:
+                    mgr.fail(job, err)
+                    return
                 try:
                     url = endpoint_url(
                         base_url_for(job.provider, cfg, snapshot, credentials.mode),
