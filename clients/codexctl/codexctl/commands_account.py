@@ -1,0 +1,224 @@
+"""`codexctl login`, `logout` and `whoami` (SPEC §3).
+
+`login` starts a login in the daemon and waits for its `account/login_completed`: the browser
+login prints the sign-in URL (and opens it when this machine has a browser to open), the device
+login prints the code and where to enter it, and `--api-key` reads the key from stdin (never
+from the command line, where other users could read it in the process list). Ctrl-C cancels the
+login in the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from codexctl.protocol import EXIT_AUTH, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+if TYPE_CHECKING:
+    from codexctl.cli import Context
+
+MAX_KEY_BYTES = 4096
+
+Handler = Callable[[argparse.Namespace, "Context"], int]
+
+SOURCES = {
+    "env": "from the daemon's environment",
+    "auth_file": "stored in auth.json",
+    "keyring": "stored in the keyring",
+}
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
+    """Add login, logout and whoami to `sub`; returns their handlers by command name."""
+    login = sub.add_parser(
+        "login",
+        parents=[common],
+        help="log in (browser by default)",
+        description="Log in with ChatGPT in a browser (the default), with a device code, or "
+        "store an API key read from stdin.",
+    )
+    how = login.add_mutually_exclusive_group()
+    how.add_argument(
+        "--api-key",
+        action="store_true",
+        help="read an API key from stdin (e.g. printenv OPENAI_API_KEY | codexctl login --api-key)",
+    )
+    how.add_argument(
+        "--device", action="store_true", help="sign in on another device with a one-time code"
+    )
+    sub.add_parser("logout", parents=[common], help="revoke and delete the stored login")
+    sub.add_parser("whoami", parents=[common], help="show who is logged in and which credential")
+    return {"login": cmd_login, "logout": cmd_logout, "whoami": cmd_whoami}
+
+
+# --------------------------------------------------------------------------- login
+
+
+def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
+    if args.api_key:
+        params: dict[str, Any] = {"method": "api_key", "api_key": read_api_key(sys.stdin, ctx.err)}
+    else:
+        params = {"method": "device" if args.device else "browser"}
+    started = ctx.call("account/login", params)
+    login_id = started["login_id"]
+    if not ctx.json:
+        if started.get("auth_url"):
+            url = started["auth_url"]
+            ctx.err.write(f"Sign in with your browser:\n\n  {url}\n\n")
+            ctx.err.flush()
+            if can_open_browser(os.environ) and _open(url):
+                ctx.err.write("(opened in your browser)\n")
+            ctx.err.write("Waiting for the sign-in to complete... (Ctrl-C cancels)\n")
+        elif started.get("user_code"):
+            ctx.err.write(
+                f"On any device, open\n\n  {started['verification_url']}\n\n"
+                f"and enter the code\n\n  {started['user_code']}\n\n"
+                "Waiting for the sign-in to complete... (Ctrl-C cancels)\n"
+            )
+        ctx.err.flush()
+    elif "auth_url" in started or "user_code" in started:
+        ctx.print_json(started)
+        ctx.out.flush()
+    try:
+        completed = wait_for_completion(ctx, login_id)
+    except KeyboardInterrupt:
+        try:
+            ctx.call("account/login/cancel", {"login_id": login_id})
+        except Exception:  # best effort: the daemon may be gone too
+            pass
+        ctx.err.write("codexctl: login cancelled\n")
+        return EXIT_INTERRUPTED
+    if not completed.get("success"):
+        ctx.err.write(f"codexctl: login failed: {completed.get('error') or 'unknown error'}\n")
+        return EXIT_FAILED
+    account = ctx.call("account/read")
+    if ctx.json:
+        ctx.print_json({"login_id": login_id, "success": True, "account": account})
+    else:
+        ctx.out.write(describe_login(account) + "\n")
+    return EXIT_OK
+
+
+def read_api_key(stdin: TextIO, err: TextIO) -> str:
+    """The key from stdin: a hidden prompt on a terminal, else the first line of the input."""
+    from codexctl.cli import UsageError
+
+    if stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("OpenAI API key: ", stream=err)
+    else:
+        key = stdin.readline(MAX_KEY_BYTES + 1)
+    key = key.strip()
+    if not key:
+        raise UsageError(
+            "no API key on stdin: pipe it in, e.g. printenv OPENAI_API_KEY | codexctl login "
+            "--api-key"
+        )
+    return key
+
+
+def wait_for_completion(ctx: Context, login_id: str) -> dict[str, Any]:
+    client = ctx.client()
+    while True:
+        note = client.next_notification(timeout=None)
+        if note is None:
+            continue
+        if note.method == "account/login_completed" and note.params.get("login_id") == login_id:
+            result: dict[str, Any] = note.params
+            return result
+
+
+def can_open_browser(env: Mapping[str, str]) -> bool:
+    """A browser can be shown: $BROWSER is set, a graphical session, or macOS / Windows."""
+    if env.get("BROWSER"):
+        return True
+    if sys.platform in ("darwin", "win32"):
+        return not env.get("SSH_CONNECTION")
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
+def _open(url: str) -> bool:
+    import webbrowser
+
+    try:
+        return webbrowser.open(url)
+    except webbrowser.Error:
+        return False
+
+
+def describe_login(account: Mapping[str, Any]) -> str:
+    if account.get("mode") == "chatgpt":
+        who = account.get("email") or "your ChatGPT account"
+        plan = f" ({account['plan_type']} plan)" if account.get("plan_type") else ""
+        return f"Logged in using ChatGPT as {who}{plan}"
+    if account.get("mode") == "api_key":
+        return f"Logged in using an API key {SOURCES.get(account.get('source') or '', '')}".strip()
+    return "Not logged in"
+
+
+# --------------------------------------------------------------------------- logout, whoami
+
+
+def cmd_logout(args: argparse.Namespace, ctx: Context) -> int:
+    before = ctx.call("account/read")
+    result = ctx.call("account/logout")
+    if ctx.json:
+        ctx.print_json(result)
+        return EXIT_OK
+    if result.get("revoked"):
+        ctx.out.write("Logged out (the login was revoked upstream and deleted)\n")
+    else:
+        ctx.out.write("Logged out (the stored login was deleted)\n")
+    after = ctx.call("account/read")
+    if after.get("source") == "env":
+        ctx.err.write(
+            "warning: the daemon still has an API key from its environment (OPENAI_API_KEY); "
+            "remove it there to stop using it\n"
+        )
+    elif before.get("mode") is None:
+        ctx.err.write("note: there was no stored login\n")
+    return EXIT_OK
+
+
+def credential_in_use(account: Mapping[str, Any]) -> str:
+    mode = account.get("mode")
+    source = SOURCES.get(account.get("source") or "", "")
+    if mode == "chatgpt":
+        return f"ChatGPT access token {source}".strip()
+    if mode == "api_key":
+        return f"API key {source}".strip()
+    return "none"
+
+
+def cmd_whoami(args: argparse.Namespace, ctx: Context) -> int:
+    from codexctl.cli import print_rows
+
+    account = ctx.call("account/read")
+    if ctx.json:
+        ctx.print_json(account)
+        return EXIT_OK if account.get("mode") else EXIT_AUTH
+    if not account.get("mode"):
+        ctx.err.write("codexctl: not logged in: run codexctl login\n")
+        return EXIT_AUTH
+    rows = [
+        ("mode", "ChatGPT" if account["mode"] == "chatgpt" else "API key"),
+        ("email", account.get("email") or "-"),
+        ("plan", account.get("plan_type") or "-"),
+    ]
+    if account.get("account_id"):
+        rows.append(("account id", account["account_id"]))
+    rows += [
+        ("credential", credential_in_use(account)),
+        ("source", account.get("source") or "-"),
+        ("store", account.get("store") or "-"),
+    ]
+    if account.get("expires_at"):
+        rows.append(("token expires", account["expires_at"]))
+    if account.get("last_refresh"):
+        rows.append(("last refresh", account["last_refresh"]))
+    print_rows(ctx.out, rows)
+    return EXIT_OK
