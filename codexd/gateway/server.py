@@ -1,0 +1,386 @@
+"""The gateway (SPEC §9): OpenAI's HTTP API on `gateway.sock` and, optionally, loopback TCP.
+
+Each model request becomes a job exactly as `job/submit` makes one (same checks, same
+config defaults, same budget and ledger), always cancelled when its HTTP client goes away.
+The reply is read from the job's event log and translated (`translate.py`) into what the
+OpenAI API would have sent. The Unix socket admits the daemon's own uid (and root), as the
+control socket does; TCP admits requests carrying the bearer token of `gateway.token`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import stat
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.abc
+import msgspec
+
+from codexctl.protocol import RpcError
+from codexd.gateway.http import SOCKET_ERRORS, Request, Responder, serve_http
+from codexd.gateway.token import TokenFile
+from codexd.gateway.translate import (
+    ChatJSON,
+    ChatSSE,
+    HttpError,
+    ResponsesJSON,
+    ResponsesSSE,
+    Translator,
+    bad_body,
+    error_reply,
+    invalid_api_key,
+    model_not_found,
+    model_object,
+    models_list,
+    not_found_url,
+    openai_error,
+    split_line,
+)
+from codexd.paths import StartupError
+from codexd.rpc.job_methods import SubmitParams, prepare_job
+from codexd.rpc.peer import peer_allowed, peer_credentials
+
+if TYPE_CHECKING:
+    from codexd.daemon import Daemon
+    from codexd.jobs import Job
+
+log = logging.getLogger("codexd.gateway")
+
+LISTEN_BACKLOG: Final = 4096
+MAX_CLIENT_NAME: Final = 64
+DEFAULT_CLIENT_NAME: Final = "gateway"
+_CLIENT_NAME_JUNK: Final = re.compile(r"[^A-Za-z0-9._+-]")
+_MODEL_PATH: Final = "/v1/models/"
+_API_BY_PATH: Final = {"/v1/responses": "responses", "/v1/chat/completions": "chat"}
+
+_encoder = msgspec.json.Encoder()
+
+
+def client_name(headers: dict[str, str] | Any) -> str:
+    """`X-Codexd-Client`, else the `User-Agent` product token (`OpenAI/Python 3.x` → OpenAI)."""
+    name = headers.get("x-codexd-client", "").strip()
+    if not name:
+        agent = headers.get("user-agent", "").strip()
+        name = agent.split(None, 1)[0].split("/", 1)[0] if agent else ""
+    name = _CLIENT_NAME_JUNK.sub("", name)[:MAX_CLIENT_NAME]
+    return name or DEFAULT_CLIENT_NAME
+
+
+def parse_tcp_address(address: str) -> tuple[str, int]:
+    """`127.0.0.1:8765`, `[::1]:8765`, `localhost:8765` → (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class _Waker:
+    """A job subscriber that only wakes the relay; the relay reads the job's log itself, so
+    nothing is buffered here and a slow client is never dropped by the fan-out."""
+
+    __slots__ = ("closed", "event")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.event = anyio.Event()
+
+    def send_nowait(self, line: bytes) -> bool:
+        self.event.set()
+        return True
+
+    async def send(self, line: bytes) -> None:
+        self.event.set()
+
+    def notify(self, method: str, params: Any) -> bool:
+        return True
+
+    def defer(self, line: bytes) -> None:
+        self.event.set()
+
+
+class Gateway:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.tokens = TokenFile(daemon.paths.state_dir)
+        self.connections = 0
+
+    # ---------------------------------------------------------------- listeners
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        settings = self.daemon.config.snapshot.codexd.gateway
+        unix, socket_ino = await self._listen_unix()
+        listeners: list[tuple[anyio.abc.Listener[Any], bool]] = [(unix, False)]
+        try:
+            if settings.tcp is not None:
+                self.tokens.current()
+                listeners.append((await self._listen_tcp(settings.tcp), True))
+            async with anyio.create_task_group() as tg:
+                for listener, tcp in listeners:
+                    tg.start_soon(self._serve, listener, tcp)
+                log.info(
+                    "gateway serving on %s%s",
+                    self.daemon.paths.gateway_socket,
+                    f" and http://{settings.tcp}" if settings.tcp else "",
+                )
+                task_status.started()
+        finally:
+            if socket_ino is not None:
+                _unlink_if_ours(self.daemon.paths.gateway_socket, socket_ino)
+
+    async def _listen_unix(self) -> tuple[anyio.abc.SocketListener, int | None]:
+        passed = getattr(self.daemon, "passed", None)
+        adopted = getattr(passed, "gateway", None)
+        if adopted is not None:
+            # A service manager made it and owns its file: adopt, never unlink.
+            return await anyio.abc.SocketListener.from_socket(adopted), None
+        path = self.daemon.paths.gateway_socket
+        old_umask = os.umask(0o177)
+        try:
+            listener = await anyio.create_unix_listener(path, mode=0o600, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
+        return listener, os.lstat(path).st_ino
+
+    async def _listen_tcp(self, address: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+        host, port = parse_tcp_address(address)
+        try:
+            return await anyio.create_tcp_listener(
+                local_host=host, local_port=port, backlog=LISTEN_BACKLOG, reuse_port=False
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on [codexd.gateway] tcp = {address!r}: {exc.strerror}"
+            ) from None
+
+    async def _serve(self, listener: anyio.abc.Listener[Any], tcp: bool) -> None:
+        async def handle(stream: anyio.abc.SocketStream) -> None:
+            await self._connection(stream, tcp)
+
+        async with listener:
+            await listener.serve(handle)
+
+    async def _connection(self, stream: anyio.abc.SocketStream, tcp: bool) -> None:
+        async with stream:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            if tcp:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                try:
+                    cred = peer_credentials(raw)
+                except OSError as exc:
+                    log.warning("gateway refused a connection: no credentials (%s)", exc)
+                    return
+                if not peer_allowed(cred):
+                    log.warning("gateway refused a connection from uid %d", cred.uid)
+                    return
+            limit = self.daemon.config.snapshot.codexd.max_connections
+            if self.connections >= limit:
+                await _send_overloaded(stream, limit)
+                return
+            self.connections += 1
+            try:
+
+                async def handler(request: Request, responder: Responder) -> None:
+                    await self.handle(request, responder, tcp=tcp)
+
+                await serve_http(stream, handler, on_error=_internal_error)
+            except SOCKET_ERRORS:
+                pass
+            finally:
+                self.connections -= 1
+
+    # ---------------------------------------------------------------- routing
+
+    async def handle(self, request: Request, responder: Responder, *, tcp: bool) -> None:
+        if tcp and not self.tokens.matches(request.headers.get("authorization")):
+            await _send_error(responder, invalid_api_key())
+            return
+        method, path = request.method, request.path.rstrip("/")
+        api = _API_BY_PATH.get(path)
+        if api is not None and method == "POST":
+            await self.model_request(request, responder, api)
+        elif path == "/v1/models" and method == "GET":
+            await responder.send(200, models_list(self._model_ids()))
+        elif path.startswith(_MODEL_PATH) and method == "GET":
+            model = path[len(_MODEL_PATH) :]
+            if model in self._model_ids():
+                await responder.send(200, _encoder.encode(model_object(model)))
+            else:
+                await _send_error(responder, model_not_found(model))
+        else:
+            await _send_error(responder, not_found_url(method, request.path))
+
+    def _model_ids(self) -> list[str]:
+        return [m.slug for m in self.daemon.catalog().list_models()]
+
+    # ---------------------------------------------------------------- model requests
+
+    async def model_request(self, request: Request, responder: Responder, api: str) -> None:
+        try:
+            body = msgspec.json.decode(request.body)
+        except msgspec.DecodeError:
+            await _send_error(
+                responder,
+                bad_body(
+                    "We could not parse the JSON body of your request. The OpenAI API expects "
+                    "a JSON payload: send the request body as JSON."
+                ),
+            )
+            return
+        if not isinstance(body, dict):
+            await _send_error(responder, bad_body("The request body must be a JSON object."))
+            return
+        headers = request.headers
+        daemon = self.daemon
+        client = client_name(headers)
+        params = SubmitParams(
+            body=body,
+            api=api,  # type: ignore[arg-type]
+            provider=headers.get("x-codexd-provider") or None,
+            profile=headers.get("x-codexd-profile") or None,
+            subscribe=False,
+            cancel_on_disconnect=True,
+        )
+        try:
+            prep = prepare_job(daemon, params)
+            await daemon.check_submit(client, prep)
+            job = daemon.jobs.create(
+                client=client,
+                provider=prep["provider"],
+                model=prep["model"],
+                api=prep["api"],
+                body=body,
+                config=prep["config"],
+                request=prep["request"],
+            )
+        except RpcError as err:
+            await _send_error(responder, error_reply(err.to_object()))
+            return
+        try:
+            await self._relay(job, _translator(job, api, body), responder)
+        finally:
+            if not job.is_terminal:
+                daemon.jobs.cancel(job)
+
+    async def _relay(self, job: Job, tr: Translator, responder: Responder) -> None:
+        """Read the job's log from seq 1 as it grows and write the translation."""
+        jobs = self.daemon.jobs
+        waker = _Waker()
+        request_id = ("x-request-id", job.id)
+        await jobs.stream_to(job, waker, job.log.next_seq - 1)
+        try:
+            cursor = 0
+            while True:
+                waker.event = anyio.Event()
+                out: list[bytes] = []
+                while cursor + 1 < job.log.next_seq and not tr.done:
+                    cursor += 1
+                    line = job.log.line_at(cursor)
+                    if line is None:
+                        out.append(tr.overflow())
+                        break
+                    etype, raw = split_line(line)
+                    out.append(tr.feed(etype, raw))
+                if tr.error is not None:
+                    await _send_error(responder, tr.error, request_id)
+                    return
+                data = b"".join(out)
+                if tr.stream:
+                    if data and not responder.started:
+                        await responder.start(200, _stream_headers(request_id))
+                    if tr.done:
+                        if not responder.started:
+                            await responder.start(200, _stream_headers(request_id))
+                        await responder.finish(data)
+                        return
+                    await responder.write(data)
+                elif tr.done:
+                    await responder.send(200, tr.body(), headers=[request_id])
+                    return
+                if cursor + 1 < job.log.next_seq:
+                    continue
+                await waker.event.wait()
+        finally:
+            jobs.unsubscribe(job, waker)
+
+
+def _translator(job: Job, api: str, body: dict[str, Any]) -> Translator:
+    stream = body.get("stream") is True
+    if api == "responses":
+        return ResponsesSSE() if stream else ResponsesJSON()
+    completion_id = "chatcmpl-" + job.id.removeprefix("job_")
+    created = int(job.created_at)
+    if stream:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return ChatSSE(
+            completion_id=completion_id,
+            model=job.model,
+            created=created,
+            include_usage=include_usage,
+        )
+    return ChatJSON(completion_id=completion_id, model=job.model, created=created)
+
+
+def _stream_headers(request_id: tuple[str, str]) -> list[tuple[str, str]]:
+    return [
+        ("content-type", "text/event-stream; charset=utf-8"),
+        ("cache-control", "no-cache"),
+        request_id,
+    ]
+
+
+async def _send_error(responder: Responder, error: HttpError, *extra: tuple[str, str]) -> None:
+    await responder.send(error.status, error.body, headers=[*error.headers, *extra])
+
+
+async def _internal_error(responder: Responder) -> None:
+    body = openai_error(
+        "The codexd gateway had an internal error: the daemon log has the details.",
+        "server_error",
+    )
+    await responder.send(500, _encoder.encode(body))
+
+
+async def _send_overloaded(stream: anyio.abc.ByteStream, limit: int) -> None:
+    body = _encoder.encode(
+        openai_error(
+            f"codexd has too many connections ({limit}): close idle clients or raise "
+            "[codexd] max_connections",
+            "server_error",
+            "overloaded",
+        )
+    )
+    head = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    try:
+        await stream.send(head + body)
+    except SOCKET_ERRORS:
+        pass
+
+
+def _unlink_if_ours(path: str, ino: int) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(st.st_mode) and st.st_ino == ino:
+        os.unlink(path)
+
+
+async def serve_gateway(
+    daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the gateway until cancelled (started in the daemon's task group when
+    `[codexd.gateway] enabled = true`)."""
+    await Gateway(daemon).run(task_status=task_status)

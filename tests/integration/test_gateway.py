@@ -1,0 +1,443 @@
+"""The gateway (SPEC §9) with the official `openai` SDK against a real daemon and the fake.
+
+Every reply is validated with the SDK's own pydantic types (strictly, not the SDK's lax
+construction), errors must arrive as the SDK's matching exception classes, and the job,
+usage and cancellation side is checked through the control socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from codexctl import Client
+from codexctl.cli import main as codexctl_main
+from codexd.testing import fake_openai as fo
+from codexd.testing.daemon_process import DaemonProcess
+from codexd.testing.fake_openai import FakeOpenAI
+from tests.conftest import write_config
+
+openai = pytest.importorskip("openai", minversion="3")
+httpx2 = pytest.importorskip("httpx2")
+pydantic = pytest.importorskip("pydantic")
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
+from openai.types.responses import Response  # noqa: E402
+
+# The fake's usage predates this member, which the SDK's strict types require; what the
+# gateway passes through is what upstream sent, so this one gap is the fake's, not ours.
+FAKE_GAPS = frozenset({"cache_write_tokens"})
+
+
+def strict(adapter: Any, data: Any) -> Any:
+    """Validate with the SDK's pydantic types for real (the SDK itself builds leniently)."""
+    try:
+        return adapter.validate_python(data)
+    except pydantic.ValidationError as exc:
+        real = [e for e in exc.errors() if e["loc"][-1] not in FAKE_GAPS]
+        if real:
+            raise
+        return adapter.validate_python(_fill_gaps(data))
+
+
+def _fill_gaps(data: Any) -> Any:
+    if isinstance(data, dict):
+        out = {k: _fill_gaps(v) for k, v in data.items()}
+        if "cached_tokens" in out and out.get("cache_write_tokens") is None:
+            out["cache_write_tokens"] = 0
+        return out
+    if isinstance(data, list):
+        return [_fill_gaps(v) for v in data]
+    return data
+
+
+RESPONSE = pydantic.TypeAdapter(Response)
+CHAT_COMPLETION = pydantic.TypeAdapter(ChatCompletion)
+CHAT_CHUNK = pydantic.TypeAdapter(ChatCompletionChunk)
+SDK_EVENT_TYPES = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    *["response.output_text.delta"] * 5,
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.completed",
+]
+CHAT = [{"role": "user", "content": "hi"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def gateway_env(daemon_env: dict[str, str], fake_openai: FakeOpenAI) -> dict[str, str]:
+    port = _free_port()
+    write_config(
+        daemon_env,
+        f'openai_base_url = "{fake_openai.base_url}"\nmodel = "gpt-5"\n'
+        "[model_providers.fake]\n"
+        f'name = "fake"\nbase_url = "{fake_openai.base_url}"\nenv_key = "FAKE_KEY"\n'
+        "request_max_retries = 0\nstream_max_retries = 0\n"
+        f'[codexd.gateway]\nenabled = true\ntcp = "127.0.0.1:{port}"\n',
+    )
+    daemon_env["OPENAI_API_KEY"] = "sk-test-key-for-the-fake-0000"
+    daemon_env["FAKE_KEY"] = "sk-test-key-for-the-fake-0001"
+    daemon_env["GATEWAY_TCP"] = f"127.0.0.1:{port}"
+    return daemon_env
+
+
+@pytest.fixture
+def gateway(gateway_env: dict[str, str]) -> Iterator[DaemonProcess]:
+    with DaemonProcess(gateway_env) as proc:
+        yield proc
+
+
+def gateway_socket(daemon: DaemonProcess) -> str:
+    return os.path.join(os.path.dirname(daemon.socket), "gateway.sock")
+
+
+def tcp_base(daemon: DaemonProcess) -> str:
+    return f"http://{daemon.env['GATEWAY_TCP']}/v1"
+
+
+def unix_sdk(daemon: DaemonProcess, **headers: str) -> Any:
+    """Exactly the snippet of docs/gateway.md, plus max_retries=0 (one request per call)."""
+    from openai import DefaultHttpx2Client, OpenAI
+
+    return OpenAI(
+        base_url="http://codexd/v1",
+        api_key="unused",
+        max_retries=0,
+        default_headers=headers or None,
+        http_client=DefaultHttpx2Client(transport=httpx2.HTTPTransport(uds=gateway_socket(daemon))),
+    )
+
+
+def tcp_sdk(daemon: DaemonProcess, token: str) -> Any:
+    return openai.OpenAI(base_url=tcp_base(daemon), api_key=token, max_retries=0)
+
+
+def token_of(daemon: DaemonProcess, *, rotate: bool = False) -> str:
+    with Client(daemon.socket) as c:
+        return str(c.call("gateway/token", {"rotate": rotate})["token"])
+
+
+def jobs_of(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    with Client(daemon.socket) as c:
+        return list(c.call("job/list", {})["jobs"])
+
+
+def raw_unix(daemon: DaemonProcess) -> httpx.Client:
+    transport = httpx.HTTPTransport(uds=gateway_socket(daemon))
+    return httpx.Client(base_url="http://codexd", transport=transport, timeout=30)
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_gateway_socket_is_private_and_beside_the_control_socket(gateway: DaemonProcess) -> None:
+    st = os.stat(gateway_socket(gateway))
+    assert st.st_mode & 0o777 == 0o600
+
+
+def test_responses_not_streamed(gateway: DaemonProcess, fake_openai: FakeOpenAI) -> None:
+    sdk = unix_sdk(gateway)
+    raw = sdk.responses.with_raw_response.create(model="gpt-5", input="Say hello")
+    response = strict(RESPONSE, raw.http_response.json())
+    assert response.output_text == fake_openai.reply_text
+    assert response.usage is not None and response.usage.total_tokens > 0
+    assert response.status == "completed"
+    job_id = raw.headers["x-request-id"]
+    (job,) = [j for j in jobs_of(gateway) if j["id"] == job_id]
+    assert job["state"] == "completed" and job["api"] == "responses"
+    # The client's own key never goes upstream: the daemon's does.
+    sent = fake_openai.model_requests("/v1/responses")[-1]
+    assert sent.headers["authorization"] == "Bearer sk-test-key-for-the-fake-0000"
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_responses_streamed_events_validate(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI, transport: str
+) -> None:
+    sdk = unix_sdk(gateway) if transport == "unix" else tcp_sdk(gateway, token_of(gateway))
+    events = []
+    with sdk.responses.create(model="gpt-5", input="Say hello", stream=True) as stream:
+        for event in stream:
+            events.append(strict(pydantic.TypeAdapter(type(event)), event.model_dump(mode="json")))
+    assert [e.type for e in events] == SDK_EVENT_TYPES
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == fake_openai.reply_text
+    assert events[-1].response.output_text == fake_openai.reply_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_chat_not_streamed(gateway: DaemonProcess, fake_openai: FakeOpenAI) -> None:
+    raw = unix_sdk(gateway).chat.completions.with_raw_response.create(model="gpt-5", messages=CHAT)
+    completion = strict(CHAT_COMPLETION, raw.http_response.json())
+    assert completion.choices[0].message.content == fake_openai.reply_text
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert fake_openai.model_requests("/v1/chat/completions")
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_chat_streamed_chunks_validate(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI, include_usage: bool
+) -> None:
+    sdk = unix_sdk(gateway)
+    options = {"include_usage": True} if include_usage else None
+    chunks = []
+    stream = sdk.chat.completions.create(
+        model="gpt-5", messages=CHAT, stream=True, stream_options=options
+    )
+    for chunk in stream:
+        chunks.append(strict(CHAT_CHUNK, chunk.model_dump(mode="json")))
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == fake_openai.reply_text
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and finishes.count("stop") == 1
+    assert len({c.id for c in chunks}) == 1
+    if include_usage:
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens > 0
+    else:
+        assert all(c.usage is None for c in chunks)
+
+
+def test_chat_stream_ends_with_done(gateway: DaemonProcess) -> None:
+    body = {"model": "gpt-5", "messages": CHAT, "stream": True}
+    with raw_unix(gateway) as http:
+        reply = http.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.text.endswith("data: [DONE]\n\n")
+
+
+def test_models(gateway: DaemonProcess) -> None:
+    sdk = unix_sdk(gateway)
+    ids = [m.id for m in sdk.models.list()]
+    assert "gpt-5" in ids
+    assert sdk.models.retrieve("gpt-5").id == "gpt-5"
+    with pytest.raises(openai.NotFoundError) as info:
+        sdk.models.retrieve("no-such-model")
+    assert info.value.code == "model_not_found"
+
+
+def test_unknown_path_is_openai_404(gateway: DaemonProcess) -> None:
+    with raw_unix(gateway) as http:
+        reply = http.get("/v1/nothing")
+    assert reply.status_code == 404
+    assert reply.json()["error"]["message"] == "Invalid URL (GET /v1/nothing)"
+
+
+def test_invalid_json_body_is_400(gateway: DaemonProcess) -> None:
+    with raw_unix(gateway) as http:
+        reply = http.post("/v1/responses", content=b"{not json")
+        empty = http.post("/v1/responses", json={"model": "gpt-5"})
+    assert reply.status_code == 400
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "input"
+
+
+# --------------------------------------------------------------------------- the TCP token
+
+
+def test_tcp_needs_the_token(gateway: DaemonProcess) -> None:
+    url = tcp_base(gateway) + "/responses"
+    body = {"model": "gpt-5", "input": "hi"}
+    missing = httpx.post(url, json=body)
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer not-the-token"})
+    for reply in (missing, wrong):
+        assert reply.status_code == 401
+        error = reply.json()["error"]
+        assert error["code"] == "invalid_api_key"
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] is None
+        assert error["message"].startswith("Incorrect API key provided")
+    token = token_of(gateway)
+    ok = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200 and ok.json()["status"] == "completed"
+    with pytest.raises(openai.AuthenticationError):
+        tcp_sdk(gateway, "wrong").responses.create(model="gpt-5", input="hi")
+
+
+def test_token_file_is_private_and_rotates(
+    gateway: DaemonProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert codexctl_main(["gateway", "token", "--socket", gateway.socket]) == 0
+    printed = capsys.readouterr().out.strip()
+    path = os.path.join(gateway.env["CODEXD_STATE_DIR"], "gateway.token")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert printed == token_of(gateway)
+    assert codexctl_main(["gateway", "token", "--rotate", "--socket", gateway.socket]) == 0
+    rotated = capsys.readouterr().out.strip()
+    assert rotated != printed
+    sdk_old, sdk_new = tcp_sdk(gateway, printed), tcp_sdk(gateway, rotated)
+    with pytest.raises(openai.AuthenticationError):
+        sdk_old.models.list()
+    assert sdk_new.models.retrieve("gpt-5").id == "gpt-5"
+
+
+def test_unix_socket_needs_no_token(gateway: DaemonProcess) -> None:
+    assert unix_sdk(gateway).models.retrieve("gpt-5").id == "gpt-5"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("outcome", "exc", "status", "code"),
+    [
+        (fo.rate_limited(retry_after=500), "RateLimitError", 429, "rate_limit_exceeded"),
+        (fo.insufficient_quota(), "RateLimitError", 429, "insufficient_quota"),
+        (fo.unauthorized(), "AuthenticationError", 401, "invalid_api_key"),
+        (fo.context_length_exceeded(), "BadRequestError", 400, "context_length_exceeded"),
+        (fo.server_error(500), "InternalServerError", 500, None),
+        (fo.server_error(502), "InternalServerError", 502, None),
+    ],
+)
+@pytest.mark.parametrize("api", ["responses", "chat"])
+def test_upstream_errors_become_sdk_exceptions(
+    gateway: DaemonProcess,
+    fake_openai: FakeOpenAI,
+    outcome: fo.RawReply,
+    exc: str,
+    status: int,
+    code: str | None,
+    api: str,
+) -> None:
+    fake_openai.script(outcome)
+    sdk = unix_sdk(gateway, **{"X-Codexd-Provider": "fake"})
+
+    def call() -> Any:
+        if api == "responses":
+            return sdk.responses.create(model="gpt-5", input="hi", stream=True)
+        return sdk.chat.completions.create(model="gpt-5", messages=CHAT)
+
+    with pytest.raises(getattr(openai, exc)) as info:
+        call()
+    err = info.value
+    assert err.status_code == status
+    if code is not None:
+        assert err.code == code
+    assert err.response.headers.get("x-should-retry") == (
+        None if status == 429 and code == "rate_limit_exceeded" else "false"
+    )
+    if code == "rate_limit_exceeded":
+        assert err.response.headers["retry-after"] == "500"
+    assert len(fake_openai.model_requests()) == 1
+
+
+def test_no_credentials_is_401(gateway_env: dict[str, str]) -> None:
+    del gateway_env["FAKE_KEY"]
+    with DaemonProcess(gateway_env) as daemon:
+        sdk = unix_sdk(daemon, **{"X-Codexd-Provider": "fake"})
+        with pytest.raises(openai.AuthenticationError) as info:
+            sdk.responses.create(model="gpt-5", input="hi")
+    assert "FAKE_KEY" in info.value.message
+
+
+# --------------------------------------------------------------------------- jobs and usage
+
+
+def test_jobs_and_usage_carry_the_client_name(gateway: DaemonProcess) -> None:
+    unix_sdk(gateway, **{"X-Codexd-Client": "my-tool"}).responses.create(model="gpt-5", input="hi")
+    unix_sdk(gateway).chat.completions.create(model="gpt-5", messages=CHAT)
+    clients = {j["client"] for j in jobs_of(gateway)}
+    assert clients == {"my-tool", "OpenAI"}
+    with Client(gateway.socket) as c:
+        rows = c.call("usage/read", {"group_by": ["client"]})["rows"]
+    by_client = {r["client"]: r for r in rows}
+    assert by_client["my-tool"]["requests"] == 1
+    assert by_client["OpenAI"]["requests"] == 1
+    assert by_client["my-tool"]["output_tokens"] > 0
+
+
+# --------------------------------------------------------------------------- streams that break
+
+
+def test_client_disconnect_cancels_the_job(gateway: DaemonProcess, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(fo.stalled(after=6))
+    body = {"model": "gpt-5", "input": "hi", "stream": True}
+    with raw_unix(gateway) as http, http.stream("POST", "/v1/responses", json=body) as reply:
+        job_id = reply.headers["x-request-id"]
+        for line in reply.iter_lines():
+            if "output_text.delta" in line:
+                break
+    fake_openai.wait_for(lambda s: s.disconnects >= 1, timeout=10)
+    with Client(gateway.socket) as c:
+        job = c.call("job/cancel", {"job_id": job_id})
+    assert job["state"] == "cancelled"
+
+
+def test_dropped_stream_after_output_fails_in_stream_without_repeating(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    # 4 preamble events and 2 deltas went out, then the upstream connection drops; the
+    # daemon would retry from scratch, the gateway ends the stream with response.failed.
+    fake_openai.script(fo.dropped(after=6))
+    events = []
+    with unix_sdk(gateway).responses.create(model="gpt-5", input="hi", stream=True) as stream:
+        for event in stream:
+            events.append(strict(pydantic.TypeAdapter(type(event)), event.model_dump(mode="json")))
+    types = [e.type for e in events]
+    assert types[-1] == "response.failed"
+    assert types.count("response.created") == 1
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "".join(fo.split_deltas(fake_openai.reply_text)[:2])
+    failed = events[-1]
+    assert failed.response.status == "failed" and failed.response.error is not None
+    assert failed.sequence_number == events[-2].sequence_number + 1
+
+
+def test_dropped_chat_stream_after_output_is_an_error_chunk(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(fo.dropped(after=3), path="/v1/chat/completions")
+    seen: list[str] = []
+    stream = unix_sdk(gateway).chat.completions.create(model="gpt-5", messages=CHAT, stream=True)
+
+    def read_all() -> None:
+        for chunk in stream:
+            seen.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError) as info:
+        read_all()
+    assert not isinstance(info.value, openai.APIStatusError)  # in-stream, after a 200
+    assert "".join(seen) == "".join(fo.split_deltas(fake_openai.reply_text)[:2])
+
+
+def test_retry_before_output_is_invisible(gateway: DaemonProcess, fake_openai: FakeOpenAI) -> None:
+    # The first attempt sends response.created and in_progress only, then drops: nothing
+    # went out to the client yet, so the retry leaves one clean stream.
+    fake_openai.script(fo.dropped(after=2))
+    raw = unix_sdk(gateway).responses.with_raw_response.create(
+        model="gpt-5", input="hi", stream=True
+    )
+    job_id = raw.headers["x-request-id"]
+    events = list(raw.parse())
+    assert [e.type for e in events] == SDK_EVENT_TYPES
+    with Client(gateway.socket) as c:
+        assert c.call("job/get", {"job_id": job_id})["attempts"] == 2
+    assert len(fake_openai.model_requests()) == 2
+
+
+def test_non_loopback_tcp_is_refused_at_config_load(daemon_env: dict[str, str]) -> None:
+    from codexd.config.load import ConfigError
+    from codexd.config.store import ConfigStore
+
+    write_config(daemon_env, '[codexd.gateway]\nenabled = true\ntcp = "0.0.0.0:8765"\n')
+    with pytest.raises(ConfigError) as info:
+        ConfigStore.open(daemon_env["CODEX_HOME"], daemon_env)
+    assert "tcp" in str(info.value) and "loopback" in str(info.value)
