@@ -8,8 +8,10 @@ usage and cancellation side is checked through the control socket.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -441,3 +443,24 @@ def test_non_loopback_tcp_is_refused_at_config_load(daemon_env: dict[str, str]) 
     with pytest.raises(ConfigError) as info:
         ConfigStore.open(daemon_env["CODEX_HOME"], daemon_env)
     assert "tcp" in str(info.value) and "loopback" in str(info.value)
+
+
+def test_the_documented_unix_socket_snippet_works(
+    gateway: DaemonProcess,
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    snippet = next(
+        block
+        for block in re.findall(r"```python\n(.*?)```", doc, re.S)
+        if "httpx2.HTTPTransport(uds=sock)" in block
+    )
+    runtime = tmp_path / "xdg-runtime"
+    runtime.mkdir()
+    (runtime / "codexd").symlink_to(os.path.dirname(gateway.socket))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    exec(compile(snippet, "docs/gateway.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == fake_openai.reply_text
