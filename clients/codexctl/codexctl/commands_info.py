@@ -1,0 +1,464 @@
+"""`codexctl models | limits | usage | config show|check|reload | events` (SPEC §3)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, TextIO
+
+from codexctl.cli import Context, Handler, UsageError, format_duration, print_rows, print_table
+from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+
+TOPICS: Final = ("account", "config", "ratelimits", "jobs")
+GROUP_KEYS: Final = ("model", "client", "provider", "day")
+BAR_WIDTH: Final = 20
+CHECK_TIMEOUT_S: Final = 60.0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> dict[str, Handler]:
+    models = sub.add_parser("models", parents=[common], help="the model catalog and its prices")
+    models.add_argument("--provider", help="a provider id of config.toml")
+
+    limits = sub.add_parser(
+        "limits", parents=[common], help="rate-limit budgets and upstream windows per provider"
+    )
+    limits.add_argument("--provider", help="only this provider")
+
+    usage = sub.add_parser("usage", parents=[common], help="tokens and cost from the ledger")
+    usage.add_argument("--since", metavar="DATE", help="YYYY-MM-DD (local) or an RFC 3339 time")
+    usage.add_argument("--until", metavar="DATE", help="YYYY-MM-DD (inclusive) or RFC 3339")
+    usage.add_argument("--by", choices=GROUP_KEYS, default="model", help="group rows by")
+    usage.add_argument("--csv", action="store_true", help="comma-separated rows")
+
+    config = sub.add_parser("config", parents=[common], help="show, check or reload config.toml")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION")
+    config_sub.add_parser("show", parents=[common], help="the effective config, redacted")
+    check = config_sub.add_parser(
+        "check", parents=[common], help="validate a config file (no daemon needed)"
+    )
+    check.add_argument("file", nargs="?", metavar="FILE", help="default: $CODEX_HOME/config.toml")
+    config_sub.add_parser("reload", parents=[common], help="make the daemon read it again")
+
+    events = sub.add_parser("events", parents=[common], help="follow daemon notifications")
+    events.add_argument(
+        "topics", nargs="*", metavar="TOPIC", help=f"any of {', '.join(TOPICS)} (default: all)"
+    )
+    return {
+        "models": cmd_models,
+        "limits": cmd_limits,
+        "usage": cmd_usage,
+        "config": cmd_config,
+        "events": cmd_events,
+    }
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_int(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "-"
+
+
+def format_price(p: Any) -> str:
+    return f"{p:g}" if isinstance(p, (int, float)) else "-"
+
+
+def format_usd(value: float, estimated: bool = False) -> str:
+    text = f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+    return ("~" if estimated else "") + text
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def parse_time(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def resets_in(stamp: str | None, now: float) -> str:
+    at = parse_time(stamp)
+    if at is None:
+        return ""
+    return f"resets in {format_duration(max(0.0, at - now))}"
+
+
+def format_minutes(minutes: int | None) -> str:
+    if not minutes:
+        return "window"
+    if minutes % 1440 == 0:
+        return f"{minutes // 1440}d window"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h window"
+    return f"{minutes}m window"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def cmd_models(args: argparse.Namespace, ctx: Context) -> int:
+    params = {"provider": args.provider} if args.provider else {}
+    result = ctx.call("models/list", params)
+    if ctx.json:
+        ctx.print_json(result)
+        return EXIT_OK
+    rows = []
+    for m in result["models"]:
+        levels = [
+            f"{lv}*" if lv == m.get("default_reasoning_level") else str(lv)
+            for lv in m.get("supported_reasoning_levels") or []
+        ]
+        price = m.get("price") or {}
+        rows.append(
+            (
+                str(m["slug"]),
+                format_int(m.get("context_window")),
+                ",".join(levels) or "-",
+                format_price(price.get("input")),
+                format_price(price.get("cached_input")),
+                format_price(price.get("output")),
+            )
+        )
+    print_table(
+        ctx.out,
+        ("MODEL", "CONTEXT", "REASONING (*default)", "IN $/1M", "CACHED $/1M", "OUT $/1M"),
+        rows,
+        right=frozenset({1, 3, 4, 5}),
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def cmd_limits(args: argparse.Namespace, ctx: Context) -> int:
+    params = {"provider": args.provider} if args.provider else {}
+    result = ctx.call("ratelimits/read", params)
+    if ctx.json:
+        ctx.print_json(result)
+        return EXIT_OK
+    now = time.time()
+    for i, entry in enumerate(result["providers"]):
+        if i:
+            ctx.out.write("\n")
+        ctx.out.write(f"{entry['provider']}\n")
+        print_rows(ctx.out, [("  " + k, v) for k, v in limit_rows(entry, now)])
+    return EXIT_OK
+
+
+def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
+    """The lines of one provider in `codexctl limits`."""
+    b = entry.get("budget") or {}
+    rows = [
+        ("requests", _left(b.get("available_requests"), b.get("requests_per_minute"), "/min")),
+        ("tokens", _left(b.get("available_tokens"), b.get("tokens_per_minute"), "/min")),
+        ("in flight", f"{b.get('in_flight', 0)} of {b.get('max_concurrency', '?')}"),
+        ("queued", str(b.get("queued", 0))),
+    ]
+    paused = b.get("paused_until")
+    if paused and (parse_time(paused) or 0) > now:
+        left = format_duration((parse_time(paused) or now) - now)
+        rows.append(("paused", f"until {_clock(paused)} (in {left})"))
+    else:
+        rows.append(("paused", "no"))
+    up = entry.get("upstream") or {}
+    for name in ("requests", "tokens"):
+        w = up.get(name)
+        if w:
+            line = f"{format_int(w.get('remaining'))} of {format_int(w.get('limit'))} left"
+            when = resets_in(w.get("resets_at"), now)
+            rows.append((f"upstream {name}", f"{line}, {when}" if when else line))
+    for name in ("primary", "secondary"):
+        w = up.get(name)
+        if w:
+            used = float(w.get("used_percent") or 0.0)
+            line = f"{bar(used / 100)} {used:.0f}% of {format_minutes(w.get('window_minutes'))}"
+            when = resets_in(w.get("resets_at"), now)
+            rows.append((f"{name} window", f"{line}, {when}" if when else line))
+    credits = up.get("credits")
+    if credits:
+        if credits.get("unlimited"):
+            rows.append(("credits", "unlimited"))
+        elif credits.get("balance") is not None:
+            rows.append(("credits", f"balance {credits['balance']}"))
+    backend = entry.get("backend")
+    if backend:
+        state = "connected" if backend.get("connected") else "unreachable, using the local budget"
+        detail = f" ({backend['error']})" if backend.get("error") else ""
+        rows.append(("shared", f"{backend.get('kind')} {backend.get('url')}: {state}{detail}"))
+    return rows
+
+
+def _left(available: Any, limit: Any, unit: str) -> str:
+    if limit is None and available is None:
+        return "no limit set"
+    if limit is None:
+        return f"{format_int(available)} left (learned from upstream)"
+    return f"{format_int(available)} left of {format_int(limit)}{unit}"
+
+
+def _clock(stamp: str) -> str:
+    at = parse_time(stamp)
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at is not None else stamp
+
+
+# --------------------------------------------------------------------------- usage
+
+USAGE_FIELDS: Final = (
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "estimated",
+)
+
+
+def cmd_usage(args: argparse.Namespace, ctx: Context) -> int:
+    if ctx.json and args.csv:
+        raise UsageError("choose one of --json and --csv")
+    params: dict[str, Any] = {"group_by": [args.by]}
+    if args.since:
+        params["since"] = args.since
+    if args.until:
+        params["until"] = args.until
+    result = ctx.call("usage/read", params)
+    if ctx.json:
+        ctx.print_json(result)
+    elif args.csv:
+        write_usage_csv(ctx.out, args.by, result["rows"])
+    else:
+        write_usage_table(ctx.out, args.by, result["rows"], result["total"])
+    return EXIT_OK
+
+
+def write_usage_csv(out: TextIO, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow((key, *USAGE_FIELDS))
+    for row in rows:
+        writer.writerow(
+            (
+                row.get(key, ""),
+                *(
+                    str(row.get(f, "")).lower() if f == "estimated" else row.get(f, "")
+                    for f in USAGE_FIELDS
+                ),
+            )
+        )
+
+
+def write_usage_table(
+    out: TextIO, key: str, rows: Sequence[Mapping[str, Any]], total: Mapping[str, Any]
+) -> None:
+    if not rows:
+        out.write("no usage recorded in this period\n")
+        return
+
+    def cells(label: str, r: Mapping[str, Any]) -> list[str]:
+        return [
+            label,
+            format_int(r.get("requests", 0)),
+            format_int(r.get("input_tokens", 0)),
+            format_int(r.get("cached_input_tokens", 0)),
+            format_int(r.get("output_tokens", 0)),
+            format_int(r.get("reasoning_tokens", 0)),
+            format_usd(float(r.get("cost_usd", 0.0)), bool(r.get("estimated"))),
+        ]
+
+    headers = [key.upper(), "REQUESTS", "INPUT", "CACHED", "OUTPUT", "REASONING", "COST"]
+    table = [cells(str(r.get(key, "")), r) for r in rows]
+    if key == "day":
+        measure = "cost_usd" if any(r.get("cost_usd") for r in rows) else "requests"
+        top = max(float(r.get(measure) or 0) for r in rows) or 1.0
+        for line, r in zip(table, rows, strict=True):
+            line.append(bar(float(r.get(measure) or 0) / top))
+        headers.append("")
+    footer = cells("total", total)
+    if key == "day":
+        footer.append("")
+    print_table(out, headers, [*table, footer], right=frozenset(range(1, 7)))
+    if any(r.get("estimated") for r in rows):
+        out.write("~ estimated: a model without a published price was charged the default price\n")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def cmd_config(args: argparse.Namespace, ctx: Context) -> int:
+    action = args.config_command
+    if action == "show":
+        return config_show(ctx)
+    if action == "check":
+        return config_check(args.file, ctx)
+    if action == "reload":
+        result = ctx.call("config/reload")
+        if ctx.json:
+            ctx.print_json(result)
+        elif result["changed"]:
+            ctx.out.write(f"config reloaded: generation {result['generation']}\n")
+        else:
+            ctx.out.write(f"config unchanged: generation {result['generation']}\n")
+        return EXIT_OK
+    raise UsageError("config needs an action: show, check [FILE] or reload")
+
+
+def config_show(ctx: Context) -> int:
+    result = ctx.call("config/read")
+    if ctx.json:
+        ctx.print_json(result)
+        return EXIT_OK
+    ctx.out.write(
+        f"# {result['path']} (generation {result['generation']}, loaded {result['loaded_at']})\n"
+    )
+    if result.get("error"):
+        ctx.out.write(f"# last reload failed: {result['error']} (this config stays in force)\n")
+    ctx.out.write("\n".join(toml_lines(result.get("effective") or {})) + "\n")
+    return EXIT_OK
+
+
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def toml_key(key: str) -> str:
+    import msgspec
+
+    return key if key and set(key) <= _BARE else msgspec.json.encode(key).decode()
+
+
+def toml_lines(table: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[str]:
+    """A TOML-looking rendering of a JSON object: scalars first, then sub-tables; nulls are
+    left out (TOML has none), everything else is written as its JSON value."""
+    import msgspec
+
+    lines: list[str] = []
+    scalars = [(k, v) for k, v in table.items() if v is not None and not isinstance(v, dict)]
+    tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
+    if path and (scalars or not tables):
+        lines.append("")
+        lines.append("[" + ".".join(toml_key(p) for p in path) + "]")
+    for key, value in scalars:
+        lines.append(f"{toml_key(key)} = {msgspec.json.encode(value).decode()}")
+    for key, value in tables:
+        lines.extend(toml_lines(value, (*path, key)))
+    return lines
+
+
+def find_codexd() -> str | None:
+    """The `codexd` program: beside this Python first (same install), then on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "codexd")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("codexd")
+
+
+def default_config_path(env: Mapping[str, str]) -> str:
+    home = env.get("CODEX_HOME") or os.path.join(os.path.expanduser("~"), ".codex")
+    return os.path.join(os.path.abspath(home), "config.toml")
+
+
+def config_check(file: str | None, ctx: Context) -> int:
+    path = os.path.abspath(file) if file else default_config_path(os.environ)
+    program = find_codexd()
+    if program is None:
+        ctx.err.write(
+            "codexctl: codexd is not installed here (not beside this Python, not on PATH): "
+            "install codexd to check a config without a daemon\n"
+        )
+        return EXIT_UNREACHABLE
+    try:
+        done = subprocess.run(
+            [program, "config", "check", path],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ctx.err.write(f"codexctl: could not run {program} config check: {exc}\n")
+        return EXIT_UNREACHABLE
+    ok = done.returncode == 0
+    error = None if ok else last_line(done.stderr) or f"{program} exited {done.returncode}"
+    if ctx.json:
+        ctx.print_json({"file": path, "ok": ok, "error": error})
+    elif ok:
+        ctx.out.write(f"{path}: ok\n")
+    else:
+        ctx.err.write(f"codexctl: {error}\n")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# --------------------------------------------------------------------------- events
+
+
+def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
+    topics = list(dict.fromkeys(args.topics)) or list(TOPICS)
+    unknown = [t for t in topics if t not in TOPICS]
+    if unknown:
+        raise UsageError(f"unknown topic {unknown[0]!r}: choose from {', '.join(TOPICS)}")
+    client = ctx.client()
+    client.call("events/subscribe", {"topics": topics})
+    ctx.err.write(f"codexctl: following {', '.join(topics)}; Ctrl-C stops\n")
+    ctx.err.flush()
+    while True:
+        n = client.next_notification(timeout=None)
+        if n is None:  # pragma: no cover - no timeout given
+            continue
+        if ctx.json:
+            ctx.print_json_line({"method": n.method, "params": n.params})
+        else:
+            stamp = datetime.now().strftime("%H:%M:%S")
+            ctx.out.write(f"{stamp}  {n.method}  {describe_notification(n.method, n.params)}\n")
+            ctx.out.flush()
+        if n.method == "subscription/dropped" and isinstance(n.params, dict):
+            topic = n.params.get("topic")
+            if topic in topics:
+                client.call("events/subscribe", {"topics": [topic]})
+
+
+def describe_notification(method: str, params: Any) -> str:
+    import msgspec
+
+    p = params if isinstance(params, dict) else {}
+    if method == "config/reloaded":
+        return f"generation {p.get('generation')} from {p.get('path')}"
+    if method == "config/invalid":
+        return f"{p.get('error')} (the previous config stays in force)"
+    if method == "account/updated":
+        return (
+            " ".join(str(p[k]) for k in ("mode", "email", "plan_type") if p.get(k)) or "logged out"
+        )
+    if method in ("job/created", "job/finished"):
+        job = p.get("job") or {}
+        return " ".join(
+            str(job[k]) for k in ("id", "state", "client", "model") if job.get(k) is not None
+        )
+    if method == "ratelimits/updated":
+        b = p.get("budget") or {}
+        return (
+            f"{p.get('provider')}: {b.get('in_flight', 0)} in flight, {b.get('queued', 0)} queued"
+        )
+    if method == "subscription/dropped":
+        return f"{p.get('topic') or p.get('job_id')}: {p.get('reason')}; subscribing again"
+    return msgspec.json.encode(params).decode()

@@ -1,0 +1,524 @@
+"""`codexctl ask | submit | watch | cancel | jobs` (SPEC §3): model requests as jobs.
+
+`ask` renders one job three ways: on a terminal the text streams and a retry that restarts the
+output takes back what was shown; to a pipe or file only the final reply is written (or, with
+`--stream`, the text as it arrives, a restart announced on stderr); with `--json` every event is
+a JSON line. Ctrl-C cancels the job and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import unicodedata
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+from codexctl.cli import Context, Handler, UsageError, print_table
+from codexctl.errors import DaemonUnreachable
+from codexctl.protocol import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    RpcError,
+    exit_code_for,
+)
+
+TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
+TEXT_DELTA = "response.output_text.delta"
+JOB_STATES = ("queued", "running", "retrying", "completed", "failed", "cancelled")
+DEFAULT_COLUMNS = 80
+DEFAULT_LINES = 24
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> dict[str, Handler]:
+    request = argparse.ArgumentParser(add_help=False)
+    request.add_argument("prompt", metavar="PROMPT", help="the prompt, or - to read it from stdin")
+    request.add_argument("--model", help="the model (default: config.toml's)")
+    request.add_argument("--provider", help="a provider id of config.toml (default: its own)")
+    request.add_argument("--profile", help="a [profiles.NAME] of config.toml")
+    request.add_argument("--reasoning", metavar="EFFORT", help="reasoning effort, e.g. low|high")
+    request.add_argument("--system", metavar="TEXT", help="system instructions")
+    request.add_argument(
+        "--api", choices=("responses", "chat"), help="wire API (default: the provider's)"
+    )
+
+    ask = sub.add_parser(
+        "ask", parents=[common, request], help="submit a prompt and print the reply"
+    )
+    ask.add_argument(
+        "--stream",
+        action="store_true",
+        help="write text as it arrives even when stdout is not a terminal",
+    )
+    sub.add_parser(
+        "submit", parents=[common, request], help="submit a prompt, print the job id and return"
+    )
+
+    watch = sub.add_parser("watch", parents=[common], help="follow a job's events until it ends")
+    watch.add_argument("job_id", metavar="JOB")
+    watch.add_argument(
+        "--after-seq", type=int, default=0, metavar="N", help="replay events after seq N"
+    )
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a job")
+    cancel.add_argument("job_id", metavar="JOB")
+
+    jobs = sub.add_parser("jobs", parents=[common], help="list recent jobs")
+    jobs.add_argument("--state", choices=JOB_STATES)
+    jobs.add_argument("--limit", type=int, metavar="N")
+
+    return {
+        "ask": cmd_ask,
+        "submit": cmd_submit,
+        "watch": cmd_watch,
+        "cancel": cmd_cancel,
+        "jobs": cmd_jobs,
+    }
+
+
+# --------------------------------------------------------------------------- submit params
+
+
+def read_prompt(arg: str, stdin: TextIO) -> str:
+    prompt = stdin.read() if arg == "-" else arg
+    if not prompt.strip():
+        raise UsageError("the prompt is empty: pass it as an argument or pipe it with -")
+    return prompt
+
+
+def submit_params(args: argparse.Namespace, prompt: str, *, subscribe: bool) -> dict[str, Any]:
+    """`job/submit` params: a Responses body by default, a Chat body with `--api chat`."""
+    body: dict[str, Any]
+    if args.api == "chat":
+        messages = []
+        if args.system:
+            messages.append({"role": "system", "content": args.system})
+        messages.append({"role": "user", "content": prompt})
+        body = {"messages": messages}
+        if args.reasoning:
+            body["reasoning_effort"] = args.reasoning
+    else:
+        body = {"input": prompt}
+        if args.system:
+            body["instructions"] = args.system
+        if args.reasoning:
+            body["reasoning"] = {"effort": args.reasoning}
+    if args.model:
+        body["model"] = args.model
+    params: dict[str, Any] = {"body": body, "subscribe": subscribe}
+    for name in ("api", "provider", "profile"):
+        value = getattr(args, name)
+        if value:
+            params[name] = value
+    return params
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a submit is on the wire, so that an interrupt always knows its job."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+# --------------------------------------------------------------------------- following a job
+
+
+def follow(client: Any, job_id: str, after_seq: int, on_event: EventHandler) -> dict[str, Any]:
+    """Hand each `job/event` of `job_id` (seq > after_seq, in order, once) to `on_event` until
+    the terminal one, which is returned. A dropped subscription is re-attached after the last
+    event seen, so the caller never notices."""
+    last = after_seq
+    while True:
+        n = client.next_notification(timeout=None)
+        if n is None:  # pragma: no cover - no timeout given
+            continue
+        params = n.params if isinstance(n.params, dict) else {}
+        if n.method == "job/event" and params.get("job_id") == job_id:
+            seq = params.get("seq", 0)
+            if seq <= last:
+                continue
+            last = seq
+            on_event(params)
+            event = params.get("event") or {}
+            if event.get("type") in TERMINAL_EVENTS:
+                return dict(event)
+        elif n.method == "subscription/dropped" and params.get("job_id") == job_id:
+            client.call("job/subscribe", {"job_id": job_id, "after_seq": last})
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def job_error_exit(ctx: Context, terminal: dict[str, Any], job_id: str) -> int:
+    """The exit status and stderr line for a job that did not complete."""
+    if terminal.get("type") == "job.cancelled":
+        ctx.err.write(f"codexctl: job {job_id} was cancelled\n")
+        return EXIT_FAILED
+    error = terminal.get("error") or {}
+    kind = (error.get("data") or {}).get("kind", "internal_error")
+    ctx.err.write(f"codexctl: {one_line(error.get('message') or kind)}\n")
+    return exit_code_for(kind)
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def cell_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def rows_used(text: str, columns: int) -> int:
+    """How many terminal rows `text` covers when written from column 0 (with the row the
+    cursor ends on); a row filled to the last column does not wrap until the next character."""
+    if not text:
+        return 0
+    rows = 0
+    for line in text.split("\n"):
+        width = sum(cell_width(c) for c in line)
+        rows += max(1, -(-width // columns))
+    return rows
+
+
+class Renderer:
+    """How `ask` shows a job; `on_event` for every event, then `finish` with the terminal one."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def on_event(self, params: dict[str, Any]) -> None:
+        event = params["event"]
+        etype = event.get("type")
+        if etype == TEXT_DELTA:
+            self.text(str(event.get("delta", "")))
+        elif etype == "job.retrying":
+            self.retrying(event)
+
+    def text(self, delta: str) -> None:
+        pass
+
+    def retrying(self, event: dict[str, Any]) -> None:
+        pass
+
+    def completed(self, event: dict[str, Any]) -> None:
+        pass
+
+    def interrupted(self) -> None:
+        pass
+
+    def failed(self) -> None:
+        pass
+
+
+class JsonLines(Renderer):
+    def on_event(self, params: dict[str, Any]) -> None:
+        self.ctx.print_json_line(params)
+
+
+class FinalReply(Renderer):
+    """A pipe or file: exactly the final reply, written when the job completes."""
+
+    def completed(self, event: dict[str, Any]) -> None:
+        self.ctx.out.write(str(event.get("output_text") or "") + "\n")
+        self.ctx.out.flush()
+
+
+class StreamedText(Renderer):
+    """`--stream` to a pipe: text as it arrives; a restart is announced on stderr."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.written = False
+        self.at_line_start = True
+
+    def text(self, delta: str) -> None:
+        if not delta:
+            return
+        self.ctx.out.write(delta)
+        self.ctx.out.flush()
+        self.written = True
+        self.at_line_start = delta.endswith("\n")
+
+    def retrying(self, event: dict[str, Any]) -> None:
+        if not event.get("reset_output"):
+            return
+        if self.written and not self.at_line_start:
+            self.ctx.out.write("\n")
+            self.ctx.out.flush()
+        self.written = False
+        self.at_line_start = True
+        self.ctx.err.write(
+            f"codexctl: the stream restarted ({one_line(event.get('reason', ''))}); "
+            "the reply follows again from the start\n"
+        )
+        self.ctx.err.flush()
+
+    def end_line(self) -> None:
+        if not self.at_line_start:
+            self.ctx.out.write("\n")
+            self.ctx.out.flush()
+            self.at_line_start = True
+
+    def completed(self, event: dict[str, Any]) -> None:
+        self.end_line()
+
+    def interrupted(self) -> None:
+        self.end_line()
+
+    def failed(self) -> None:
+        self.end_line()
+
+
+class LiveTerminal(StreamedText):
+    """A terminal: text streams, and a restart erases what was shown before the new attempt."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.shown = ""
+
+    def size(self) -> tuple[int, int]:
+        import os
+
+        try:
+            size = os.get_terminal_size(self.ctx.out.fileno())
+        except (OSError, ValueError, AttributeError):
+            return DEFAULT_COLUMNS, DEFAULT_LINES
+        return size.columns or DEFAULT_COLUMNS, size.lines or DEFAULT_LINES
+
+    def text(self, delta: str) -> None:
+        super().text(delta)
+        self.shown += delta
+
+    def retrying(self, event: dict[str, Any]) -> None:
+        out = self.ctx.out
+        lead = "retrying"
+        if event.get("reset_output") and self.shown:
+            columns, lines = self.size()
+            rows = rows_used(self.shown, columns)
+            if rows < lines:
+                up = rows - 1
+                out.write("\r" + (f"\x1b[{up}A" if up else "") + "\x1b[J")
+                lead = "the reply starts over"
+            else:  # scrolled off the screen: it cannot be taken back, so say so
+                if not self.at_line_start:
+                    out.write("\n")
+                lead = "the reply above is void and starts over below"
+            self.shown = ""
+            self.at_line_start = True
+        elif not self.at_line_start:
+            out.write("\n")
+            self.at_line_start = True
+        note = (
+            f"{lead}: attempt {event.get('attempt')} in {event.get('delay_s', 0)}s "
+            f"({one_line(event.get('reason', ''))})"
+        )
+        out.flush()
+        self.ctx.err.write(f"codexctl: {note}\n")
+        self.ctx.err.flush()
+
+
+def renderer_for(ctx: Context, stream: bool) -> Renderer:
+    if ctx.json:
+        return JsonLines(ctx)
+    if is_terminal(ctx.out):
+        return LiveTerminal(ctx)
+    if stream:
+        return StreamedText(ctx)
+    return FinalReply(ctx)
+
+
+def is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def usage_line(model: str | None, event: dict[str, Any]) -> str:
+    """`gpt-5 · 12 in / 8 out tokens · $0.0001` for a completed job."""
+    usage = event.get("usage") or {}
+    tokens = f"{usage.get('input_tokens', 0)} in"
+    if usage.get("cached_input_tokens"):
+        tokens += f" ({usage['cached_input_tokens']} cached)"
+    tokens += f" / {usage.get('output_tokens', 0)} out tokens"
+    parts = [p for p in (model, tokens) if p]
+    cost = event.get("cost_usd")
+    if cost is not None:
+        parts.append(format_cost(float(cost)))
+    return " · ".join(parts)
+
+
+def format_cost(cost: float) -> str:
+    return f"${cost:.2f}" if cost >= 1 else f"${cost:.4f}"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
+    prompt = read_prompt(args.prompt, sys.stdin)
+    params = submit_params(args, prompt, subscribe=True)
+    render = renderer_for(ctx, args.stream)
+    client = ctx.client()
+    job_id: str | None = None
+    try:
+        with sigint_deferred():
+            job_id = str(client.call("job/submit", params)["job_id"])
+        terminal = follow(client, job_id, 0, render.on_event)
+    except KeyboardInterrupt:
+        render.interrupted()
+        if job_id is not None:
+            cancel_after_interrupt(ctx, job_id)
+        return EXIT_INTERRUPTED
+    if terminal.get("type") != "job.completed":
+        render.failed()
+        return job_error_exit(ctx, terminal, job_id)
+    render.completed(terminal)
+    if isinstance(render, LiveTerminal):
+        model = None
+        with contextlib.suppress(RpcError):
+            model = client.call("job/get", {"job_id": job_id}).get("model")
+        ctx.err.write(usage_line(model, terminal) + "\n")
+    return EXIT_OK
+
+
+def cancel_after_interrupt(ctx: Context, job_id: str) -> None:
+    """Ctrl-C: cancel on a fresh connection (the interrupted one may be mid-message)."""
+    from codexctl.client import Client
+
+    try:
+        with Client(ctx.socket, timeout=10.0) as c:
+            c.call("job/cancel", {"job_id": job_id})
+    except (RpcError, DaemonUnreachable, OSError) as exc:
+        ctx.err.write(f"codexctl: interrupted; could not cancel job {job_id}: {exc}\n")
+        return
+    ctx.err.write(f"codexctl: interrupted; job {job_id} cancelled\n")
+
+
+def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
+    prompt = read_prompt(args.prompt, sys.stdin)
+    result = ctx.call("job/submit", submit_params(args, prompt, subscribe=False))
+    if ctx.json:
+        ctx.print_json(result)
+    else:
+        ctx.out.write(f"{result['job_id']}\n")
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
+    if args.after_seq < 0:
+        raise UsageError("--after-seq must be 0 or more")
+    client = ctx.client()
+    client.call("job/subscribe", {"job_id": args.job_id, "after_seq": args.after_seq})
+
+    def show(params: dict[str, Any]) -> None:
+        if ctx.json:
+            ctx.print_json_line(params)
+            return
+        ctx.out.write(f"{params['seq']:>6}  {describe_event(params['event'])}\n")
+        ctx.out.flush()
+
+    terminal = follow(client, args.job_id, args.after_seq, show)
+    if terminal.get("type") == "job.completed":
+        return EXIT_OK
+    return job_error_exit(ctx, terminal, args.job_id)
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """One human line for an event: its type and the members worth reading."""
+    import msgspec
+
+    etype = str(event.get("type", "?"))
+    if etype == TEXT_DELTA or etype == "response.reasoning_summary_text.delta":
+        detail = msgspec.json.encode(event.get("delta", "")).decode()
+    elif etype == "job.queued":
+        detail = f"position {event.get('position')}"
+    elif etype == "job.started":
+        detail = f"attempt {event.get('attempt')}"
+    elif etype == "job.retrying":
+        detail = (
+            f"attempt {event.get('attempt')} in {event.get('delay_s')}s "
+            f"({event.get('error_kind')}{', output reset' if event.get('reset_output') else ''})"
+            f": {one_line(event.get('reason', ''))}"
+        )
+    elif etype == "job.completed":
+        detail = usage_line(None, event)
+    elif etype == "job.failed":
+        error = event.get("error") or {}
+        kind = (error.get("data") or {}).get("kind", "?")
+        detail = f"{kind}: {one_line(error.get('message', ''))}"
+    else:
+        detail = ""
+    return f"{etype}  {detail}".rstrip()
+
+
+def cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
+    job = ctx.call("job/cancel", {"job_id": args.job_id})
+    if ctx.json:
+        ctx.print_json(job)
+    elif job.get("state") == "cancelled":
+        ctx.out.write(f"{job['id']} cancelled\n")
+    else:
+        ctx.out.write(f"{job['id']} had already ended: {job.get('state')}\n")
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
+    params: dict[str, Any] = {}
+    if args.state:
+        params["state"] = args.state
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UsageError("--limit must be 1 or more")
+        params["limit"] = args.limit
+    result = ctx.call("job/list", params)
+    if ctx.json:
+        ctx.print_json(result)
+        return EXIT_OK
+    rows = [
+        (
+            str(j["id"]),
+            str(j["state"]),
+            str(j.get("client") or ""),
+            str(j.get("model") or ""),
+            str(j.get("attempts", 0)),
+            local_time(j.get("created_at")),
+        )
+        for j in result["jobs"]
+    ]
+    if not rows:
+        ctx.out.write("no jobs\n")
+        return EXIT_OK
+    print_table(
+        ctx.out,
+        ("ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "CREATED"),
+        rows,
+        right=frozenset({4}),
+    )
+    return EXIT_OK
+
+
+def local_time(stamp: str | None) -> str:
+    """An RFC 3339 time of the daemon as local `YYYY-MM-DD HH:MM:SS`."""
+    if not stamp:
+        return ""
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp

@@ -1,0 +1,384 @@
+"""`codexctl models | limits | usage | config | events` against a real daemon and the fake."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from codexctl import commands_info
+from codexctl.cli import main
+from codexd.testing.daemon_process import DaemonProcess
+from codexd.testing.fake_openai import FakeOpenAI, Reply
+from tests.conftest import write_config
+
+
+def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codexctl", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def config_text(env: dict[str, str]) -> str:
+    return Path(env["CODEX_HOME"], "config.toml").read_text()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_models_table_and_json(upstream_daemon: DaemonProcess) -> None:
+    result = codexctl(upstream_daemon.env, "models")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[:2] == ["MODEL", "CONTEXT"]
+    gpt5 = next(r for r in rows if r.startswith("gpt-5 "))
+    assert gpt5.split() == ["gpt-5", "272,000", "minimal,low,medium*,high", "1.25", "0.125", "10"]
+    assert any(r.startswith("gpt-5.1-codex-max ") for r in rows)
+    # numbers are right-aligned: every row ends where the header ends
+    assert {len(r) for r in rows} == {len(header)}
+    as_json = json.loads(codexctl(upstream_daemon.env, "models", "--json").stdout)
+    assert {m["slug"] for m in as_json["models"]} >= {"gpt-5", "gpt-3.5-turbo"}
+    bad = codexctl(upstream_daemon.env, "models", "--provider", "nope")
+    assert bad.returncode == 1 and "unknown provider 'nope'" in bad.stderr
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@pytest.fixture
+def limited_daemon(upstream_env: dict[str, str]) -> Iterator[DaemonProcess]:
+    write_config(
+        upstream_env,
+        config_text(upstream_env)
+        + "[codexd.rate_limits.openai]\nrequests_per_minute = 100\nmax_concurrency = 2\n",
+    )
+    with DaemonProcess(upstream_env) as proc:
+        yield proc
+
+
+def test_limits_show_budget_and_chatgpt_windows(
+    limited_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(
+        Reply(
+            headers=(
+                ("x-codex-primary-used-percent", "25"),
+                ("x-codex-primary-window-minutes", "300"),
+                ("x-codex-primary-reset-after-seconds", "4330"),
+                ("x-codex-secondary-used-percent", "50"),
+                ("x-codex-secondary-window-minutes", "10080"),
+                ("x-codex-secondary-reset-after-seconds", "432100"),
+            )
+        )
+    )
+    assert codexctl(limited_daemon.env, "ask", "hi").returncode == 0
+    result = codexctl(limited_daemon.env, "limits", "--provider", "openai")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "openai"
+    text = result.stdout
+    assert re.search(r"^  requests +99 left of 100/min$", text, re.M), text
+    assert re.search(r"^  in flight +0 of 2$", text, re.M)
+    assert re.search(r"^  paused +no$", text, re.M)
+    assert re.search(
+        r"^  primary window +\[#####-+\] 25% of 5h window, resets in 1h1[12]m$", text, re.M
+    ), text
+    assert re.search(
+        r"^  secondary window +\[#{10}-{10}\] 50% of 7d window, resets in 5d", text, re.M
+    )
+
+    every = codexctl(limited_daemon.env, "limits")
+    headings = [line for line in every.stdout.splitlines() if line and not line[0].isspace()]
+    assert headings == ["fake", "lmstudio", "ollama", "openai"]
+    as_json = json.loads(codexctl(limited_daemon.env, "limits", "--json").stdout)
+    (openai,) = [p for p in as_json["providers"] if p["provider"] == "openai"]
+    assert openai["budget"]["requests_per_minute"] == 100
+
+
+def test_limit_rows_show_a_pause_and_shared_backend() -> None:
+    now = 1_800_000_000.0
+    entry = {
+        "provider": "openai",
+        "budget": {
+            "requests_per_minute": None,
+            "tokens_per_minute": 1000,
+            "max_concurrency": 4,
+            "available_requests": None,
+            "available_tokens": 250,
+            "in_flight": 3,
+            "queued": 7,
+            "paused_until": "2027-01-15T08:01:30Z",
+        },
+        "upstream": {},
+        "backend": {"kind": "redis", "url": "redis://127.0.0.1:6379/0", "connected": False},
+    }
+    rows = dict(commands_info.limit_rows(entry, now))
+    assert rows["requests"] == "no limit set"
+    assert rows["tokens"] == "250 left of 1,000/min"
+    assert rows["in flight"] == "3 of 4"
+    assert rows["queued"] == "7"
+    assert rows["paused"].endswith("(in 1m30s)")
+    assert rows["shared"] == "redis redis://127.0.0.1:6379/0: unreachable, using the local budget"
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def wait_for_usage(env: dict[str, str], requests: int) -> dict[str, object]:
+    """The ledger commits in the background: read until the rows are there (bounded)."""
+    deadline = time.monotonic() + 20
+    while True:
+        result = codexctl(env, "usage", "--json")
+        assert result.returncode == 0, result.stderr
+        usage = json.loads(result.stdout)
+        if usage["total"]["requests"] >= requests or time.monotonic() > deadline:
+            return usage  # type: ignore[no-any-return]
+
+
+def test_usage_after_jobs(upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI) -> None:
+    env = upstream_daemon.env
+    assert codexctl(env, "usage").stdout == "no usage recorded in this period\n"
+    for model in ("gpt-5", "gpt-5-mini"):
+        assert codexctl(env, "ask", "hello there", "--model", model).returncode == 0
+    usage = wait_for_usage(env, 2)
+    total = usage["total"]
+    assert isinstance(total, dict)
+    reported = [r.usage for r in fake_openai.model_requests() if r.usage is not None]
+    assert total["requests"] == 2
+    assert total["output_tokens"] == sum(u.output_tokens for u in reported)
+
+    table = codexctl(env, "usage")
+    assert table.returncode == 0
+    header, *rows, footer = table.stdout.splitlines()
+    assert header.split() == [
+        "MODEL",
+        "REQUESTS",
+        "INPUT",
+        "CACHED",
+        "OUTPUT",
+        "REASONING",
+        "COST",
+    ]
+    assert sorted(r.split()[0] for r in rows) == ["gpt-5", "gpt-5-mini"]
+    assert footer.split()[:2] == ["total", "2"]
+    assert {len(line) for line in (header, *rows, footer)} == {len(header)}
+
+    by_day = codexctl(env, "usage", "--by", "day")
+    day_rows = by_day.stdout.splitlines()[1:-1]
+    assert len(day_rows) == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d +2 .*\[#{20}\]", day_rows[0])
+
+    by_client = codexctl(env, "usage", "--by", "client", "--csv")
+    assert by_client.stdout.splitlines()[0] == (
+        "client,requests,input_tokens,cached_input_tokens,output_tokens,reasoning_tokens,"
+        "cost_usd,estimated"
+    )
+    assert by_client.stdout.splitlines()[1].startswith("codexctl,2,")
+
+    future = codexctl(env, "usage", "--since", "2999-01-01")
+    assert future.stdout == "no usage recorded in this period\n"
+    bad = codexctl(env, "usage", "--since", "yesterday-ish")
+    assert bad.returncode == 1 and "since" in bad.stderr
+
+
+def test_usage_table_bars_scale_by_cost() -> None:
+    out = io.StringIO()
+    rows = [
+        {"day": "2026-11-01", "requests": 1, "cost_usd": 1.0},
+        {"day": "2026-11-02", "requests": 4, "cost_usd": 4.0, "estimated": True},
+    ]
+    commands_info.write_usage_table(out, "day", rows, {"requests": 5, "cost_usd": 5.0})
+    lines = out.getvalue().splitlines()
+    assert lines[1].endswith("$1.00  [#####---------------]")
+    assert lines[2].endswith("~$4.00  [####################]")
+    assert lines[3].split()[:2] == ["total", "5"]
+    assert lines[4].startswith("~ estimated")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_show_is_redacted(upstream_env: dict[str, str]) -> None:
+    write_config(
+        upstream_env,
+        config_text(upstream_env)
+        + 'http_headers = { Authorization = "Bearer sk-secret-header-value-123" }\n',
+    )
+    with DaemonProcess(upstream_env) as d:
+        shown = codexctl(d.env, "config", "show")
+        as_json = codexctl(d.env, "config", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(f"# {Path(d.env['CODEX_HOME'], 'config.toml')} (generation 1")
+    assert 'model = "gpt-5"\n' in shown.stdout
+    assert "\n[providers.fake]\n" in shown.stdout
+    for out in (shown.stdout, as_json.stdout):
+        assert "sk-secret-header-value-123" not in out
+        assert d.env["OPENAI_API_KEY"] not in out
+    assert json.loads(as_json.stdout)["generation"] == 1
+
+
+def test_config_check_needs_no_daemon(daemon_env: dict[str, str], tmp_path: Path) -> None:
+    good = tmp_path / "good" / "config.toml"
+    good.parent.mkdir()
+    good.write_text('model = "gpt-5"\n[profiles.fast]\nmodel = "gpt-5-mini"\n')
+    ok = codexctl(daemon_env, "config", "check", str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"{good}: ok\n"
+
+    bad = tmp_path / "bad" / "config.toml"
+    bad.parent.mkdir()
+    bad.write_text('model = "gpt-5"\n\n[model_providers.x]\nrequest_max_retries = "x"\n')
+    failed = codexctl(daemon_env, "config", "check", str(bad))
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert failed.stderr.startswith(
+        "codexctl: config.toml:4: model_providers.x.request_max_retries"
+    )
+    assert failed.stderr.count("\n") == 1
+    as_json = json.loads(codexctl(daemon_env, "config", "check", str(bad), "--json").stdout)
+    assert as_json["ok"] is False and "request_max_retries" in as_json["error"]
+
+    missing = codexctl(daemon_env, "config", "check", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+
+    write_config(daemon_env, "model = 5\n")  # $CODEX_HOME/config.toml, the default
+    default = codexctl(daemon_env, "config", "check")
+    assert default.returncode == 1
+    assert default.stderr.startswith("codexctl: config.toml:1: model: ")
+
+
+def test_config_check_without_codexd_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands_info, "find_codexd", lambda: None)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["config", "check", "/tmp/x.toml"], out, err) == 3
+    assert "codexd is not installed" in err.getvalue()
+    assert err.getvalue().count("\n") == 1
+
+
+def test_config_reload_reports_generation_and_errors(upstream_daemon: DaemonProcess) -> None:
+    env = upstream_daemon.env
+    same = codexctl(env, "config", "reload")
+    assert same.stdout == "config unchanged: generation 1\n"
+    # Every reload sends RELOADING=1/READY=1 to the harness's notify socket: read them, or a
+    # full datagram queue blocks the daemon's sd_notify.
+    upstream_daemon.wait_for_all()
+    write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
+    changed = codexctl(env, "config", "reload")
+    upstream_daemon.wait_for_all()
+    assert changed.returncode == 0
+    # the file watcher may have reloaded it first; either way it is generation 2 now
+    assert re.fullmatch(r"config (reloaded|unchanged): generation 2\n", changed.stdout)
+    write_config(env, config_text(env) + "[codexd]\nno_such_key = 1\n")
+    broken = codexctl(env, "config", "reload")
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("codexctl: config.toml:")
+    assert "codexd.no_such_key" in broken.stderr
+    assert broken.stderr.count("\n") == 1
+    shown = codexctl(env, "config", "show")
+    assert "# last reload failed: config.toml:" in shown.stdout
+    assert 'model = "gpt-5-mini"' in shown.stdout  # the valid one stays in force
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Lines:
+    """Lines from a pipe, read without blocking past a deadline."""
+
+    def __init__(self, stream: object) -> None:
+        self.fd = stream.fileno()  # type: ignore[attr-defined]
+        self.buf = b""
+        self.seen: list[str] = []
+
+    def wait_for(self, match: Callable[[str], bool], timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.decode()
+                self.seen.append(line)
+                if match(line):
+                    return line
+            left = deadline - time.monotonic()
+            assert left > 0, f"no matching line; saw {self.seen}"
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                assert chunk, f"the stream ended; saw {self.seen}"
+                self.buf += chunk
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_events_follow_config_changes(upstream_daemon: DaemonProcess, as_json: bool) -> None:
+    env = upstream_daemon.env
+    args = ["events", "config"] + (["--json"] if as_json else [])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codexctl", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        Lines(proc.stderr).wait_for(lambda line: "following config" in line)
+        out = Lines(proc.stdout)
+        write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
+        line = out.wait_for(lambda line: "config/reloaded" in line)
+        if as_json:
+            note = json.loads(line)
+            assert note["method"] == "config/reloaded"
+            assert note["params"]["generation"] == 2
+        else:
+            assert re.fullmatch(r"\d\d:\d\d:\d\d  config/reloaded  generation 2 from .*", line)
+        write_config(env, "model = 5\n")
+        invalid = out.wait_for(lambda line: "config/invalid" in line)
+        assert "config.toml:1: model" in invalid
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_events_rejects_an_unknown_topic(upstream_daemon: DaemonProcess) -> None:
+    result = codexctl(upstream_daemon.env, "events", "weather")
+    assert result.returncode == 2
+    assert "unknown topic 'weather'" in result.stderr
+
+
+def test_every_command_imports_nothing_heavy(upstream_daemon: DaemonProcess) -> None:
+    code = (
+        "import sys\n"
+        "from codexctl.cli import main\n"
+        "rcs = [main(a.split()) for a in sys.argv[1:]]\n"
+        "heavy = [m for m in ('httpx', 'anyio', 'keyring', 'httpcore', 'watchfiles') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy, rcs)\n"
+    )
+    commands = ["ask hi", "jobs", "models", "limits", "usage", "config show", "config reload"]
+    out = subprocess.run(
+        [sys.executable, "-c", code, *commands],
+        capture_output=True,
+        text=True,
+        env=upstream_daemon.env,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert f"HEAVY [] {[0] * len(commands)}" in out.stdout
