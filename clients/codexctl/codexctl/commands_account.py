@@ -64,25 +64,9 @@ def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
         params = {"method": "device" if args.device else "browser"}
     started = ctx.call("account/login", params)
     login_id = started["login_id"]
-    if not ctx.json:
-        if started.get("auth_url"):
-            url = started["auth_url"]
-            ctx.err.write(f"Sign in with your browser:\n\n  {url}\n\n")
-            ctx.err.flush()
-            if can_open_browser(os.environ) and _open(url):
-                ctx.err.write("(opened in your browser)\n")
-            ctx.err.write("Waiting for the sign-in to complete... (Ctrl-C cancels)\n")
-        elif started.get("user_code"):
-            ctx.err.write(
-                f"On any device, open\n\n  {started['verification_url']}\n\n"
-                f"and enter the code\n\n  {started['user_code']}\n\n"
-                "Waiting for the sign-in to complete... (Ctrl-C cancels)\n"
-            )
-        ctx.err.flush()
-    elif "auth_url" in started or "user_code" in started:
-        ctx.print_json(started)
-        ctx.out.flush()
     try:
+        # Inside the try: a Ctrl-C right after the instructions still cancels the login.
+        announce(ctx, started)
         completed = wait_for_completion(ctx, login_id)
     except KeyboardInterrupt:
         try:
@@ -100,6 +84,29 @@ def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
     else:
         ctx.out.write(describe_login(account) + "\n")
     return EXIT_OK
+
+
+def announce(ctx: Context, started: Mapping[str, Any]) -> None:
+    """Tell the person what to do: the URL to open, or the code to enter and where."""
+    if ctx.json:
+        if "auth_url" in started or "user_code" in started:
+            ctx.print_json(started)
+            ctx.out.flush()
+        return
+    if started.get("auth_url"):
+        url = started["auth_url"]
+        ctx.err.write(f"Sign in with your browser:\n\n  {url}\n\n")
+        ctx.err.flush()
+        if can_open_browser(os.environ) and _open(url):
+            ctx.err.write("(opened in your browser)\n")
+        ctx.err.write("Waiting for the sign-in to complete... (Ctrl-C cancels)\n")
+    elif started.get("user_code"):
+        ctx.err.write(
+            f"On any device, open\n\n  {started['verification_url']}\n\n"
+            f"and enter the code\n\n  {started['user_code']}\n\n"
+            "Waiting for the sign-in to complete... (Ctrl-C cancels)\n"
+        )
+    ctx.err.flush()
 
 
 def read_api_key(stdin: TextIO, err: TextIO) -> str:

@@ -1,0 +1,183 @@
+"""`codexctl login | logout | whoami` against a real daemon and the fake issuer (SPEC §3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from codexd.testing.daemon_process import DaemonProcess
+from tests.integration._chatgpt import Setup, assert_no_secrets, chatgpt_setup, read_auth_json
+
+KEY = "sk-proj-codexctl-login-test-0123456789"
+
+
+@pytest.fixture
+def setup(daemon_env: dict[str, str]) -> Iterator[Setup]:
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"):
+        daemon_env.pop(name, None)
+    with chatgpt_setup(daemon_env) as s:
+        yield s
+
+
+@pytest.fixture
+def daemon(setup: Setup) -> Iterator[DaemonProcess]:
+    with setup.daemon() as d:
+        yield d
+
+
+def codexctl(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codexctl", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+
+
+def start_codexctl(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "codexctl", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def rows(stdout: str) -> dict[str, str]:
+    """`key  value` lines (aligned with two or more spaces) as a dict."""
+    return dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in stdout.splitlines())
+
+
+def read_until(stream: object, needle: str) -> list[str]:
+    lines: list[str] = []
+    while True:
+        line = stream.readline()  # type: ignore[attr-defined]
+        assert line, f"{needle!r} never came; got {lines}"
+        lines.append(line.strip())
+        if needle in line:
+            return lines
+
+
+def test_api_key_login_reads_stdin_then_whoami_and_logout(
+    setup: Setup, daemon: DaemonProcess
+) -> None:
+    env = setup.env
+    login = codexctl(env, "login", "--api-key", stdin=KEY + "\n")
+    assert login.returncode == 0, login.stderr
+    assert login.stdout == "Logged in using an API key stored in auth.json\n"
+    assert read_auth_json(env) == {"auth_mode": "apikey", "OPENAI_API_KEY": KEY}
+
+    who = codexctl(env, "whoami")
+    assert who.returncode == 0, who.stderr
+    table = rows(who.stdout)
+    assert table["mode"] == "API key"
+    assert table["credential"] == "API key stored in auth.json"
+    assert table["source"] == "auth_file"
+    assert table["store"] == "file"
+    as_json = json.loads(codexctl(env, "whoami", "--json").stdout)
+    assert (as_json["mode"], as_json["source"]) == ("api_key", "auth_file")
+
+    out = codexctl(env, "logout")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "Logged out (the stored login was deleted)\n"
+    assert read_auth_json(env) is None
+    nobody = codexctl(env, "whoami")
+    assert nobody.returncode == 4
+    assert nobody.stderr == "codexctl: not logged in: run codexctl login\n"
+    assert_no_secrets([KEY], login.stdout + login.stderr, who.stdout, out.stdout, daemon.stderr())
+
+
+def test_the_api_key_is_never_an_argument(setup: Setup, daemon: DaemonProcess) -> None:
+    refused = codexctl(setup.env, "login", "--api-key", KEY)
+    assert refused.returncode == 2
+    empty = codexctl(setup.env, "login", "--api-key", stdin="")
+    assert empty.returncode == 2
+    assert "no API key on stdin" in empty.stderr
+    assert read_auth_json(setup.env) is None
+
+
+def test_browser_login_prints_the_url_and_waits(setup: Setup, daemon: DaemonProcess) -> None:
+    proc = start_codexctl(setup.env, "login")
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        lines = read_until(proc.stderr, "/oauth/authorize?")
+        url = lines[-1]
+        assert url.startswith(setup.issuer.origin)
+        page = httpx.get(url, follow_redirects=True, timeout=30)
+        assert page.status_code == 200
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "Logged in using ChatGPT as user@example.com (plus plan)\n"
+    assert "opened in your browser" not in err  # no display here: nothing to open
+
+    who = codexctl(setup.env, "whoami")
+    table = rows(who.stdout)
+    assert table["credential"] == "ChatGPT access token stored in auth.json"
+    assert (table["email"], table["plan"], table["source"]) == (
+        "user@example.com",
+        "plus",
+        "auth_file",
+    )
+    saved = read_auth_json(setup.env)
+    assert saved is not None
+    out_logout = codexctl(setup.env, "logout")
+    assert out_logout.stdout == "Logged out (the login was revoked upstream and deleted)\n"
+    assert setup.issuer.stats().revocations == 1
+
+
+def test_device_login_prints_the_code(setup: Setup, daemon: DaemonProcess) -> None:
+    proc = start_codexctl(setup.env, "login", "--device")
+    try:
+        assert proc.stderr is not None
+        lines = read_until(proc.stderr, "enter the code")
+        assert setup.issuer.verification_url in lines
+        code = read_until(proc.stderr, "-")[-1]
+        setup.issuer.approve_device(code)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "Logged in using ChatGPT as user@example.com (plus plan)\n"
+
+
+def test_ctrl_c_cancels_the_login_in_the_daemon(setup: Setup, daemon: DaemonProcess) -> None:
+    proc = start_codexctl(setup.env, "login")
+    try:
+        assert proc.stderr is not None
+        read_until(proc.stderr, "Ctrl-C cancels")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "login cancelled" in err
+    # The daemon let go of the callback port: the next login gets the first one again.
+    again = codexctl(setup.env, "rpc", "account/login", '{"method": "browser"}')
+    assert "localhost%3A1455" in json.loads(again.stdout)["auth_url"]
+
+
+def test_whoami_names_an_env_key(daemon_env: dict[str, str]) -> None:
+    env = dict(daemon_env, OPENAI_API_KEY="sk-env-key-for-whoami-0000")
+    with DaemonProcess(env) as d:
+        who = codexctl(d.env, "whoami")
+    assert who.returncode == 0, who.stderr
+    assert rows(who.stdout)["credential"] == "API key from the daemon's environment"
+    assert "sk-env-key" not in who.stdout
+    assert os.environ.get("OPENAI_API_KEY") != env["OPENAI_API_KEY"]
