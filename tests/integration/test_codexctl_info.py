@@ -196,6 +196,22 @@ def test_usage_after_jobs(upstream_daemon: DaemonProcess, fake_openai: FakeOpenA
     assert bad.returncode == 1 and "since" in bad.stderr
 
 
+def test_usage_shows_spend_against_the_budget_caps(upstream_env: dict[str, str]) -> None:
+    write_config(
+        upstream_env,
+        config_text(upstream_env) + "[codexd.budget]\ndaily_usd = 5.0\nmonthly_usd = 100.0\n",
+    )
+    with DaemonProcess(upstream_env) as d:
+        assert codexctl(d.env, "ask", "hi").returncode == 0
+        usage = wait_for_usage(d.env, 1)
+        cost = usage["total"]["cost_usd"]  # type: ignore[index]
+        table = codexctl(d.env, "usage")
+    spent = commands_info.format_usd(cost)
+    assert table.stdout.splitlines()[-1] == (
+        f"budget  today {spent} of $5.00 · this month {spent} of $100.00"
+    )
+
+
 def test_usage_table_bars_scale_by_cost() -> None:
     out = io.StringIO()
     rows = [

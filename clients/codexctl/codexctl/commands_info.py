@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, TextIO
 
 from codexctl.cli import Context, Handler, UsageError, format_duration, print_rows, print_table
@@ -246,7 +246,29 @@ def cmd_usage(args: argparse.Namespace, ctx: Context) -> int:
         write_usage_csv(ctx.out, args.by, result["rows"])
     else:
         write_usage_table(ctx.out, args.by, result["rows"], result["total"])
+        line = budget_line(ctx)
+        if line:
+            ctx.out.write(line + "\n")
     return EXIT_OK
+
+
+def budget_line(ctx: Context, today: date | None = None) -> str | None:
+    """`budget  today $0.12 of $5.00 · this month $3.40 of $100.00`, when caps are set."""
+    caps = ((ctx.call("config/read").get("effective") or {}).get("codexd") or {}).get("budget")
+    if not caps or (caps.get("daily_usd") is None and caps.get("monthly_usd") is None):
+        return None
+    today = today or date.today()
+    parts = []
+    for label, cap, since in (
+        ("today", caps.get("daily_usd"), today),
+        ("this month", caps.get("monthly_usd"), today.replace(day=1)),
+    ):
+        if cap is None:
+            continue
+        spent = ctx.call("usage/read", {"since": since.isoformat(), "until": today.isoformat()})
+        spend = float(spent["total"].get("cost_usd", 0.0))
+        parts.append(f"{label} {format_usd(spend)} of {format_usd(float(cap))}")
+    return "budget  " + " · ".join(parts)
 
 
 def write_usage_csv(out: TextIO, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
