@@ -327,49 +327,56 @@ CODEX_BIN = os.environ.get("CODEXD_TEST_CODEX_BIN") or shutil.which("codex")
     reason="Codex CLI is not installed (npm install --prefix DIR @openai/codex, then set "
     "CODEXD_TEST_CODEX_BIN=DIR/node_modules/.bin/codex): the test needs it as the second process",
 )
-def test_codex_cli_refreshing_beside_the_daemon_spends_no_token_twice(
+def test_codex_cli_and_the_daemon_share_one_login_without_reusing_a_token(
     setup: Setup, tmp_path: Path
 ) -> None:
-    """Codex CLI and the daemon share one expired login: between them, one refresh."""
+    """Codex CLI 0.169 as the second program, in both orders: whoever refreshes first, the
+    other adopts the tokens on disk instead of spending the old refresh token."""
     assert CODEX_BIN is not None
-    tokens = setup.issuer.issue_tokens(access_ttl_s=-60)
-    write_login(setup.env, tokens)
     home = setup.env["CODEX_HOME"]
-    with open(os.path.join(home, "config.toml"), "a") as f:
-        f.write(
-            "\n[analytics]\nenabled = false\n[features]\nplugins = false\napps = false\n"
-            "shell_snapshot = false\n"
-        )
     cfg = os.path.join(home, "config.toml")
     with open(cfg) as f:
         text = f.read()
     # Codex reaches a local backend only through a custom provider using the Codex login.
-    provider = (
-        'model_provider = "local"\n'
-        "[model_providers.local]\n"
-        'name = "local"\n'
-        f'base_url = "{setup.fake.origin}/backend-api/codex"\n'
-        'wire_api = "responses"\nrequires_openai_auth = true\nstream_max_retries = 0\n'
-    )
     with open(cfg, "w") as f:
-        f.write(provider + text)
+        f.write(
+            'model_provider = "local"\n' + text + "[model_providers.local]\n"
+            'name = "local"\n'
+            f'base_url = "{setup.fake.origin}/backend-api/codex"\n'
+            'wire_api = "responses"\nrequires_openai_auth = true\nstream_max_retries = 0\n'
+            "[analytics]\nenabled = false\n"
+            "[features]\nplugins = false\napps = false\nshell_snapshot = false\n"
+        )
     env = dict(setup.env, CODEX_REFRESH_TOKEN_URL_OVERRIDE=setup.issuer.token_url)
-    with DaemonProcess(env) as d, Client(d.socket) as c:
-        codex = subprocess.Popen(
+
+    def codex_exec() -> None:
+        done = subprocess.run(
             [CODEX_BIN, "exec", "--skip-git-repo-check", "--ephemeral", "hi"],
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             cwd=tmp_path,
+            timeout=120,
         )
-        results = [run_job(c)[-1]["type"] for _ in range(3)]
-        _, err = codex.communicate(timeout=120)
-    assert results == ["job.completed"] * 3
-    assert codex.returncode == 0, err.decode(errors="replace")[-2000:]
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+    write_login(setup.env, setup.issuer.issue_tokens(access_ttl_s=-60))
+    with DaemonProcess(env) as d, Client(d.socket) as c:
+        # The daemon refreshes first; Codex finds fresh tokens on disk.
+        assert run_job(c)[-1]["type"] == "job.completed"
+        codex_exec()
+        assert setup.issuer.stats().refreshes == 1
+
+        # Codex refreshes first (the daemon still holds the expired tokens); the daemon
+        # re-reads under auth.lock (or its watcher already did) and adopts Codex's.
+        c.call("events/subscribe", {"topics": ["account"]})
+        write_login(setup.env, setup.issuer.issue_tokens(access_ttl_s=-60))
+        wait_notification(c, "account/updated")
+        codex_exec()
+        assert setup.issuer.stats().refreshes == 2
+        assert run_job(c)[-1]["type"] == "job.completed"
     stats = setup.issuer.stats()
-    assert stats.reuses == 0
-    assert stats.refreshes >= 1
+    assert (stats.refreshes, stats.reuses, stats.refresh_rejections) == (2, 0, 0)
 
 
 @pytest.mark.anyio
