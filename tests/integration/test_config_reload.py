@@ -8,17 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from codexctl import Client, RpcError
-from codexd.testing.daemon_process import DaemonFailed, DaemonProcess
+from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
 from tests.integration.test_jobs_upstream import run_job
 
@@ -74,37 +72,6 @@ def effective_model(client: Client) -> str | None:
 def wait_reloaded_with(client: Client, events: Client, model: str) -> dict[str, Any]:
     """Wait for a `config/reloaded` after which the effective model is `model`."""
     return wait_note(events, "config/reloaded", lambda _: effective_model(client) == model)
-
-
-@contextmanager
-def draining(proc: DaemonProcess) -> Iterator[DaemonProcess]:
-    """Read the daemon's sd_notify datagrams as systemd would, for as long as it runs.
-
-    Every reload sends RELOADING=1 and READY=1; a notify socket nobody reads fills its queue
-    (net.unix.max_dgram_qlen, often 10) and the daemon's next send blocks."""
-    stop = threading.Event()
-
-    def drain() -> None:
-        while not stop.is_set():
-            try:
-                proc.wait_for("(drain)", 0.2)
-            except DaemonFailed:
-                if proc.proc is None or proc.proc.poll() is not None:
-                    return
-
-    thread = threading.Thread(target=drain, name="notify-drain", daemon=True)
-    thread.start()
-    try:
-        yield proc
-    finally:
-        stop.set()
-        thread.join()
-
-
-@pytest.fixture
-def upstream_daemon(upstream_env: dict[str, str]) -> Iterator[DaemonProcess]:
-    with DaemonProcess(upstream_env) as proc, draining(proc):
-        yield proc
 
 
 @pytest.fixture
