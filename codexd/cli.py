@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("--gateway", action="store_true", help="also a socket unit for gateway.sock")
     inst.add_argument("--dry-run", action="store_true", help="print the files instead")
     inst.add_argument("--force", action="store_true", help="overwrite files changed by hand")
+    config = sub.add_parser("config", parents=[common], help="validate config.toml")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", help="validate a config file (no daemon needed)")
+    check.add_argument("file", nargs="?", metavar="FILE", help="default: $CODEX_HOME/config.toml")
     return p
 
 
@@ -64,8 +68,24 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
             force=args.force,
         )
+    if args.command == "config":
+        return _config_check(args.file)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _config_check(file: str | None) -> int:
+    from codexd import paths
+    from codexd.config.load import ConfigError, load_file
+
+    path = file or paths.resolve(None).config_file
+    try:
+        load_file(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -74,8 +94,10 @@ def _run(args: argparse.Namespace) -> int:
     from codexd import paths
     from codexd.activation import activated_sockets
     from codexd.daemon import Daemon
+    from codexd.hardening import disable_core_dumps
     from codexd.logs import configure_logging
 
+    disable_core_dumps()  # before any secret is read: a core dump would hold them in clear
     configure_logging(args.log_level or "info", args.log_format)
     try:
         passed = activated_sockets()
@@ -88,6 +110,21 @@ def _run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"codexd: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # A part that fails to start inside the task group (the gateway's port in use)
+        # arrives wrapped: it is still a start-up failure with one located line.
+        startup, rest = group.split(StartupError)
+        if startup is None or rest is not None:
+            raise
+        print(f"codexd: {_first(startup)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _first(group: BaseExceptionGroup[StartupError]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

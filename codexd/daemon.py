@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import time
 from collections.abc import Mapping
@@ -34,10 +35,13 @@ from codexd.config.schema import ConfigSnapshot
 from codexd.config.store import ConfigInvalid, ConfigReloaded, ConfigStore
 from codexd.config.watch import watch_config
 from codexd.events import EventHub
+from codexd.gateway import serve_gateway
 from codexd.jobs import Job, JobLimits, JobManager, Usage
 from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
+from codexd.limits.redis import RedisWindow
 from codexd.lock import InstanceLock
 from codexd.paths import Paths, StartupError, check_codex_home, ensure_private_dir
+from codexd.rpc.account_methods import Accounts
 from codexd.rpc.methods import TABLE, AccountSummary, ConfigStatus, DaemonStatus, JobCounts
 from codexd.rpc.server import Connection, RpcServer
 from codexd.sdnotify import Notifier, watchdog
@@ -53,6 +57,7 @@ LISTEN_BACKLOG = 4096
 LEDGER_CLOSE_TIMEOUT_S = 10.0
 # How often the file watcher's thread looks up: it bounds how long stopping it takes.
 WATCH_POLL_MS = 200
+USAGE_RETENTION_INTERVAL_S = 86_400.0
 FLUSH_TIMEOUT_S = 2.0
 
 
@@ -81,6 +86,7 @@ class Daemon:
         self.limiters: dict[str, Limiter] = {}
         self._catalog: tuple[ConfigSnapshot, Catalog] | None = None
         self.auth: AuthSession = None  # type: ignore[assignment]  # set by run()
+        self.accounts = Accounts(self)
         self.ledger: LedgerWriter | None = None
         self.jobs = JobManager(
             self._make_runner(),
@@ -127,11 +133,13 @@ class Daemon:
         if limiter is None:
             settings = snapshot.codexd.rate_limits.get(provider)
             limits = budget_limits(settings) if settings else budget_limits(_DEFAULT_LIMITS)
+            backend = settings.backend if settings else None
             limiter = Limiter(
                 provider,
                 limits,
                 max_queued=snapshot.codexd.max_queued_jobs,
                 on_change=self._ratelimits_changed,
+                remote=RedisWindow(backend, provider) if backend else None,
             )
             self.limiters[provider] = limiter
             if self._tg is not None:
@@ -328,18 +336,22 @@ class Daemon:
                 ledger = Ledger.in_state_dir(self.paths.state_dir)
             except Exception as exc:
                 raise StartupError(f"cannot open the usage ledger in {self.paths.state_dir}: {exc}")
-            self.ledger = LedgerWriter(ledger)
+            self.ledger = LedgerWriter(ledger, caps=lambda: self.config.snapshot.codexd.budget)
             await self._open_auth()
             listener, socket_ino = await self._listen()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self.ledger.run, name="ledger writer")
+                tg.start_soon(self._usage_retention, self.ledger, name="usage retention")
                 await tg.start(self.jobs.run)
+                await tg.start(self.accounts.run)
                 for limiter in self.limiters.values():
                     tg.start_soon(limiter.run)
                 await tg.start(self._signals, tg.cancel_scope)
                 tg.start_soon(watchdog, self.notifier, name="sd_notify watchdog")
                 tg.start_soon(self.server.serve, listener, name="rpc server")
+                if self.config.snapshot.codexd.gateway.enabled:
+                    await tg.start(serve_gateway, self)
                 tg.start_soon(self._watch_config, name="config watcher")
                 log.info(
                     "codexd %s serving on %s (pid %d)", __version__, self.paths.socket, os.getpid()
@@ -359,6 +371,19 @@ class Daemon:
                     with anyio.move_on_after(LEDGER_CLOSE_TIMEOUT_S):
                         await self.ledger.close()
             lock.release()
+
+    async def _usage_retention(self, ledger: LedgerWriter) -> None:
+        """Fold rows past `usage_retention_days` into daily totals: at start, then daily."""
+        while True:
+            days = self.config.snapshot.codexd.usage_retention_days
+            try:
+                folded = await ledger.compact_expired(time.time(), days)
+            except sqlite3.Error as exc:
+                log.warning("usage ledger: retention compaction failed (again in a day): %s", exc)
+            else:
+                if folded:
+                    log.info("usage ledger: %d row(s) older than %d days folded", folded, days)
+            await anyio.sleep(USAGE_RETENTION_INTERVAL_S)
 
     async def _drain(self) -> None:
         self.notifier.stopping()

@@ -42,6 +42,9 @@ class EventHub:
         for subs in self._subscribers.values():
             subs.discard(sub)
 
+    def subscribed(self, sub: Subscriber, topic: str) -> bool:
+        return sub in self._subscribers[topic]
+
     def count(self, topic: str) -> int:
         return len(self._subscribers[topic])
 

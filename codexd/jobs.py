@@ -57,6 +57,14 @@ TRANSITIONS: Final[Mapping[tuple[JobState, str], JobState]] = {
 }
 
 
+# The `error` of a cancelled job in `job/get` (SPEC §4: -32041).
+CANCELLED_ERROR: Final = RpcError(
+    ErrorKind.CANCELLED,
+    "the job was cancelled (by job/cancel, by its client going away with "
+    "cancel_on_disconnect, or by a daemon shutdown); submit it again to retry",
+)
+
+
 class InvalidTransition(Exception):
     pass
 
@@ -256,7 +264,9 @@ class Job:
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     cancel_requested: bool = False
     live: set[Subscriber] = field(default_factory=set)
-    replaying: set[Subscriber] = field(default_factory=set)
+    # Each subscription being replayed, with the token of its claim: a newer claim (a second
+    # job/subscribe) or an unsubscribe ends the older replay before it sends another line.
+    replaying: dict[Subscriber, object] = field(default_factory=dict)
     finished: anyio.Event = field(default_factory=anyio.Event)
 
     @property
@@ -330,6 +340,7 @@ class JobManager:
         self._reaper_wakeup = anyio.Event()
         self._finished_order: deque[Job] = deque()  # finish order = expiry order
         self._reaper_idle = True
+        self._queued = 0  # jobs in state queued, kept as they change (submit checks it)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -393,7 +404,7 @@ class JobManager:
         if self._tg is None:
             raise RpcError(ErrorKind.OVERLOADED, "codexd is not ready to take jobs yet")
         limits = self._limits()
-        queued, _, _ = self.counts()
+        queued = self._queued
         if queued >= limits.max_queued_jobs:
             raise RpcError(
                 ErrorKind.OVERLOADED,
@@ -416,6 +427,7 @@ class JobManager:
             client_request_id=client_request_id,
         )
         self.jobs[job.id] = job
+        self._queued += 1
         if client_request_id is not None:
             self._by_request_id[(client, client_request_id)] = job.id
         if self._on_created:
@@ -469,6 +481,10 @@ class JobManager:
         elif etype == "job.completed":
             job.output_text = str(event.get("output_text", job.text_so_far()))
             job.output_parts.clear()
+        elif etype == "job.cancelled" and job.error is None:
+            job.error = CANCELLED_ERROR
+        if job.state is JobState.QUEUED and new_state is not JobState.QUEUED:
+            self._queued -= 1
         job.state = new_state
         line = _encode_event_line(job.id, job.log.next_seq, event)
         seq = job.log.append(line)
@@ -532,19 +548,32 @@ class JobManager:
         job.log.replay_from(after_seq)
         return job.log.next_seq
 
-    async def stream_to(self, job: Job, sub: Subscriber, after_seq: int) -> None:
+    def claim(self, job: Job, sub: Subscriber) -> object:
+        """Make `sub`'s next subscription to `job` the only one: any earlier one, live or still
+        replaying, stops now. Returns the token `stream_to` runs under."""
+        token = object()
+        job.live.discard(sub)
+        job.replaying[sub] = token
+        return token
+
+    async def stream_to(
+        self, job: Job, sub: Subscriber, after_seq: int, token: object | None = None
+    ) -> None:
         """Replay events after `after_seq` with backpressure, then turn live.
 
         The switch to live happens with no await between the last replayed event and joining
-        the live set, so nothing is missed or sent twice.
+        the live set, so nothing is missed or sent twice. `token` comes from `claim()`, taken
+        when the subscription was decided (before its reply); without one it is claimed now.
         """
-        job.replaying.add(sub)
+        if token is None:
+            token = self.claim(job, sub)
         try:
             cursor = after_seq
             while True:
-                if sub.closed:
+                if sub.closed or job.replaying.get(sub) is not token:
                     return
                 if cursor + 1 >= job.log.next_seq:
+                    del job.replaying[sub]
                     job.live.add(sub)
                     return
                 line = job.log.line_at(cursor + 1)
@@ -552,19 +581,23 @@ class JobManager:
                     # The bounded log moved past us while we replayed: same as a slow consumer.
                     sub.defer(dropped_line(job.id, cursor + 1))
                     return
-                await sub.send(line)
+                # Wait for room only when the buffer is full: a replay then costs one
+                # scheduling round per buffer's worth of lines, not one per line.
+                if not sub.send_nowait(line):
+                    await sub.send(line)
                 cursor += 1
         finally:
-            job.replaying.discard(sub)
+            if job.replaying.get(sub) is token:
+                del job.replaying[sub]
 
     def unsubscribe(self, job: Job, sub: Subscriber) -> None:
         job.live.discard(sub)
-        job.replaying.discard(sub)
+        job.replaying.pop(sub, None)
 
     def forget_subscriber(self, sub: Subscriber) -> None:
         for job in self.jobs.values():
             job.live.discard(sub)
-            job.replaying.discard(sub)
+            job.replaying.pop(sub, None)
 
     # ---------------------------------------------------------------- cancel
 

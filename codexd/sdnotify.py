@@ -40,9 +40,15 @@ class Notifier:
             return False
         payload = "\n".join(fields).encode()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            with socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            ) as s:
                 s.connect(self._address)
-                s.sendall(payload)
+                # Never block the event loop on a receiver that is not reading: drop instead.
+                s.send(payload)
+        except BlockingIOError:
+            log.warning("sd_notify to %s dropped: its queue is full", self._address.lstrip("\0"))
+            return False
         except OSError as exc:
             log.warning("sd_notify to %s failed: %s", self._address.lstrip("\0"), exc)
             return False

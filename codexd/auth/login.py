@@ -29,7 +29,7 @@ import anyio
 import anyio.abc
 
 from codexctl.protocol import ErrorKind, RpcError
-from codexd.auth.authfile import AuthDocument
+from codexd.auth.authfile import AuthDocument, LockTimeout
 from codexd.auth.oauth import (
     CALLBACK_PATH,
     DEFAULT_PORT,
@@ -43,6 +43,7 @@ from codexd.auth.oauth import (
     redirect_uri,
 )
 from codexd.auth.pkce import generate_pkce, generate_state
+from codexd.auth.stores import StoreError
 from codexd.auth.tokens import Secret
 
 log = logging.getLogger("codexd.auth")
@@ -410,6 +411,15 @@ class LoginManager:
                         f"the sign-in was not completed within {minutes:g} minutes: "
                         "run codexctl login again",
                     )
+        except (StoreError, LockTimeout, OSError) as exc:
+            # Signed in, but the login could not be kept (a full disk, a locked keyring).
+            message = exc if isinstance(exc, StoreError) else getattr(exc, "strerror", None) or exc
+            log.error("login %s could not be saved: %s", login.login_id, message)
+            outcome = LoginOutcome(
+                False,
+                f"the login could not be saved ({message}): free some disk space or fix the "
+                "credential store, then run codexctl login again",
+            )
         except Exception:
             log.exception("login %s failed unexpectedly", login.login_id)
             outcome = LoginOutcome(

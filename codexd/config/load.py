@@ -37,6 +37,7 @@ from codexd.config.schema import (
     ProviderConfig,
     overlay,
 )
+from codexd.limits.redis import parse_redis_url
 
 CONFIG_NAME: Final = "config.toml"
 CODEXD_NAME: Final = "codexd.toml"
@@ -683,13 +684,14 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
                 f"no provider {json.dumps(provider_id)}: rate limits apply to one of "
                 + ", ".join(sorted(providers)),
             )
-        if limits.backend is not None and not limits.backend.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise files.error(
-                ("codexd", "rate_limits", provider_id, "backend"),
-                "expected a redis:// (or rediss://, unix://) URL",
-            )
+        if limits.backend is not None:
+            try:
+                parse_redis_url(limits.backend)
+            except ValueError as exc:
+                raise files.error(
+                    ("codexd", "rate_limits", provider_id, "backend"),
+                    f"expected a redis:// (or rediss://, unix://) URL: {exc}",
+                ) from None
     if settings.gateway.tcp is not None and not is_loopback(settings.gateway.tcp):
         raise files.error(
             ("codexd", "gateway", "tcp"),

@@ -11,10 +11,12 @@ touches running work.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import anyio.from_thread
 import msgspec
 
 from codexd.config.load import ConfigError, load_config
@@ -80,9 +82,10 @@ Loader = Callable[[], ConfigSnapshot]
 class ConfigStore:
     """Holds the snapshot in force.
 
-    Synchronous and cheap (two small files): call `reload()` on the event loop, not in a
-    worker thread, because subscribers run in the caller's thread and must not block
-    (`send_nowait` into a memory stream, or set an event).
+    Synchronous and cheap (two small files). Subscribers always run in the thread that made
+    the store (the event loop's): they `send_nowait` into memory streams and set events,
+    which is not safe from another thread. A `reload()` called from an anyio worker thread
+    (`to_thread.run_sync(store.reload)`) hands them back to the loop and waits for them.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class ConfigStore:
         self._error: ConfigError | None = None
         self._logged_error: str | None = None
         self._subscribers: list[Subscriber] = []
+        self._home_thread = threading.get_ident()
 
     @classmethod
     def open(
@@ -177,6 +181,12 @@ class ConfigStore:
         return ReloadOutcome(generation=self._generation, changed=changed)
 
     def _publish(self, event: ConfigEvent) -> None:
+        if threading.get_ident() != self._home_thread:
+            anyio.from_thread.run_sync(self._deliver, event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: ConfigEvent) -> None:
         for callback in list(self._subscribers):
             callback(event)
 

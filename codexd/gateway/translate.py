@@ -131,7 +131,7 @@ def error_reply(error: ErrorObject) -> HttpError:
     The daemon has already retried what it retries, so errors it gave up on carry
     `x-should-retry: false` (the SDK honours it); a rate limit keeps its Retry-After so the
     SDK can wait as it would for OpenAI."""
-    data = error.data or ErrorData(kind=ErrorKind.INTERNAL_ERROR.value)
+    data = error.data or ErrorData(kind=ErrorKind.INTERNAL_ERROR.value, retryable=False)
     status, type_, default_code, retry = _ERRORS.get(data.kind, (500, "server_error", None, False))
     upstream = data.http_status
     if data.kind == ErrorKind.BAD_REQUEST and upstream is not None and 400 <= upstream < 500:
@@ -260,7 +260,7 @@ class Translator:
                 ErrorObject(
                     code=-32041,
                     message="codexd cancelled the request (it is shutting down): send it again",
-                    data=ErrorData(kind=ErrorKind.CANCELLED.value),
+                    data=ErrorData(kind=ErrorKind.CANCELLED.value, retryable=False),
                 )
             )
         if etype == "job.retrying":
@@ -283,7 +283,7 @@ class Translator:
                 code=-32033,
                 message="the client read the stream too slowly and codexd's job log moved past "
                 "it: send the request again",
-                data=ErrorData(kind=ErrorKind.STREAM_ERROR.value),
+                data=ErrorData(kind=ErrorKind.STREAM_ERROR.value, retryable=True),
             )
         )
 

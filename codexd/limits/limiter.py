@@ -56,9 +56,11 @@ class BackendStatus(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-class ProviderLimits(msgspec.Struct, frozen=True):
-    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params;
-    `backend` is null for a local budget."""
+class ProviderLimits(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params.
+
+    `backend` is there only when the budget is shared (it says whether Redis answers); a
+    local budget has exactly SPEC §4's members."""
 
     provider: str
     budget: BudgetSnapshot

@@ -25,11 +25,13 @@ def parse_request(line: bytes) -> Envelope | Rejected:
     try:
         env = _envelope_decoder.decode(line)
     except msgspec.ValidationError as exc:
+        # The typed decoder stops at the first wrong type, before it has seen the whole line.
+        not_json = _not_json(line)
+        if not_json is not None:
+            return Rejected(None, not_json)
         return Rejected(_salvage_id(line), _invalid_request(line, exc))
-    except msgspec.DecodeError as exc:
-        return Rejected(
-            None, RpcError(ErrorKind.PARSE_ERROR, f"parse error: the line is not JSON ({exc})")
-        )
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return Rejected(None, _parse_error(exc))
     if env.jsonrpc is not msgspec.UNSET and env.jsonrpc != "2.0":
         request_id = None if isinstance(env.id, msgspec.UnsetType) else env.id
         err = RpcError(
@@ -40,11 +42,29 @@ def parse_request(line: bytes) -> Envelope | Rejected:
     return env
 
 
+def _parse_error(exc: Exception) -> RpcError:
+    if isinstance(exc, UnicodeDecodeError):
+        return RpcError(ErrorKind.PARSE_ERROR, "parse error: the line is not valid UTF-8")
+    if isinstance(exc, RecursionError):
+        return RpcError(ErrorKind.PARSE_ERROR, "parse error: the JSON is nested too deeply")
+    return RpcError(ErrorKind.PARSE_ERROR, f"parse error: the line is not JSON ({exc})")
+
+
+def _not_json(line: bytes) -> RpcError | None:
+    try:
+        msgspec.json.decode(line)
+    except msgspec.ValidationError:
+        return None  # JSON, but a number out of range: an invalid request
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return _parse_error(exc)
+    return None
+
+
 def _salvage_id(line: bytes) -> int | str | None:
     """The id to answer an invalid request with: its own when it is a valid id, else null."""
     try:
         obj = _loose_decoder.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     rid = obj.get("id")
     return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None

@@ -155,9 +155,10 @@ async def submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
 def _subscribe_after_reply(ctx: CallContext, job: Job, after_seq: int) -> None:
     daemon = ctx.daemon
     conn = ctx.connection
+    token = daemon.jobs.claim(job, conn)
 
     async def stream() -> None:
-        await daemon.jobs.stream_to(job, conn, after_seq)
+        await daemon.jobs.stream_to(job, conn, after_seq, token)
 
     ctx.after_reply(stream)
 
@@ -188,7 +189,12 @@ async def subscribe(ctx: CallContext, params: SubscribeParams) -> SubscribeResul
             ErrorKind.INVALID_PARAMS,
             "invalid params for job/subscribe: after_seq must be ≥ 0 - at `$.after_seq`",
         )
-    mgr.unsubscribe(job, ctx.connection)
+    if params.after_seq >= job.log.next_seq:
+        raise RpcError(
+            ErrorKind.INVALID_PARAMS,
+            f"invalid params for job/subscribe: after_seq {params.after_seq} is past the job's "
+            f"last event (seq {job.log.next_seq - 1}) - at `$.after_seq`",
+        )
     next_seq = mgr.check_replay(job, params.after_seq)
     _subscribe_after_reply(ctx, job, params.after_seq)
     return SubscribeResult(job_id=job.id, next_seq=next_seq)

@@ -7,6 +7,7 @@ typo is -32602 naming the member, not a silently ignored field.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
@@ -23,10 +24,13 @@ from codexctl.protocol import (
 from codexd import __version__
 from codexd.auth.session import AccountInfo
 from codexd.config.redact import redact
+from codexd.gateway.token import TokenParams, TokenResult, gateway_token
 from codexd.jobs import JobView
 from codexd.limits.limiter import ProviderLimits
+from codexd.rpc import account_methods as account
 from codexd.rpc import job_methods as jobs
 from codexd.rpc.server import CallContext, Method, MethodTable
+from codexd.usage.budget import BudgetStatus
 from codexd.usage.catalog import ModelInfo
 from codexd.usage.ledger import UsageReadParams, UsageResult
 
@@ -76,6 +80,7 @@ class DaemonStatus(msgspec.Struct):
     jobs: JobCounts | None
     config: ConfigStatus | None
     account: AccountSummary | None
+    budget: BudgetStatus | None = None  # spend against [codexd.budget]; null without caps
 
 
 class MethodInfo(msgspec.Struct):
@@ -101,7 +106,12 @@ async def ping(ctx: CallContext, params: NoParams) -> Empty:
 
 
 async def status(ctx: CallContext, params: NoParams) -> DaemonStatus:
-    return ctx.daemon.status()
+    st = ctx.daemon.status()
+    caps = ctx.daemon.config.snapshot.codexd.budget
+    ledger = ctx.daemon.ledger
+    if ledger is not None and (caps.daily_usd is not None or caps.monthly_usd is not None):
+        st.budget = await ledger.budget_status(datetime.now().astimezone())
+    return st
 
 
 async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
@@ -210,6 +220,10 @@ async def usage_read(ctx: CallContext, params: UsageReadParams) -> UsageResult:
     if ledger is None:
         raise RpcError(ErrorKind.OVERLOADED, "the usage ledger is not open yet: retry")
     since, until = params.time_range(None)
+    # Read your own writes: a job whose job.completed the caller has seen is counted. Bounded,
+    # so a ledger stuck on a full disk still answers with what it has.
+    with anyio.move_on_after(2.0):
+        await ledger.flush()
     return await ledger.read(since, until, params.group_by)
 
 
@@ -308,6 +322,21 @@ TABLE = MethodTable(
             "Refresh the ChatGPT login now (single-flight).",
         ),
         Method(
+            "account/login",
+            account.LoginParams,  # type: ignore[arg-type]  # a tagged union of Structs
+            account.LoginStartResult,
+            account.account_login,
+            "Log in (api_key, browser or device); the end is account/login_completed.",
+        ),
+        Method(
+            "account/login/cancel",
+            account.LoginCancelParams,
+            account.LoginCancelResult,
+            account.account_login_cancel,
+            "Cancel a login in progress.",
+            inline=True,
+        ),
+        Method(
             "account/logout",
             NoParams,
             LogoutResult,
@@ -389,6 +418,13 @@ TABLE = MethodTable(
             UsageResult,
             usage_read,
             "Usage and cost from the ledger, optionally grouped.",
+        ),
+        Method(
+            "gateway/token",
+            TokenParams,
+            TokenResult,
+            gateway_token,
+            "The gateway's bearer token for TCP (rotate=true replaces it).",
         ),
         Method(
             "events/subscribe",

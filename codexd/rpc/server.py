@@ -44,7 +44,7 @@ READ_CHUNK = 65536
 OUTBOUND_BUFFER = 1024
 # Requests of one connection being handled at once; past it the reader stops reading.
 MAX_INFLIGHT_PER_CONNECTION = 64
-WRITE_BATCH = 256
+WRITE_BATCH = 1024
 MAX_DEFERRED = 4096
 
 _encoder = msgspec.json.Encoder()
@@ -95,6 +95,10 @@ class MethodTable:
             return self._decoders[method.name].decode(data)
         except msgspec.ValidationError as exc:
             raise RpcError(ErrorKind.INVALID_PARAMS, f"invalid params for {method.name}: {exc}")
+        except UnicodeDecodeError:
+            raise RpcError(ErrorKind.PARSE_ERROR, "parse error: the params are not valid UTF-8")
+        except RecursionError:
+            raise RpcError(ErrorKind.PARSE_ERROR, "parse error: the params nest too deeply")
 
 
 class Connection:
@@ -110,7 +114,9 @@ class Connection:
         self.connected_at = time.monotonic()
         self._send = send
         self._on_close: list[Callable[[], None]] = []
-        self._deferred: list[bytes] = []
+        # (lines queued before it, line): a notice goes out right after those, in order.
+        self._deferred: list[tuple[int, bytes]] = []
+        self._queued = 0
         self.closed = False
         self.writer_done = anyio.Event()
 
@@ -120,7 +126,8 @@ class Connection:
         try:
             await self._send.send(line)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+            return
+        self._queued += 1
 
     def close_outbound(self) -> None:
         """No more lines: the writer sends what is queued, then stops."""
@@ -132,21 +139,27 @@ class Connection:
             self._send.send_nowait(line)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
+        self._queued += 1
         return True
 
     def defer(self, line: bytes) -> None:
         """Queue a line that must not be lost (a `subscription/dropped` notice) even when the
-        outbound buffer is full: the writer sends it after the batch in progress. Bounded by
-        the number of subscriptions the connection can have dropped."""
+        outbound buffer is full: the writer sends it as soon as the lines queued before it are
+        written, so it never overtakes the events it speaks of. Bounded by the number of
+        subscriptions the connection can have dropped."""
         if not self.send_nowait(line) and not self.closed:
             if len(self._deferred) >= MAX_DEFERRED:
                 log.warning("connection %d: too many deferred notices, closing it", self.id)
                 self._send.close()
                 return
-            self._deferred.append(line)
+            self._deferred.append((self._queued, line))
 
-    def take_deferred(self) -> list[bytes]:
-        out, self._deferred = self._deferred, []
+    def take_deferred(self, written: int) -> list[bytes]:
+        """The deferred lines whose predecessors are all written (`written` lines so far)."""
+        if not self._deferred or self._deferred[0][0] > written:
+            return []
+        out = [line for after, line in self._deferred if after <= written]
+        self._deferred = [(after, line) for after, line in self._deferred if after > written]
         return out
 
     def notify(self, method: str, params: Any) -> bool:
@@ -253,6 +266,10 @@ class RpcServer:
             self.stats.accepted += 1
             try:
                 await self._run_connection(stream, cred)
+            except Exception:
+                # A bug met while serving one connection closes that connection, never the
+                # daemon (the listener's task group would otherwise end with it).
+                log.exception("internal error on a connection from pid %s; closed it", cred.pid)
             finally:
                 self.stats.connections -= 1
 
@@ -282,6 +299,7 @@ class RpcServer:
         conn: Connection,
         scope: anyio.CancelScope,
     ) -> None:
+        written = 0
         async with receive:
             try:
                 async for line in receive:
@@ -292,7 +310,8 @@ class RpcServer:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await stream.send(b"".join(batch) if len(batch) > 1 else line)
-                    deferred = conn.take_deferred()
+                    written += len(batch)
+                    deferred = conn.take_deferred(written)
                     if deferred:
                         await stream.send(b"".join(deferred))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -41,6 +42,10 @@ class DaemonProcess:
         self.socket = self.env.get("CODEXD_SOCKET", "")
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify_messages: list[str] = []
+        self._datagrams: list[list[str]] = []
+        self._cursor = 0
+        self._cond = threading.Condition()
+        self._reader: threading.Thread | None = None
         self._notify: socket.socket | None = None
         self._notify_dir: str | None = None
         self._stderr_path = stderr_path
@@ -54,6 +59,10 @@ class DaemonProcess:
         path = os.path.join(self._notify_dir, "notify.sock")
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(path)
+        self._reader = threading.Thread(
+            target=self._read_notifications, name="codexd-notify", daemon=True
+        )
+        self._reader.start()
         env = dict(self.env)
         env["NOTIFY_SOCKET"] = path
         if self._stderr_path is None:
@@ -71,40 +80,48 @@ class DaemonProcess:
         self.wait_for("READY=1", self.ready_timeout)
         return self
 
-    def wait_for(self, field: str, timeout: float) -> list[str]:
-        """Wait until a notify datagram carries `field`; returns that datagram's fields."""
-        assert self._notify is not None and self.proc is not None
-        self._notify.settimeout(0.1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _read_notifications(self) -> None:
+        """Drain the notify socket as systemd would, so the daemon never finds it full."""
+        sock = self._notify
+        assert sock is not None
+        while True:
             try:
-                data = self._notify.recv(4096)
-            except TimeoutError:
+                data = sock.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._cond:
+                self._datagrams.append(data.decode().split("\n"))
+                self.notify_messages.extend(self._datagrams[-1])
+                self._cond.notify_all()
+
+    def wait_for(self, field: str, timeout: float) -> list[str]:
+        """Wait for the next notify datagram (after the one the last wait returned) that
+        carries `field`; returns that datagram's fields."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for index in range(self._cursor, len(self._datagrams)):
+                    if field in self._datagrams[index]:
+                        self._cursor = index + 1
+                        return self._datagrams[index]
                 if self.proc.poll() is not None:
                     raise DaemonFailed(
                         f"codexd exited before {field}", self.proc.returncode, self.stderr()
-                    ) from None
-                continue
-            fields = data.decode().split("\n")
-            self.notify_messages.extend(fields)
-            if field in fields:
-                return fields
-        raise DaemonFailed(f"codexd did not send {field} in {timeout}s", None, self.stderr())
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DaemonFailed(
+                        f"codexd did not send {field} in {timeout}s", None, self.stderr()
+                    )
+                self._cond.wait(min(left, 0.1))
 
     def wait_for_all(self) -> list[str]:
-        """Every notify field received so far, including those still queued on the socket."""
-        assert self._notify is not None
-        self._notify.setblocking(False)
-        try:
-            while True:
-                try:
-                    data = self._notify.recv(4096)
-                except BlockingIOError:
-                    break
-                self.notify_messages.extend(data.decode().split("\n"))
-        finally:
-            self._notify.setblocking(True)
-        return list(self.notify_messages)
+        """Every notify field received so far."""
+        with self._cond:
+            return list(self.notify_messages)
 
     def stderr(self) -> str:
         if self._stderr_path is None:
@@ -140,6 +157,14 @@ class DaemonProcess:
     def close(self) -> None:
         self.kill()
         if self._notify is not None:
+            # Wake the reader with an empty datagram, then let it go.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke:
+                try:
+                    poke.sendto(b"", self._notify.getsockname())
+                except OSError:
+                    pass
+            if self._reader is not None:
+                self._reader.join(5)
             self._notify.close()
             self._notify = None
         if self._stderr_file is not None:

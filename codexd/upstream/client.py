@@ -7,8 +7,9 @@ every path, including cancellation (which is how `job/cancel` reaches upstream a
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,6 +31,9 @@ from codexd.upstream.wire import Event, Outcome, StreamNormalizer
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_EVENT_BYTES: Final = 8 << 20
 CONNECT_TIMEOUT_S: Final = 10.0
+# How long the rest of a body may take after its final event before the connection is
+# dropped instead of kept (upstream ends the body right after that event).
+FINISH_BODY_WAIT_S: Final = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,24 +111,59 @@ async def _pump(
 ) -> Outcome:
     decoder = SSEDecoder(MAX_EVENT_BYTES)
     chunks = response.aiter_raw()
-    while True:
-        try:
-            with transport_errors(in_stream=True), anyio.fail_after(idle_timeout_s):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            return stream_idle_timeout(idle_timeout_s)
-        try:
-            events = decoder.feed(chunk)
-        except SSEOverflowError as exc:
-            _deliver(exc.events, normalizer, on_event)
-            return stream_event_too_large(exc.limit)
-        if _deliver(events, normalizer, on_event):
-            assert normalizer.outcome is not None
-            return normalizer.outcome
+    # One scope whose deadline moves with the stream: the idle timeout costs no new scope per
+    # chunk, and its expiry is told apart from a transport error (TimeoutError is an OSError,
+    # which `transport_errors` would report as a dropped connection). Reading the event loop's
+    # clock is dear next to a chunk, so the deadline moves only once a slice of the timeout
+    # has passed, with that slice added: the stream ends after idling for between 1 and 1.125
+    # times the timeout.
+    slack = idle_timeout_s / 8
+    moved_at = -math.inf
+    with anyio.CancelScope() as idle:
+        while True:
+            now = time.monotonic()
+            if now - moved_at >= slack:
+                moved_at = now
+                idle.deadline = anyio.current_time() + idle_timeout_s + slack
+            try:
+                with transport_errors(in_stream=True):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except UpstreamFailure as failure:
+                if isinstance(failure.__cause__, httpx.ReadTimeout):
+                    return stream_idle_timeout(idle_timeout_s)
+                raise
+            try:
+                events = decoder.feed(chunk)
+            except SSEOverflowError as exc:
+                _deliver(exc.events, normalizer, on_event)
+                return stream_event_too_large(exc.limit)
+            if _deliver(events, normalizer, on_event):
+                break
+    if normalizer.outcome is not None:
+        await _finish_body(chunks)
+        return normalizer.outcome
+    if idle.cancelled_caught:
+        return stream_idle_timeout(idle_timeout_s)
     _deliver(decoder.close(), normalizer, on_event)
     return normalizer.finish()
+
+
+async def _finish_body(chunks: AsyncIterator[bytes]) -> None:
+    """Read the little that follows the final event (the chunked body's terminator), so that
+    the connection goes back to the keep-alive pool: closing a response that was not read to
+    its end closes its connection, and the next request would pay for a new one."""
+    read = 0
+    with anyio.move_on_after(FINISH_BODY_WAIT_S):
+        try:
+            with transport_errors(in_stream=True):
+                async for chunk in chunks:
+                    read += len(chunk)
+                    if read > MAX_ERROR_BODY:
+                        return
+        except UpstreamFailure:
+            return
 
 
 def _deliver(

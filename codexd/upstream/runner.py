@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ import httpx
 import msgspec
 
 from codexctl.protocol import ErrorKind, RpcError
+from codexd.auth.identity import client_headers
 from codexd.config.schema import ConfigSnapshot, ProviderConfig
 from codexd.jobs import Job, JobManager, Usage
 from codexd.limits.estimate import estimate_tokens
@@ -71,22 +73,70 @@ class JobRequest:
     estimated_tokens: int
 
 
-@dataclass
-class HttpClients:
-    """One keep-alive pool per provider id, shared by every job of that provider."""
+# httpcore's pool re-examines every connection it holds on each request and each release, so
+# one pool of 64 busy streams spends milliseconds per request on bookkeeping. Each provider
+# gets a few small pools instead, opened as load needs them; each keeps its connections alive.
+SHARD_SIZE = 8
+MAX_SHARDS = 32
 
-    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
 
-    def get(self, provider_id: str) -> httpx.AsyncClient:
-        client = self.clients.get(provider_id)
-        if client is None:
-            client = self.clients[provider_id] = new_http_client()
-        return client
+class ProviderPool:
+    """The keep-alive connections to one provider, shared by every job of that provider."""
+
+    def __init__(self) -> None:
+        self.shards: list[httpx.AsyncClient] = []
+        self._in_use: list[int] = []
+
+    def _pick(self) -> int:
+        if self._in_use:
+            best = min(range(len(self._in_use)), key=self._in_use.__getitem__)
+            if self._in_use[best] < SHARD_SIZE or len(self.shards) >= MAX_SHARDS:
+                return best
+        self.shards.append(new_http_client(max_connections=SHARD_SIZE * 4))
+        self._in_use.append(0)
+        return len(self.shards) - 1
+
+    @contextmanager
+    def lease(self) -> Iterator[httpx.AsyncClient]:
+        index = self._pick()
+        self._in_use[index] += 1
+        try:
+            yield self.shards[index]
+        finally:
+            self._in_use[index] -= 1
+
+    def first(self) -> httpx.AsyncClient:
+        if not self.shards:
+            self._pick()
+        return self.shards[0]
 
     async def aclose(self) -> None:
-        for client in self.clients.values():
+        for client in self.shards:
             await client.aclose()
-        self.clients.clear()
+        self.shards.clear()
+        self._in_use.clear()
+
+
+@dataclass
+class HttpClients:
+    """One `ProviderPool` per provider id."""
+
+    pools: dict[str, ProviderPool] = field(default_factory=dict)
+
+    def pool(self, provider_id: str) -> ProviderPool:
+        pool = self.pools.get(provider_id)
+        if pool is None:
+            pool = self.pools[provider_id] = ProviderPool()
+        return pool
+
+    def get(self, provider_id: str) -> httpx.AsyncClient:
+        """A client for one-off calls (the OAuth issuer); jobs lease from `pool()`."""
+        return self.pool(provider_id).first()
+
+    async def aclose(self) -> None:
+        for pool in self.pools.values():
+            await pool.aclose()
+        self.pools.clear()
 
 
 def request_headers(
@@ -102,8 +152,19 @@ def request_headers(
         value = env.get(var)
         if value:
             headers[name] = value
+    if credentials.mode == "chatgpt":
+        headers.update(client_headers(env))
     headers.update(credentials.headers())
     return headers
+
+
+def conversation_headers(job: Job, credentials: CredentialsLike) -> dict[str, str]:
+    """ChatGPT mode: Codex's session and thread ids (the body's prompt_cache_key, else the job)."""
+    if credentials.mode != "chatgpt":
+        return {}
+    key = job.body.get("prompt_cache_key") if isinstance(job.body, dict) else None
+    conversation = key if isinstance(key, str) and key else job.id
+    return {"session-id": conversation, "thread-id": conversation, "x-client-request-id": job.id}
 
 
 def base_url_for(provider_id: str, cfg: ProviderConfig, snapshot: ConfigSnapshot, mode: str) -> str:
@@ -187,21 +248,25 @@ class JobRunner:
                     return
                 mgr.emit(job, {"type": "job.started", "attempt": attempts.made})
                 normalizer = self._normalizer_for(job.api)
-                result = await run_attempt(
-                    self._http.get(job.provider),
-                    Attempt(
-                        url=url,
-                        headers=request_headers(cfg, credentials, self._env),
-                        body=body,
-                        idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
-                    ),
-                    normalizer,
-                    on_event,
-                    on_headers=lambda h: limiter.observe(
-                        parse_rate_limit_headers(h, wall_now=self._wall_now())
-                    ),
-                    wall_now=self._wall_now,
+                headers = request_headers(cfg, credentials, self._env) | conversation_headers(
+                    job, credentials
                 )
+                with self._http.pool(job.provider).lease() as client:
+                    result = await run_attempt(
+                        client,
+                        Attempt(
+                            url=url,
+                            headers=headers,
+                            body=body,
+                            idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
+                        ),
+                        normalizer,
+                        on_event,
+                        on_headers=lambda h: limiter.observe(
+                            parse_rate_limit_headers(h, wall_now=self._wall_now())
+                        ),
+                        wall_now=self._wall_now,
+                    )
                 outcome = result.outcome
                 if not isinstance(outcome, UpstreamError):
                     usage = _job_usage(outcome.usage)
@@ -217,7 +282,7 @@ class JobRunner:
                         response_id=outcome.response_id,
                     )
                     return
-            error = outcome
+            error = without_sent_values(outcome, headers)
             if error.is_unauthorized and credentials.mode == "chatgpt" and not refreshed_after_401:
                 refreshed_after_401 = True
                 try:
@@ -247,6 +312,40 @@ class JobRunner:
             )
             await self._sleep(decision.delay_s)
             attempts = decision.attempts
+
+
+# Request headers whose values are ours to show (content negotiation, Codex's identity, ids).
+_PUBLIC_HEADERS = frozenset(
+    {
+        "content-type",
+        "accept",
+        "user-agent",
+        "originator",
+        "session-id",
+        "thread-id",
+        "x-client-request-id",
+        "chatgpt-account-id",
+        "version",
+    }
+)
+
+
+def without_sent_values(error: UpstreamError, headers: Mapping[str, str]) -> UpstreamError:
+    """A hostile or careless upstream may quote back what we sent (a configured header's
+    secret value, a key of an unknown shape): no value of our request headers survives in
+    its text."""
+    message, upstream = error.message, error.upstream_message
+    for name, value in headers.items():
+        if name.lower() in _PUBLIC_HEADERS:
+            continue
+        for token in {value, value.removeprefix("Bearer ")}:
+            if len(token) >= 8:
+                message = message.replace(token, "[redacted]")
+                if upstream:
+                    upstream = upstream.replace(token, "[redacted]")
+    if message == error.message and upstream == error.upstream_message:
+        return error
+    return msgspec.structs.replace(error, message=message, upstream_message=upstream)
 
 
 def _retrying(

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
@@ -26,6 +27,8 @@ import anyio
 import msgspec
 
 from codexctl.protocol import ErrorKind, RpcError
+from codexd.usage import budget as usage_budget
+from codexd.usage.budget import BudgetStatus, CapsLike
 
 log = logging.getLogger("codexd.usage")
 
@@ -33,6 +36,7 @@ LEDGER_FILE: Final = "usage.sqlite3"
 DEFAULT_RETENTION_DAYS: Final = 400
 DEFAULT_MAX_BACKLOG: Final = 100_000
 DEFAULT_MAX_BATCH: Final = 1_000
+READ_FLUSH_TIMEOUT_S: Final = 2.0
 
 GroupKey = Literal["model", "client", "provider", "day"]
 Status = Literal["completed", "failed", "cancelled"]
@@ -189,9 +193,14 @@ class UsageRow(UsageTotals, kw_only=True):
     provider: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class UsageResult(msgspec.Struct):
+class UsageResult(msgspec.Struct, omit_defaults=True):
+    """`usage/read`'s result. Through the daemon it also carries `budget`: today's and this
+    month's spend against the `[codexd.budget]` caps (SPEC §7: `codexctl usage` shows them),
+    whatever `since`/`until` asked for."""
+
     rows: list[UsageRow]
     total: UsageTotals
+    budget: BudgetStatus | None = None
 
 
 class UsageReadParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -281,14 +290,45 @@ class Ledger:
     def __init__(self, path: str, *, tz: tzinfo | None = None, busy_timeout_ms: int = 250) -> None:
         self.path = path
         self.tz = tz
+        self._busy_timeout_ms = busy_timeout_ms
+        self._reopen_lock = threading.Lock()
+        self._open()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _reopen_if_gone(self) -> None:
+        """The file (or the state dir) was deleted or replaced while we ran: rows written now
+        would go to a file nobody can open again. Start a new ledger where it belongs, and
+        say so: the usage recorded before is gone with the old file."""
+        with self._reopen_lock:
+            if self._identity() == self._ident:
+                return
+            log.error(
+                "usage ledger %s was deleted or replaced while codexd ran: starting a new one "
+                "there (usage recorded before is gone unless the old file was kept)",
+                self.path,
+            )
+            self._conn.close()
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            self._open()
+
+    def _open(self) -> None:
+        path = self.path
         # Created 0600 before SQLite sees it; SQLite gives -wal and -shm the same mode.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             os.fchmod(fd, 0o600)
+            st = os.fstat(fd)
+            self._ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
         finally:
             os.close(fd)
         try:
-            self._conn = _connect(path, busy_timeout_ms=busy_timeout_ms)
+            self._conn = _connect(path, busy_timeout_ms=self._busy_timeout_ms)
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise LedgerError(f"cannot switch {path} to WAL mode (got {mode})")
@@ -333,6 +373,7 @@ class Ledger:
             )
             for r in records
         ]
+        self._reopen_if_gone()
         conn = self._conn
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
@@ -366,6 +407,8 @@ class Ledger:
     # ------------------------------------------------------------------ queries
 
     def _reader(self) -> sqlite3.Connection:
+        if self._identity() != self._ident:
+            self._reopen_if_gone()
         return _connect(self.path, busy_timeout_ms=5_000)
 
     def _where(
@@ -488,10 +531,12 @@ class LedgerWriter:
         max_batch: int = DEFAULT_MAX_BATCH,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,
+        caps: Callable[[], CapsLike] | None = None,
     ) -> None:
         if max_backlog < 1 or max_batch < 1:
             raise ValueError("max_backlog and max_batch must be at least 1")
         self.ledger = ledger
+        self._caps = caps
         self._max_backlog = max_backlog
         self._max_batch = max_batch
         self._backoff_initial_s = backoff_initial_s
@@ -644,7 +689,25 @@ class LedgerWriter:
         until: float | None = None,
         group_by: Sequence[GroupKey] = (),
     ) -> UsageResult:
-        return await anyio.to_thread.run_sync(self.ledger.read, since, until, group_by)
+        if self._running:
+            # Read your writes: a client told `job.completed` finds that job in the totals.
+            # Bounded, so a locked or full database delays an answer, never blocks it.
+            with anyio.move_on_after(READ_FLUSH_TIMEOUT_S):
+                await self.flush()
+        result = await anyio.to_thread.run_sync(self.ledger.read, since, until, group_by)
+        if self._caps is not None:
+            result.budget = await self.budget_status(datetime.now().astimezone())
+        return result
+
+    async def budget_status(self, now: datetime) -> BudgetStatus:
+        """Spend of the local day and month holding `now` (aware) against the caps."""
+        caps = self._caps() if self._caps is not None else usage_budget.BudgetCaps()
+        tz = self.ledger.tz
+        day_start, day_end = usage_budget.day_bounds(now, tz)
+        month_start, month_end = usage_budget.month_bounds(now, tz)
+        today = await self.spend(day_start.timestamp(), day_end.timestamp())
+        month = await self.spend(month_start.timestamp(), month_end.timestamp())
+        return usage_budget.status(round(today, 9), round(month, 9), caps, now=now, tz=tz)
 
     async def spend(self, since: float | None, until: float | None) -> float:
         """Spend in [since, until): committed rows plus those still waiting to be written."""

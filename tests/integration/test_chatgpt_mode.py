@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import time
@@ -28,6 +27,7 @@ from codexd.auth.authfile import (
 from codexd.auth.tokens import Secret
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_issuer import CLIENT_ID, Tokens
+from tests.codex_cli import codex_binary
 from tests.integration._chatgpt import (
     Recorder,
     Setup,
@@ -319,20 +319,12 @@ def _events_of(c: Client, job_id: str) -> list[dict[str, object]]:
                 return events
 
 
-CODEX_BIN = os.environ.get("CODEXD_TEST_CODEX_BIN") or shutil.which("codex")
-
-
-@pytest.mark.skipif(
-    CODEX_BIN is None,
-    reason="Codex CLI is not installed (npm install --prefix DIR @openai/codex, then set "
-    "CODEXD_TEST_CODEX_BIN=DIR/node_modules/.bin/codex): the test needs it as the second process",
-)
 def test_codex_cli_and_the_daemon_share_one_login_without_reusing_a_token(
     setup: Setup, tmp_path: Path
 ) -> None:
     """Codex CLI 0.169 as the second program, in both orders: whoever refreshes first, the
     other adopts the tokens on disk instead of spending the old refresh token."""
-    assert CODEX_BIN is not None
+    CODEX_BIN = codex_binary()  # installs it with npm, or skips saying why
     home = setup.env["CODEX_HOME"]
     cfg = os.path.join(home, "config.toml")
     with open(cfg) as f:

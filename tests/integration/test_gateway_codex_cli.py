@@ -7,44 +7,16 @@ test skips, saying why, where npm is missing or the install fails (no network).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from codexctl import Client
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
+from tests.codex_cli import codex_binary
 from tests.integration.test_gateway import gateway, gateway_env, token_of  # noqa: F401
 
-INSTALL_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 120
-
-
-def codex_binary() -> str:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    prefix = cache / "codexd-tests" / "codex-cli"
-    binary = prefix / "node_modules" / ".bin" / "codex"
-    if binary.exists():
-        return str(binary)
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install Codex CLI (@openai/codex)")
-    prefix.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), "@openai/codex"],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"npm install @openai/codex took over {INSTALL_TIMEOUT_S}s (no network?)")
-    if done.returncode != 0 or not binary.exists():
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"npm install @openai/codex failed (no network?): {last}")
-    return str(binary)
 
 
 def test_codex_exec_through_the_gateway(

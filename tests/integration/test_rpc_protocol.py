@@ -16,6 +16,7 @@ def error_of(reply: dict[str, object]) -> tuple[int, str, str]:
     err = reply["error"]
     assert isinstance(err, dict), reply
     assert reply["jsonrpc"] == "2.0"
+    assert err["data"]["retryable"] is (err["code"] == -32001), err  # present even when false
     return err["code"], err["data"]["kind"], err["message"]
 
 
@@ -163,8 +164,9 @@ def test_status_members(daemon: DaemonProcess, connect: type[LineConn]) -> None:
     assert isinstance(st, dict)
     assert set(st) == {
         "version", "protocol_version", "pid", "started_at", "started_by", "uptime_s", "socket",
-        "codex_home", "state_dir", "connections", "jobs", "config", "account",
+        "codex_home", "state_dir", "connections", "jobs", "config", "account", "budget",
     }  # fmt: skip
+    assert st["budget"] is None  # no [codexd.budget] caps
     assert st["pid"] == daemon.proc.pid  # type: ignore[union-attr]
     assert st["socket"] == daemon.socket
     assert st["codex_home"] == daemon.env["CODEX_HOME"]

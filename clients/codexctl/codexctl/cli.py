@@ -58,6 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("method", nargs="?", help="e.g. daemon/status")
     rpc.add_argument("params", nargs="?", help="params as a JSON object")
     rpc.add_argument("--list", action="store_true", help="list the methods and their params")
+
+    gateway = sub.add_parser("gateway", parents=[common], help="the OpenAI-compatible gateway")
+    gateway_sub = gateway.add_subparsers(dest="gateway_command", metavar="ACTION", required=True)
+    token = gateway_sub.add_parser(
+        "token", parents=[common], help="print the bearer token for the gateway's TCP address"
+    )
+    token.add_argument("--rotate", action="store_true", help="replace the token first")
+
+    from codexctl import commands_info, commands_jobs
+
+    COMMANDS.update(commands_jobs.add_parsers(sub, common))
+    COMMANDS.update(commands_info.add_parsers(sub, common))
+
+    from codexctl import commands_account
+
+    COMMANDS.update(commands_account.add_parsers(sub, common))
     return p
 
 
@@ -92,6 +108,13 @@ class Context:
         import msgspec
 
         self.out.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+    def print_json_line(self, value: Any) -> None:
+        """One compact JSON value per line, flushed (for `--json` streams read by scripts)."""
+        import msgspec
+
+        self.out.write(msgspec.json.encode(value).decode() + "\n")
+        self.out.flush()
 
     def close(self) -> None:
         if self._client is not None:
@@ -206,6 +229,30 @@ def print_rows(out: TextIO, rows: Sequence[tuple[str, str]]) -> None:
         out.write(f"{key.ljust(width)}  {value}\n")
 
 
+def print_table(
+    out: TextIO,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: frozenset[int] = frozenset(),
+) -> None:
+    """An aligned table; the columns whose index is in `right` are right-aligned (numbers)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out.write(line(headers) + "\n")
+    for row in rows:
+        out.write(line(row) + "\n")
+
+
 def format_duration(seconds: float) -> str:
     s = int(seconds)
     if s < 60:
@@ -220,9 +267,19 @@ def format_duration(seconds: float) -> str:
     return f"{d}d{h:02d}h"
 
 
+def cmd_gateway(args: argparse.Namespace, ctx: Context) -> int:
+    result = ctx.call("gateway/token", {"rotate": bool(args.rotate)})
+    if ctx.json:
+        ctx.print_json(result)
+    else:
+        ctx.out.write(result["token"] + "\n")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Handler] = {
     "status": cmd_status,
     "rpc": cmd_rpc,
+    "gateway": cmd_gateway,
 }
 
 

@@ -141,7 +141,7 @@ class ErrorData(msgspec.Struct, omit_defaults=True):
     """`error.data` of SPEC §4. Optional members are left out when they do not apply."""
 
     kind: str
-    retryable: bool = False
+    retryable: bool  # always present, even when false (no default, so never omitted)
     retry_after_s: float | None = None
     resets_at: str | None = None
     http_status: int | None = None
@@ -179,8 +179,8 @@ class RpcError(Exception):
         """Rebuild an error received on the wire (the kind may be one this client predates)."""
         err = cls.__new__(cls)
         Exception.__init__(err, obj.message)
-        fallback = KIND_BY_CODE.get(obj.code, ErrorKind.INTERNAL_ERROR).value
-        err.data = obj.data or ErrorData(kind=fallback)
+        fallback = KIND_BY_CODE.get(obj.code, ErrorKind.INTERNAL_ERROR)
+        err.data = obj.data or ErrorData(kind=fallback.value, retryable=ERROR_TABLE[fallback][1])
         err.kind = err.data.kind
         err.code = obj.code
         err.message = obj.message
