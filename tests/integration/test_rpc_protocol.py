@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from codexd.testing.daemon_process import DaemonProcess
-from tests.conftest import LineConn
+from tests.conftest import LineConn, write_config
 
 
 def error_of(reply: dict[str, object]) -> tuple[int, str, str]:
@@ -191,3 +191,29 @@ def test_socket_and_runtime_dir_modes(daemon: DaemonProcess) -> None:
     assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(daemon.socket)).st_mode & 0o777 == 0o700
     assert os.stat(daemon.env["CODEXD_STATE_DIR"]).st_mode & 0o777 == 0o700
+
+
+def test_connection_past_max_connections_gets_overloaded(daemon_env: dict[str, str]) -> None:
+    write_config(daemon_env, "[codexd]\nmax_connections = 2\n")
+    with DaemonProcess(daemon_env) as d:
+        first, second = LineConn(d.socket), LineConn(d.socket)
+        for c in (first, second):
+            assert c.call("daemon/ping")["result"] == {}
+        third = LineConn(d.socket)
+        reply = third.recv()
+        code, kind, message = error_of(reply)
+        assert (code, kind) == (-32001, "overloaded")
+        assert reply["id"] is None
+        assert "max_connections" in message
+        assert third.at_eof()
+        # The two accepted connections are unaffected, and a slot that frees up is reusable.
+        assert first.call("daemon/ping", rid=2)["result"] == {}
+        second.close()
+        # Wait until the daemon has seen the close (asked on the surviving connection).
+        rid = 3
+        while first.call("daemon/status", rid=rid)["result"]["connections"] != 1:
+            rid += 1
+        fourth = LineConn(d.socket)
+        assert fourth.call("daemon/status")["result"]["connections"] == 2
+        for c in (first, third, fourth):
+            c.close()

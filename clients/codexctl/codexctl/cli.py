@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     COMMANDS.update(commands_jobs.add_parsers(sub, common))
     COMMANDS.update(commands_info.add_parsers(sub, common))
 
-    from codexctl import commands_account
+    from codexctl import commands_account, commands_service
 
     COMMANDS.update(commands_account.add_parsers(sub, common))
+    COMMANDS.update(commands_service.add_parsers(sub, common))
     return p
 
 
