@@ -26,8 +26,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Each prints numbers against a baseline measured in the same run; nothing is asserted.
 bench: $(STAMP)
 	$(BIN)/python bench/rpc.py
+	$(BIN)/python bench/config.py
+	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/limits.py
+	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
