@@ -8,6 +8,7 @@ every path, including cancellation (which is how `job/cancel` reaches upstream a
 from __future__ import annotations
 
 import math
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -50,9 +51,21 @@ class AttemptResult:
     headers: Mapping[str, str]
 
 
+_ssl_context: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """Building a verifying context loads the CA bundle (~20 ms): do it once, not per pool."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context(trust_env=True)
+    return _ssl_context
+
+
 def new_http_client(max_connections: int = 1000) -> httpx.AsyncClient:
-    """One per provider: a keep-alive pool with explicit limits and no 5 s read timeout."""
+    """A keep-alive pool with explicit limits and no 5 s read timeout."""
     return httpx.AsyncClient(
+        verify=shared_ssl_context(),
         timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=100, keepalive_expiry=30
