@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -116,13 +117,39 @@ class Connection:
         self._on_close: list[Callable[[], None]] = []
         # (lines queued before it, line): a notice goes out right after those, in order.
         self._deferred: list[tuple[int, bytes]] = []
-        self._queued = 0
+        self._queued = 0  # lines handed to this connection so far
+        self._written = 0  # of those, lines fully written to the socket
+        self._raw: socket.socket | None = None
+        self._writer_busy = False
+        self._closing = False
         self.closed = False
         self.writer_done = anyio.Event()
+
+    def _write_direct(self, line: bytes) -> bool:
+        """Write at once when nothing is waiting to be written before `line` (the common case
+        of a reply to an idle client): no hand-over to the writer task, no extra loop turn.
+        A partial write queues the rest first, so order is kept."""
+        raw = self._raw
+        if raw is None or self._writer_busy or self._closing or self._queued != self._written:
+            return False
+        try:
+            sent = raw.send(line)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False  # the writer meets the same error and ends the connection
+        self._queued += 1
+        if sent == len(line):
+            self._written += 1
+            return True
+        self._send.send_nowait(line[sent:])  # the queue is empty: there is room
+        return True
 
     async def send(self, line: bytes) -> None:
         """Queue a line, waiting for room (replies). A closed connection drops it: there is
         nobody left to read it."""
+        if self._write_direct(line):
+            return
         try:
             await self._send.send(line)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -131,10 +158,13 @@ class Connection:
 
     def close_outbound(self) -> None:
         """No more lines: the writer sends what is queued, then stops."""
+        self._closing = True
         self._send.close()
 
     def send_nowait(self, line: bytes) -> bool:
         """Queue a line if there is room (notifications); False when full or closed."""
+        if self._write_direct(line):
+            return True
         try:
             self._send.send_nowait(line)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -154,8 +184,9 @@ class Connection:
                 return
             self._deferred.append((self._queued, line))
 
-    def take_deferred(self, written: int) -> list[bytes]:
-        """The deferred lines whose predecessors are all written (`written` lines so far)."""
+    def take_deferred(self) -> list[bytes]:
+        """The deferred lines whose predecessors are all written."""
+        written = self._written
         if not self._deferred or self._deferred[0][0] > written:
             return []
         out = [line for after, line in self._deferred if after <= written]
@@ -276,6 +307,7 @@ class RpcServer:
     async def _run_connection(self, stream: anyio.abc.SocketStream, cred: PeerCred) -> None:
         send, receive = anyio.create_memory_object_stream[bytes](OUTBOUND_BUFFER)
         conn = Connection(cred, send)
+        conn._raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
         self.connections.add(conn)
         try:
             async with anyio.create_task_group() as tg:
@@ -299,10 +331,10 @@ class RpcServer:
         conn: Connection,
         scope: anyio.CancelScope,
     ) -> None:
-        written = 0
         async with receive:
             try:
                 async for line in receive:
+                    conn._writer_busy = True
                     batch = [line]
                     while len(batch) < WRITE_BATCH:
                         try:
@@ -310,10 +342,11 @@ class RpcServer:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await stream.send(b"".join(batch) if len(batch) > 1 else line)
-                    written += len(batch)
-                    deferred = conn.take_deferred(written)
+                    conn._written += len(batch)
+                    deferred = conn.take_deferred()
                     if deferred:
                         await stream.send(b"".join(deferred))
+                    conn._writer_busy = False
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 # The peer went away: nothing more can be delivered, end the connection.
                 scope.cancel()

@@ -44,7 +44,41 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Where each command's parser and handler live. Only the module of the command being run is
+# imported, so that `codexctl status` or `codexctl ask` starts fast; help imports them all.
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("ask", "submit", "watch", "cancel", "jobs"), "codexctl.commands_jobs"),
+    **dict.fromkeys(("models", "limits", "usage", "config", "events"), "codexctl.commands_info"),
+    **dict.fromkeys(("login", "logout", "whoami"), "codexctl.commands_account"),
+    **dict.fromkeys(("start", "shutdown"), "codexctl.commands_service"),
+}
+_OPTIONS_WITH_VALUE = ("--socket",)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (options before it skipped), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in _OPTIONS_WITH_VALUE:
+            skip = True
+            continue
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _modules_for(command: str | None) -> list[str]:
+    if command in ("status", "rpc", "gateway"):
+        return []
+    if command in COMMAND_MODULES:
+        return [COMMAND_MODULES[command]]
+    return sorted(set(COMMAND_MODULES.values()))
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(
         prog="codexctl", description="Talk to the codexd daemon.", parents=[common]
@@ -66,15 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--rotate", action="store_true", help="replace the token first")
 
-    from codexctl import commands_info, commands_jobs
+    import importlib
 
-    COMMANDS.update(commands_jobs.add_parsers(sub, common))
-    COMMANDS.update(commands_info.add_parsers(sub, common))
-
-    from codexctl import commands_account, commands_service
-
-    COMMANDS.update(commands_account.add_parsers(sub, common))
-    COMMANDS.update(commands_service.add_parsers(sub, common))
+    for module in _modules_for(command):
+        COMMANDS.update(importlib.import_module(module).add_parsers(sub, common))
     return p
 
 
@@ -289,7 +318,7 @@ def main(
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = build_parser()
+    parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(err)

@@ -113,16 +113,28 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_shutdown(args: argparse.Namespace, ctx: Context) -> int:
     socket_path = resolve_socket_path(ctx.socket)
-    ctx.call("daemon/shutdown")  # DaemonUnreachable → exit 3 with the usual message
+    pid = ctx.call("daemon/status")["pid"]  # DaemonUnreachable → exit 3 with the usual message
+    ctx.call("daemon/shutdown")
     ctx.close()
+    # Gone means: the process has exited, or it no longer answers and its socket is removed.
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if _status(socket_path) is None:
+        if not _alive(pid) or (not os.path.exists(socket_path) and _status(socket_path) is None):
             ctx.err.write("codexctl: codexd stopped\n")
             return EXIT_OK
         time.sleep(POLL_S)
     ctx.err.write(f"codexctl: codexd is still answering on {socket_path}: it is draining jobs\n")
     return EXIT_FAILED
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _last_line(path: str) -> str:
