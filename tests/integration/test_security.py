@@ -337,3 +337,36 @@ def test_hostile_lines_from_a_same_user_process_get_an_error_not_a_crash(
     assert "result" in conn.call("daemon/status", rid=2)
     conn.close()
     assert "result" in LineConn(daemon.socket).call("daemon/ping")
+
+
+# ----------------------------------------------------------------------------- gateway
+
+
+def test_gateway_token_is_private_and_never_shown_but_on_request(
+    secret_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    """gateway.token is 0600 in the 0700 state dir, the gateway socket 0600; the token appears
+    only in `gateway/token`'s reply: not in the log, not in a 401 for a wrong one."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(os.path.join(secret_env["CODEX_HOME"], "config.toml"), "a") as f:
+        f.write(f'[codexd.gateway]\nenabled = true\ntcp = "127.0.0.1:{port}"\n')
+    rec = Recorder()
+    with DaemonProcess(secret_env, args=["--log-level", "debug"]) as d, Client(d.socket) as c:
+        token = c.call("gateway/token")["token"]
+        path = os.path.join(secret_env["CODEXD_STATE_DIR"], "gateway.token")
+        assert mode(path) == 0o600
+        assert mode(os.path.join(os.path.dirname(d.socket), "gateway.sock")) == 0o600
+        url = f"http://127.0.0.1:{port}/v1/models"
+        near_miss = token[:-1] + ("A" if token[-1] != "A" else "B")
+        for headers in ({}, {"Authorization": f"Bearer {near_miss}"}):
+            reply = httpx.get(url, headers=headers)
+            assert reply.status_code == 401
+            rec.add(reply.text)
+        assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        read_everything(c, rec)
+        log = d.stderr()
+    assert_no_secrets([token, near_miss], rec.text(), log)
