@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench fuzz soak clean
 
 $(STAMP): pyproject.toml clients/codexctl/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,16 @@ bench: $(STAMP)
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/gateway.py
 
+# Long versions of what `make test` runs briefly: property fuzzing with many more examples,
+# atheris for 5 minutes when it installs, and the 10-minute soak (bench/soak.py).
+fuzz: $(STAMP)
+	CODEXD_FUZZ_EXAMPLES=20000 CODEXD_FUZZ_STEPS=200 $(BIN)/pytest -q -s tests/fuzz
+	$(BIN)/python -m pip install --quiet atheris && mkdir -p .fuzz-corpus && \
+		$(BIN)/python fuzz/fuzz_decoders.py -max_total_time=300 -print_final_stats=1 .fuzz-corpus \
+		|| echo "atheris did not install or run here: the hypothesis fuzzing above still ran"
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --seconds 600 --clients 20
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz-corpus

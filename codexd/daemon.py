@@ -159,6 +159,9 @@ class Daemon:
         self.events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
 
     def _job_finished(self, job: Job) -> None:
+        if job.cancel_with is not None:
+            job.cancel_with.jobs_to_cancel.discard(job)
+            job.cancel_with = None
         self.events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
         if self.ledger is not None and job.started_at is not None:
             usage = job.usage or Usage()
@@ -266,6 +269,8 @@ class Daemon:
     def _connection_closed(self, conn: Connection) -> None:
         self.jobs.forget_subscriber(conn)
         self.events.forget(conn)
+        for job in list(conn.jobs_to_cancel):
+            self.jobs.cancel(job)
 
     # ------------------------------------------------------------------ config
 

@@ -249,6 +249,7 @@ class Job:
     log: EventLog
     config: Any = None  # the config snapshot taken when the job was created
     request: Any = None  # what the submit handler resolved (model, defaults, estimate)
+    cancel_with: Any = None  # the connection whose close cancels this job (cancel_on_disconnect)
     cost_estimated: bool = False
     state: JobState = JobState.QUEUED
     started_at: float | None = None

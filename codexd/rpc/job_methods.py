@@ -146,7 +146,10 @@ async def submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
         client_request_id=params.client_request_id,
     )
     if params.cancel_on_disconnect:
-        conn.on_close(lambda: daemon.jobs.cancel(job))
+        # Held by the connection only while the job runs (see Daemon._job_finished), so a
+        # long-lived connection does not keep every job it ever submitted alive.
+        job.cancel_with = conn
+        conn.jobs_to_cancel.add(job)
     if params.subscribe:
         _subscribe_after_reply(ctx, job, 0)
     return SubmitResult(job_id=job.id, state=job.state.value)

@@ -115,6 +115,7 @@ class Connection:
         self.connected_at = time.monotonic()
         self._send = send
         self._on_close: list[Callable[[], None]] = []
+        self.jobs_to_cancel: set[Any] = set()  # running jobs submitted with cancel_on_disconnect
         # (lines queued before it, line): a notice goes out right after those, in order.
         self._deferred: list[tuple[int, bytes]] = []
         self._queued = 0  # lines handed to this connection so far

@@ -138,7 +138,7 @@ class Client:
             while True:
                 try:
                     env = self._read_message()
-                except TimeoutError:
+                except (TimeoutError, BlockingIOError):  # timeout=0 makes the socket non-blocking
                     return None
                 if env.id is msgspec.UNSET and not isinstance(env.method, msgspec.UnsetType):
                     return Notification(env.method, _decode_params(env.params))
