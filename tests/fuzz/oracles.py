@@ -71,7 +71,9 @@ def check_request(line: bytes) -> Envelope | Rejected:
         try:
             value = msgspec.json.decode(line)
         except msgspec.ValidationError:
-            assert err.kind == ErrorKind.INVALID_REQUEST, (line, err)  # JSON, a number too big
+            # A number out of range stops msgspec's untyped decoder before it reaches the rest
+            # of the line, which may be valid (invalid_request) or malformed later (parse_error).
+            assert err.kind in (ErrorKind.INVALID_REQUEST, ErrorKind.PARSE_ERROR), (line, err)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             assert err.kind == ErrorKind.PARSE_ERROR, (line, err)
         else:
