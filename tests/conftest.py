@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
+from hypothesis import settings
 
 from codexd.testing.daemon_process import DaemonProcess
+
+# In CI the examples are derived from each test's name, so a run is repeatable: a property
+# that fails there fails the same way on a rerun. Locally, hypothesis explores at random.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 if TYPE_CHECKING:
     from codexd.testing.fake_openai import FakeOpenAI
