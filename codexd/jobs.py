@@ -29,6 +29,9 @@ from codexd.clock import Clock, SystemClock, rfc3339
 log = logging.getLogger("codexd.jobs")
 
 MAX_RETAINED_JOBS: Final = 10_000
+# What the event logs of finished jobs may hold in all: past it the oldest finished jobs are
+# forgotten before job_retention_s, so memory stays bounded however large the replies are.
+MAX_RETAINED_LOG_BYTES: Final = 64 << 20
 
 
 class JobState(enum.StrEnum):
@@ -137,7 +140,7 @@ def _encode_event_line(job_id: str, seq: int, event: Any) -> bytes:
 class EventLog:
     """Seq-numbered, append-only, bounded. Holds the first event and an unbroken tail."""
 
-    __slots__ = ("_first", "_max_events", "_tail", "next_seq")
+    __slots__ = ("_first", "_max_events", "_tail", "nbytes", "next_seq")
 
     def __init__(self, max_events: int) -> None:
         if max_events < 2:
@@ -146,16 +149,18 @@ class EventLog:
         self._first: bytes | None = None
         self._tail: deque[tuple[int, bytes]] = deque()
         self.next_seq = 1
+        self.nbytes = 0  # encoded bytes held, for the bound on what finished jobs keep
 
     def append(self, line: bytes) -> int:
         seq = self.next_seq
         self.next_seq += 1
+        self.nbytes += len(line)
         if seq == 1:
             self._first = line
         else:
             self._tail.append((seq, line))
             if len(self._tail) + 1 > self._max_events:
-                self._tail.popleft()
+                self.nbytes -= len(self._tail.popleft()[1])
         return seq
 
     @property
@@ -311,6 +316,7 @@ class JobLimits:
     job_retention_s: float = 900.0
     max_job_log_events: int = 100_000
     max_retained_jobs: int = MAX_RETAINED_JOBS
+    max_retained_log_bytes: int = MAX_RETAINED_LOG_BYTES
 
 
 class JobManager:
@@ -341,6 +347,7 @@ class JobManager:
         self._reaper_wakeup = anyio.Event()
         self._finished_order: deque[Job] = deque()  # finish order = expiry order
         self._reaper_idle = True
+        self._retained_bytes = 0  # event-log bytes held by finished jobs
         self._queued = 0  # jobs in state queued, kept as they change (submit checks it)
 
     # ---------------------------------------------------------------- lifecycle
@@ -495,9 +502,10 @@ class JobManager:
             job.finished_mono = self._clock.monotonic()
             job.finished.set()
             self._finished_order.append(job)
+            self._retained_bytes += job.log.nbytes
             if self._on_finished:
                 self._on_finished(job)
-            if self._reaper_idle or len(self._finished_order) > self._limits().max_retained_jobs:
+            if self._reaper_idle or self._over_retention_bounds(self._limits()):
                 self._reaper_wakeup.set()
         return seq
 
@@ -620,11 +628,18 @@ class JobManager:
             oldest = order[0]
             assert oldest.finished_mono is not None
             deadline = oldest.finished_mono + limits.job_retention_s
-            if deadline > now and len(order) <= limits.max_retained_jobs:
+            if deadline > now and not self._over_retention_bounds(limits):
                 return deadline
             order.popleft()
+            self._retained_bytes -= oldest.log.nbytes
             self._forget(oldest)
         return None
+
+    def _over_retention_bounds(self, limits: JobLimits) -> bool:
+        return (
+            len(self._finished_order) > limits.max_retained_jobs
+            or self._retained_bytes > limits.max_retained_log_bytes
+        )
 
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.id, None)

@@ -281,3 +281,34 @@ def test_retention_by_time_and_count() -> None:
             tg.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+def test_retention_by_total_log_bytes() -> None:
+    """Finished jobs' logs are bounded in bytes too: the oldest go first, before their time."""
+    clock = FakeClock()
+
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, {"type": "job.queued", "position": 0})
+        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        mgr.emit(job, {"type": "response.output_text.delta", "delta": "x" * 1000})
+        mgr.complete(job, output_text="x" * 1000, usage=Usage(), cost_usd=0.0, response_id=None)
+
+    mgr = manager(runner, clock, job_retention_s=3600, max_retained_log_bytes=5000)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(mgr.run)
+            jobs = []
+            for _ in range(6):
+                job = make_job(mgr)
+                await job.finished.wait()
+                jobs.append(job)
+            per_job = jobs[0].log.nbytes
+            assert 2000 < per_job < 5000  # two 1000-character texts plus the envelopes
+            assert mgr.expire(clock.now) is not None  # retention time is far away
+            kept = [j for j in jobs if j.id in mgr.jobs]
+            assert kept == jobs[-len(kept) :]  # the newest are kept, the oldest forgotten
+            assert len(kept) * per_job <= 5000 < (len(kept) + 1) * per_job
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
