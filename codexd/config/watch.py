@@ -1,45 +1,17 @@
-"""Watch `$CODEX_HOME` for edits of config.toml / codexd.toml (SPEC §5).
-
-Editors save by writing a temporary file and renaming it over the old one, which replaces the
-inode: a watch on the file itself goes deaf after the first save. So the directory is watched
-(non-recursively) and events are filtered by name. When `$CODEX_HOME` does not exist yet (a
-missing `~/.codex` means all defaults), the nearest existing ancestor is watched until the
-directory appears; if it is removed later, the watch falls back the same way.
-
-Readiness: watchfiles arms its watcher before its first wait, and that wait returns at the
-latest after `rust_timeout_ms` with nothing to report, so the first value the generator yields
-proves the watch is live. At that point (and after every re-arm) `on_change` runs once, to
-catch an edit made while no watch was armed, and then `ready` is set.
-"""
+"""Watch `$CODEX_HOME` for edits of config.toml / codexd.toml (SPEC §5); how the directory is
+watched (renames, a missing directory, readiness) is `codexd.watch`'s."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import anyio
-import watchfiles
 
 from codexd.config.load import CODEXD_NAME, CONFIG_NAME
+from codexd.watch import DEFAULT_RUST_TIMEOUT_MS, watch_names
 
 WATCHED_NAMES: Final = frozenset({CONFIG_NAME, CODEXD_NAME})
-DEFAULT_RUST_TIMEOUT_MS: Final = 1000
-
-
-def _absolute(path: str) -> str:
-    return os.path.abspath(path)
-
-
-def _watch_target(codex_home: str) -> str:
-    """`codex_home` when it is a directory, else its nearest existing ancestor."""
-    path = codex_home
-    while not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return path
-        path = parent
-    return path
 
 
 async def watch_config(
@@ -53,42 +25,15 @@ async def watch_config(
 ) -> None:
     """Call `on_change` after each batch of changes to the config files. Runs until cancelled.
 
-    `debounce_ms` and `step_ms` are watchfiles' own: a batch is delivered `step_ms` after the
-    last change (at most `debounce_ms` after the first), so a save is seen within ~50 ms.
+    A batch is delivered `step_ms` after the last change (at most `debounce_ms` after the
+    first), so a save is seen within ~50 ms.
     """
-    codex_home = _absolute(codex_home)
-    while True:
-        target = _watch_target(codex_home)
-        watching_home = target == codex_home
-        armed = False
-
-        def relevant(_change: watchfiles.Change, path: str, *, target: str = target) -> bool:
-            if target == codex_home:
-                return os.path.basename(path) in WATCHED_NAMES or path == codex_home
-            # Watching an ancestor: only the next path component towards codex_home matters.
-            return codex_home.startswith(path.rstrip(os.sep) + os.sep) or path == codex_home
-
-        async for changes in watchfiles.awatch(
-            target,
-            watch_filter=relevant,
-            recursive=False,
-            debounce=debounce_ms,
-            step=step_ms,
-            rust_timeout=rust_timeout_ms,
-            yield_on_timeout=True,
-        ):
-            if not armed:
-                armed = True
-                await on_change()
-                if ready is not None:
-                    ready.set()
-                if _watch_target(codex_home) != target:
-                    break
-                continue
-            if _watch_target(codex_home) != target:
-                # codex_home appeared (or vanished): watch the right directory instead.
-                break
-            if watching_home and any(
-                os.path.basename(path) in WATCHED_NAMES for _change, path in changes
-            ):
-                await on_change()
+    await watch_names(
+        codex_home,
+        WATCHED_NAMES,
+        on_change,
+        ready=ready,
+        rust_timeout_ms=rust_timeout_ms,
+        debounce_ms=debounce_ms,
+        step_ms=step_ms,
+    )
