@@ -417,8 +417,10 @@ class RedisWindow:
                 f"{self._node}:{self._serial}",
             ],
         )
-        if not isinstance(reply, list) or len(reply) < 2 or not all(
-            isinstance(x, int) for x in reply
+        if (
+            not isinstance(reply, list)
+            or len(reply) < 2
+            or not all(isinstance(x, int) for x in reply)
         ):
             raise RedisUnavailable("unexpected reply to the admission script")
         if reply[0] == 1:

@@ -27,6 +27,7 @@ from codexd.upstream.errors import (
     transport_errors,
 )
 from codexd.upstream.sse import SSEDecoder, SSEEvent, SSEOverflowError
+from codexd.upstream.transport import Http11Transport
 from codexd.upstream.wire import Event, Outcome, StreamNormalizer
 
 MAX_ERROR_BODY: Final = 64 * 1024
@@ -62,8 +63,14 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
+def new_transport(max_connections: int = 1000) -> Http11Transport:
+    """The keep-alive pool that model requests to one provider go through."""
+    return Http11Transport(ssl_context=shared_ssl_context, max_connections=max_connections)
+
+
 def new_http_client(max_connections: int = 1000) -> httpx.AsyncClient:
-    """A keep-alive pool with explicit limits and no 5 s read timeout."""
+    """For one-off calls (the OAuth issuer): a keep-alive pool with explicit limits and no
+    5 s read timeout."""
     return httpx.AsyncClient(
         verify=shared_ssl_context(),
         timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
@@ -76,7 +83,7 @@ def new_http_client(max_connections: int = 1000) -> httpx.AsyncClient:
 
 
 async def run_attempt(
-    client: httpx.AsyncClient,
+    transport: httpx.AsyncBaseTransport,
     attempt: Attempt,
     normalizer: StreamNormalizer,
     on_event: Callable[[Event], None],
@@ -89,14 +96,21 @@ async def run_attempt(
     headers: Mapping[str, str] = {}
     try:
         with transport_errors():
-            request = client.build_request(
+            request = httpx.Request(
                 "POST",
                 attempt.url,
-                headers=dict(attempt.headers),
+                headers=attempt.headers,
                 content=attempt.body,
-                timeout=httpx.Timeout(attempt.idle_timeout_s, connect=CONNECT_TIMEOUT_S),
+                extensions={
+                    "timeout": {
+                        "connect": CONNECT_TIMEOUT_S,
+                        "read": attempt.idle_timeout_s,
+                        "write": attempt.idle_timeout_s,
+                        "pool": None,
+                    }
+                },
             )
-            response = await client.send(request, stream=True)
+            response = await transport.handle_async_request(request)
         try:
             headers = {k.lower(): v for k, v in response.headers.items()}
             if on_headers is not None:
@@ -123,7 +137,7 @@ async def _pump(
     on_event: Callable[[Event], None],
 ) -> Outcome:
     decoder = SSEDecoder(MAX_EVENT_BYTES)
-    chunks = response.aiter_raw()
+    chunks = _body(response)
     # One scope whose deadline moves with the stream: the idle timeout costs no new scope per
     # chunk, and its expiry is told apart from a transport error (TimeoutError is an OSError,
     # which `transport_errors` would report as a dropped connection). Reading the event loop's
@@ -191,13 +205,27 @@ def _deliver(
     return False
 
 
+def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The raw body, straight from the transport's stream (no per-chunk re-chunking)."""
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    return stream.__aiter__()
+
+
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
     buf = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in _body(response):
         buf += chunk
         if len(buf) >= limit:
             break
     return bytes(buf[:limit])
 
 
-__all__ = ["Attempt", "AttemptResult", "UpstreamError", "new_http_client", "run_attempt"]
+__all__ = [
+    "Attempt",
+    "AttemptResult",
+    "UpstreamError",
+    "new_http_client",
+    "new_transport",
+    "run_attempt",
+]

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +25,7 @@ from codexd.jobs import Job, JobManager, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
 from codexd.limits.limiter import Limiter
-from codexd.upstream.client import Attempt, new_http_client, run_attempt
+from codexd.upstream.client import Attempt, new_http_client, new_transport, run_attempt
 from codexd.upstream.errors import UpstreamError
 from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide
 from codexd.upstream.wire import RequestDefaults, StreamNormalizer, build_body, endpoint_url
@@ -73,70 +72,33 @@ class JobRequest:
     estimated_tokens: int
 
 
-# httpcore's pool re-examines every connection it holds on each request and each release, so
-# one pool of 64 busy streams spends milliseconds per request on bookkeeping. Each provider
-# gets a few small pools instead, opened as load needs them; each keeps its connections alive.
-SHARD_SIZE = 8
-MAX_SHARDS = 32
-
-
-class ProviderPool:
-    """The keep-alive connections to one provider, shared by every job of that provider."""
-
-    def __init__(self) -> None:
-        self.shards: list[httpx.AsyncClient] = []
-        self._in_use: list[int] = []
-
-    def _pick(self) -> int:
-        if self._in_use:
-            best = min(range(len(self._in_use)), key=self._in_use.__getitem__)
-            if self._in_use[best] < SHARD_SIZE or len(self.shards) >= MAX_SHARDS:
-                return best
-        self.shards.append(new_http_client(max_connections=SHARD_SIZE * 4))
-        self._in_use.append(0)
-        return len(self.shards) - 1
-
-    @contextmanager
-    def lease(self) -> Iterator[httpx.AsyncClient]:
-        index = self._pick()
-        self._in_use[index] += 1
-        try:
-            yield self.shards[index]
-        finally:
-            self._in_use[index] -= 1
-
-    def first(self) -> httpx.AsyncClient:
-        if not self.shards:
-            self._pick()
-        return self.shards[0]
-
-    async def aclose(self) -> None:
-        for client in self.shards:
-            await client.aclose()
-        self.shards.clear()
-        self._in_use.clear()
-
-
 @dataclass
 class HttpClients:
-    """One `ProviderPool` per provider id."""
+    """One keep-alive transport per provider for model requests, and httpx clients for
+    one-off calls (the OAuth issuer)."""
 
-    pools: dict[str, ProviderPool] = field(default_factory=dict)
+    transports: dict[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
+    clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
 
-    def pool(self, provider_id: str) -> ProviderPool:
-        pool = self.pools.get(provider_id)
-        if pool is None:
-            pool = self.pools[provider_id] = ProviderPool()
-        return pool
+    def transport(self, provider_id: str) -> httpx.AsyncBaseTransport:
+        transport = self.transports.get(provider_id)
+        if transport is None:
+            transport = self.transports[provider_id] = new_transport()
+        return transport
 
-    def get(self, provider_id: str) -> httpx.AsyncClient:
-        """A client for one-off calls (the OAuth issuer); jobs lease from `pool()`."""
-        return self.pool(provider_id).first()
+    def get(self, name: str) -> httpx.AsyncClient:
+        client = self.clients.get(name)
+        if client is None:
+            client = self.clients[name] = new_http_client()
+        return client
 
     async def aclose(self) -> None:
-        for pool in self.pools.values():
-            await pool.aclose()
-        self.pools.clear()
+        for transport in self.transports.values():
+            await transport.aclose()
+        for client in self.clients.values():
+            await client.aclose()
+        self.transports.clear()
+        self.clients.clear()
 
 
 def request_headers(
@@ -251,22 +213,21 @@ class JobRunner:
                 headers = request_headers(cfg, credentials, self._env) | conversation_headers(
                     job, credentials
                 )
-                with self._http.pool(job.provider).lease() as client:
-                    result = await run_attempt(
-                        client,
-                        Attempt(
-                            url=url,
-                            headers=headers,
-                            body=body,
-                            idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
-                        ),
-                        normalizer,
-                        on_event,
-                        on_headers=lambda h: limiter.observe(
-                            parse_rate_limit_headers(h, wall_now=self._wall_now())
-                        ),
-                        wall_now=self._wall_now,
-                    )
+                result = await run_attempt(
+                    self._http.transport(job.provider),
+                    Attempt(
+                        url=url,
+                        headers=headers,
+                        body=body,
+                        idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
+                    ),
+                    normalizer,
+                    on_event,
+                    on_headers=lambda h: limiter.observe(
+                        parse_rate_limit_headers(h, wall_now=self._wall_now())
+                    ),
+                    wall_now=self._wall_now,
+                )
                 outcome = result.outcome
                 if not isinstance(outcome, UpstreamError):
                     usage = _job_usage(outcome.usage)
