@@ -60,11 +60,20 @@ def _reason(status: int) -> bytes:
 class Responder:
     """Writes one response: `send` a whole body, or `start` + `write`... + `finish`."""
 
-    __slots__ = ("_conn", "_stream", "client_gone", "finished", "started", "status")
+    __slots__ = (
+        "_conn",
+        "_head_pending",
+        "_stream",
+        "client_gone",
+        "finished",
+        "started",
+        "status",
+    )
 
     def __init__(self, stream: anyio.abc.ByteStream, conn: h11.Connection) -> None:
         self._stream = stream
         self._conn = conn
+        self._head_pending = b""
         self.started = False
         self.finished = False
         self.client_gone = False
@@ -73,6 +82,8 @@ class Responder:
     async def _write(self, data: bytes) -> None:
         if self.client_gone:
             raise ClientGone
+        if self._head_pending:
+            data, self._head_pending = self._head_pending + data, b""
         try:
             await self._stream.send(data)
         except SOCKET_ERRORS:
@@ -105,13 +116,14 @@ class Responder:
         self.finished = True
         await self._write(data)
 
-    async def start(self, status: int, headers: Sequence[tuple[str, str]]) -> None:
-        """The head of a streamed (chunked) response."""
-        await self._write(self._head(status, headers))
+    def start(self, status: int, headers: Sequence[tuple[str, str]]) -> None:
+        """The head of a streamed (chunked) response; it goes out with the first body bytes
+        (one write, one wake-up of the client, instead of two)."""
+        self._head_pending = self._head(status, headers)
 
     async def write(self, data: bytes) -> None:
-        if data:
-            await self._write(self._conn.send(h11.Data(data=data)) or b"")
+        if data or self._head_pending:
+            await self._write((self._conn.send(h11.Data(data=data)) or b"") if data else b"")
 
     async def finish(self, data: bytes = b"") -> None:
         out = (self._conn.send(h11.Data(data=data)) or b"") if data else b""
@@ -123,6 +135,51 @@ class Responder:
 Handler = Callable[[Request, Responder], Awaitable[None]]
 
 
+class _Reader:
+    """The one task that reads a connection, for its whole life: it feeds h11 and wakes the
+    request loop, and while a handler runs, EOF (or more pipelined bytes than the bound)
+    means the client went away, which cancels the handler. A task per connection instead of
+    a watcher task per request: a keep-alive client pays for no task, task group or
+    cancellation per request."""
+
+    __slots__ = ("_conn", "_stream", "_wakeup", "eof", "handler_scope", "pipelined", "responder")
+
+    def __init__(self, stream: anyio.abc.ByteStream, conn: h11.Connection) -> None:
+        self._stream = stream
+        self._conn = conn
+        self._wakeup = anyio.Event()
+        self.eof = False
+        self.handler_scope: anyio.CancelScope | None = None
+        self.responder: Responder | None = None
+        self.pipelined = 0
+
+    async def run(self) -> None:
+        while not self.eof:
+            try:
+                data = await self._stream.receive(READ_CHUNK)
+            except SOCKET_ERRORS:
+                data = b""
+            if self.handler_scope is not None:
+                self.pipelined += len(data)
+                if self.pipelined > MAX_PIPELINED_BYTES:
+                    data = b""
+            if not data:
+                self.eof = True
+                if self.handler_scope is not None:
+                    if self.responder is not None:
+                        self.responder.client_gone = True
+                    self.handler_scope.cancel()
+            else:
+                self._conn.receive_data(data)
+            self._wakeup.set()
+
+    async def more(self) -> None:
+        """Wait until the reader fed h11 more bytes or saw EOF."""
+        if not self.eof:
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+
+
 async def serve_http(
     stream: anyio.abc.ByteStream,
     handler: Handler,
@@ -132,14 +189,36 @@ async def serve_http(
 ) -> None:
     """Serve requests on one connection until it closes or a response cannot be completed."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    reader = _Reader(stream, conn)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader.run)
+        try:
+            await _serve_requests(conn, stream, reader, handler, on_error, max_body_bytes)
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def _serve_requests(
+    conn: h11.Connection,
+    stream: anyio.abc.ByteStream,
+    reader: _Reader,
+    handler: Handler,
+    on_error: Callable[[Responder], Awaitable[None]],
+    max_body_bytes: int,
+) -> None:
     while True:
-        request = await _read_request(conn, stream, max_body_bytes)
+        request = await _read_request(conn, stream, reader, max_body_bytes)
         if request is None:
             return
         responder = Responder(stream, conn)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_peer, conn, stream, responder, tg.cancel_scope)
+        with anyio.CancelScope() as scope:
+            reader.pipelined = 0
+            reader.responder = responder
+            reader.handler_scope = scope
             try:
+                if reader.eof:  # the client sent its request and closed at once
+                    responder.client_gone = True
+                    scope.cancel()
                 await handler(request, responder)
             except ClientGone:
                 pass
@@ -148,7 +227,8 @@ async def serve_http(
                 if not responder.started:
                     await on_error(responder)
             finally:
-                tg.cancel_scope.cancel()
+                reader.handler_scope = None
+                reader.responder = None
         if responder.client_gone or not responder.finished:
             return
         if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -160,7 +240,7 @@ async def serve_http(
 
 
 async def _read_request(
-    conn: h11.Connection, stream: anyio.abc.ByteStream, max_body: int
+    conn: h11.Connection, stream: anyio.abc.ByteStream, reader: _Reader, max_body: int
 ) -> Request | None:
     head: h11.Request | None = None
     body = bytearray()
@@ -171,11 +251,10 @@ async def _read_request(
             await _refuse(conn, stream, exc.error_status_hint, "the request is not valid HTTP/1.1")
             return None
         if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive(READ_CHUNK)
-            except SOCKET_ERRORS:
-                data = b""
-            conn.receive_data(data)
+            if reader.eof:
+                conn.receive_data(b"")
+            else:
+                await reader.more()
         elif isinstance(event, h11.Request):
             head = event
             length = _content_length(event)
@@ -217,26 +296,6 @@ async def _refuse(
         await responder.send(status, body, headers=[("connection", "close")])
     except (ClientGone, h11.LocalProtocolError):
         pass
-
-
-async def _watch_peer(
-    conn: h11.Connection,
-    stream: anyio.abc.ByteStream,
-    responder: Responder,
-    scope: anyio.CancelScope,
-) -> None:
-    pipelined = 0
-    while True:
-        try:
-            data = await stream.receive(READ_CHUNK)
-        except SOCKET_ERRORS:
-            data = b""
-        pipelined += len(data)
-        if not data or pipelined > MAX_PIPELINED_BYTES:
-            responder.client_gone = True
-            scope.cancel()
-            return
-        conn.receive_data(data)
 
 
 def _make_request(head: h11.Request, body: bytes) -> Request:

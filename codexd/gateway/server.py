@@ -295,10 +295,10 @@ class Gateway:
                 data = b"".join(out)
                 if tr.stream:
                     if data and not responder.started:
-                        await responder.start(200, _stream_headers(request_id))
+                        responder.start(200, _stream_headers(request_id))
                     if tr.done:
                         if not responder.started:
-                            await responder.start(200, _stream_headers(request_id))
+                            responder.start(200, _stream_headers(request_id))
                         await responder.finish(data)
                         return
                     await responder.write(data)

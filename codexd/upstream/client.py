@@ -98,7 +98,7 @@ async def run_attempt(
         with transport_errors():
             request = httpx.Request(
                 "POST",
-                attempt.url,
+                _url(attempt.url),
                 headers=attempt.headers,
                 content=attempt.body,
                 extensions={
@@ -203,6 +203,21 @@ def _deliver(
         if normalizer.outcome is not None:
             return True
     return False
+
+
+_urls: dict[str, httpx.URL] = {}
+MAX_CACHED_URLS: Final = 256
+
+
+def _url(text: str) -> httpx.URL:
+    """Parsing a URL costs more than the rest of building a request; the few endpoints a
+    daemon talks to are parsed once."""
+    url = _urls.get(text)
+    if url is None:
+        if len(_urls) >= MAX_CACHED_URLS:
+            _urls.clear()
+        url = _urls[text] = httpx.URL(text)
+    return url
 
 
 def _body(response: httpx.Response) -> AsyncIterator[bytes]:

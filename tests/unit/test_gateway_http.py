@@ -1,0 +1,162 @@
+"""The gateway's HTTP/1.1 shell (`serve_http`) on a real Unix socket pair."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+import pytest
+
+from codexd.gateway.http import MAX_PIPELINED_BYTES, Request, Responder, serve_http
+
+pytestmark = pytest.mark.anyio
+
+
+async def _internal_error(responder: Responder) -> None:
+    await responder.send(500, b"{}")
+
+
+@asynccontextmanager
+async def served(handler: object, **options: int) -> AsyncIterator[anyio.abc.SocketStream]:
+    """`serve_http(handler)` on one end of a socket pair; yields the client end."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    server = await anyio.abc.SocketStream.from_socket(ours)  # type: ignore[attr-defined]
+    client = await anyio.abc.SocketStream.from_socket(theirs)  # type: ignore[attr-defined]
+    async with anyio.create_task_group() as tg:
+
+        async def serve() -> None:
+            async with server:
+                await serve_http(server, handler, on_error=_internal_error, **options)  # type: ignore[arg-type]
+
+        tg.start_soon(serve)
+        async with client:
+            yield client
+        tg.cancel_scope.cancel()
+
+
+def post(path: str, body: bytes = b"{}") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def read_responses(client: anyio.abc.SocketStream, count: int) -> list[bytes]:
+    """`count` whole responses with Content-Length bodies, as raw bytes each."""
+    buf = b""
+    out: list[bytes] = []
+    while len(out) < count:
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = buf[:end].lower()
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                if len(buf) >= end + 4 + length:
+                    out.append(buf[: end + 4 + length])
+                    buf = buf[end + 4 + length :]
+                    break
+            buf += await client.receive()
+    return out
+
+
+async def echo_path(request: Request, responder: Responder) -> None:
+    await responder.send(200, request.path.encode(), content_type="text/plain")
+
+
+async def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
+    async with served(echo_path) as client:
+        await client.send(post("/one"))
+        (first,) = await read_responses(client, 1)
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"/one")
+        await client.send(post("/two") + post("/three"))
+        second, third = await read_responses(client, 2)
+        assert second.endswith(b"/two") and third.endswith(b"/three")
+
+
+async def test_a_client_that_goes_away_cancels_its_handler() -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    async def forever(request: Request, responder: Responder) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with served(forever) as client:
+        await client.send(post("/v1/chat/completions"))
+        await started.wait()
+        await client.send_eof()
+        with anyio.fail_after(2):
+            await cancelled.wait()
+
+
+async def test_pipelining_past_the_bound_while_a_handler_runs_closes_the_connection() -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    async def forever(request: Request, responder: Responder) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with served(forever) as client:
+        await client.send(post("/v1/responses"))
+        await started.wait()
+        filler = b"x" * 8192
+        sent = 0
+        with anyio.fail_after(5):
+            while not cancelled.is_set() and sent <= MAX_PIPELINED_BYTES + len(filler):
+                await client.send(filler)
+                sent += len(filler)
+            await cancelled.wait()
+        assert sent > MAX_PIPELINED_BYTES - len(filler)
+        rest = b""
+        with anyio.fail_after(2):
+            try:
+                while True:
+                    rest += await client.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+        assert rest == b""  # closed without a response
+
+
+async def test_a_streamed_response_sends_its_head_with_the_first_bytes() -> None:
+    head_made, peeked = anyio.Event(), anyio.Event()
+
+    async def stream(request: Request, responder: Responder) -> None:
+        responder.start(200, [("content-type", "text/event-stream")])
+        head_made.set()
+        await peeked.wait()
+        await responder.write(b"data: 1\n\n")
+        await responder.finish(b"data: [DONE]\n\n")
+
+    async with served(stream) as client:
+        await client.send(post("/v1/responses"))
+        await head_made.wait()
+        fd = client.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+        with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            with pytest.raises(BlockingIOError):  # nothing was written yet
+                raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        peeked.set()
+        buf = b""
+        with anyio.fail_after(2):
+            while not buf.endswith(b"0\r\n\r\n"):
+                buf += await client.receive()
+        head, _, body = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert body == b"9\r\ndata: 1\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+
+
+async def test_an_oversized_body_is_413_and_bad_http_is_400() -> None:
+    async with served(echo_path, max_body_bytes=10) as client:
+        await client.send(post("/v1/responses", b"x" * 11))
+        (reply,) = await read_responses(client, 1)
+        assert reply.startswith(b"HTTP/1.1 413 ")
+        assert b"the request body is over 10 bytes" in reply
+    async with served(echo_path) as client:
+        await client.send(b"NOT HTTP\r\n\r\n")
+        (reply,) = await read_responses(client, 1)
+        assert reply.startswith(b"HTTP/1.1 400 ") and b"not valid HTTP/1.1" in reply
