@@ -139,6 +139,7 @@ class Daemon:
                 limits,
                 max_queued=snapshot.codexd.max_queued_jobs,
                 on_change=self._ratelimits_changed,
+                watched=lambda: self.events.count("ratelimits") > 0,
                 remote=RedisWindow(backend, provider) if backend else None,
             )
             self.limiters[provider] = limiter
@@ -156,13 +157,15 @@ class Daemon:
     # ------------------------------------------------------------------ job hooks
 
     def _job_created(self, job: Job) -> None:
-        self.events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
+        if self.events.count("jobs"):  # a job's view is dear: built only when someone listens
+            self.events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
 
     def _job_finished(self, job: Job) -> None:
         if job.cancel_with is not None:
             job.cancel_with.jobs_to_cancel.discard(job)
             job.cancel_with = None
-        self.events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
+        if self.events.count("jobs"):
+            self.events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
         if self.ledger is not None and job.started_at is not None:
             usage = job.usage or Usage()
             self.ledger.record(

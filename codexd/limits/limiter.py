@@ -115,6 +115,7 @@ class Limiter:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         on_change: Callable[[ProviderLimits], None] | None = None,
+        watched: Callable[[], bool] = lambda: True,
         margin_s: float = DEFAULT_MARGIN_S,
         remote: RedisWindow | None = None,
         reconnect_s: float = DEFAULT_RECONNECT_S,
@@ -126,6 +127,9 @@ class Limiter:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._on_change = on_change
+        # Whether anyone listens for changes now: building a snapshot to compare costs more
+        # than the admission itself, so it is skipped while nobody would be told.
+        self._watched = watched
         self._tickets = itertools.count(1)
         self._waiters: dict[Hashable, anyio.Event] = {}
         self._upstream = UpstreamLimits()
@@ -365,7 +369,7 @@ class Limiter:
             self._waiters[ticket].set()
 
     def _publish(self) -> None:
-        if self._on_change is None:
+        if self._on_change is None or not self._watched():
             return
         snapshot = self.snapshot()
         if snapshot == self._last_published:

@@ -251,6 +251,10 @@ def test_two_daemons_and_a_restart_never_double_count(
             {"body": {"input": "idempotent"}, "client_request_id": "req-42", "subscribe": False},
         )
         assert again["job_id"] == first
+        # Each daemon commits its rows when read (read your writes); the other daemon's rows
+        # are visible once that daemon committed them: read two (commits its rows), then one
+        # (commits its own, sees two's), then two again.
+        b.call("usage/read")
         seen_by_one = a.call("usage/read")["total"]
         seen_by_two = b.call("usage/read")["total"]
     truth = reported(fake_openai.model_requests())

@@ -136,9 +136,11 @@ async def test_a_streamed_response_sends_its_head_with_the_first_bytes() -> None
         await client.send(post("/v1/responses"))
         await head_made.wait()
         fd = client.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
-        with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as raw:
-            with pytest.raises(BlockingIOError):  # nothing was written yet
-                raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        with (
+            socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as raw,
+            pytest.raises(BlockingIOError),  # nothing was written yet
+        ):
+            raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         peeked.set()
         buf = b""
         with anyio.fail_after(2):

@@ -367,6 +367,48 @@ async def test_writer_records_flushes_and_closes(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_rows_gather_for_the_linger_and_a_flush_cuts_it_short(tmp_path: Path) -> None:
+    led = Ledger.in_state_dir(str(tmp_path), tz=UTC_TZ)
+    batches: list[int] = []
+    insert = led.insert_batch
+
+    def counted(batch: list[UsageRecord]) -> int:
+        batches.append(len(batch))
+        return insert(batch)
+
+    led.insert_batch = counted  # type: ignore[method-assign]
+    writer = LedgerWriter(led, linger_s=3600.0, max_batch=20)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            for n in range(5):
+                writer.record(rec(n))
+            await anyio.wait_all_tasks_blocked()
+            assert batches == []  # gathering
+            await writer.flush()  # long before the hour is up
+            assert batches == [5]
+            for n in range(5, 25):  # a full batch does not wait either
+                writer.record(rec(n))
+            await writer.wait_until(lambda s: s.written == 25)
+            assert batches == [5, 20]
+            await writer.close()
+    led2 = Ledger.in_state_dir(str(tmp_path))
+    assert led2.read().total.requests == 25
+    led2.close()
+
+
+@pytest.mark.anyio
+async def test_rows_are_committed_when_the_linger_ends(tmp_path: Path) -> None:
+    writer = LedgerWriter(Ledger.in_state_dir(str(tmp_path)), linger_s=0.05)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            writer.record(rec(1))
+            await writer.wait_until(lambda s: s.written == 1)  # no flush asked for
+            await writer.close()
+
+
+@pytest.mark.anyio
 async def test_close_without_run_still_writes_everything(tmp_path: Path) -> None:
     writer = LedgerWriter(Ledger.in_state_dir(str(tmp_path)))
     for n in range(10):
