@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from codexctl.protocol import ErrorKind, RpcError
+from codexd import __version__
 from codexd.auth.identity import client_headers
 from codexd.config.schema import ConfigSnapshot, ProviderConfig
 from codexd.jobs import Job, JobManager, Usage
@@ -34,6 +35,7 @@ log = logging.getLogger("codexd.upstream")
 
 _encoder = msgspec.json.Encoder()
 OPENAI_API_BASE = "https://api.openai.com/v1"
+USER_AGENT = f"codexd/{__version__}"  # ChatGPT mode sends Codex's own instead
 
 
 class CredentialsLike(Protocol):
@@ -117,6 +119,8 @@ def request_headers(
     if credentials.mode == "chatgpt":
         headers.update(client_headers(env))
     headers.update(credentials.headers())
+    if not any(name.lower() == "user-agent" for name in headers):
+        headers["User-Agent"] = USER_AGENT
     return headers
 
 

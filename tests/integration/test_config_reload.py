@@ -309,6 +309,20 @@ model_provider = "fake"
 """
 
 
+def test_requests_name_codexd_as_user_agent_unless_the_provider_sets_one(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    config_path(upstream_env).write_text(
+        base_config(fake_openai, extra='http_headers = { "user-agent" = "team-tool/2" }\n')
+    )
+    with DaemonProcess(upstream_env) as d, Client(d.socket) as c:
+        run_job(c, {"input": "openai"})
+        assert fake_openai.model_requests()[-1].headers["user-agent"] == "codexd/0.1.0"
+        run_job(c, {"input": "fake"}, provider="fake")
+        # Exactly the configured one: not joined with a second User-Agent.
+        assert fake_openai.model_requests()[-1].headers["user-agent"] == "team-tool/2"
+
+
 def test_profiles_pick_model_and_provider(
     upstream_env: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
