@@ -323,7 +323,9 @@ class Soak:
         if third >= 3:
             middle = statistics.median(self.rss[third : 2 * third])
             last = statistics.median(self.rss[2 * third :])
-            if last > middle * 1.15 + 8 * 1024:
+            # 5% + 4 MiB: the allocator creep that codexd/allocator.py stops grew RSS by
+            # ~12% from the middle to the last third of a one-minute run.
+            if last > middle * 1.05 + 4 * 1024:
                 problems.append(f"RSS grew: median {middle:.0f} KiB -> {last:.0f} KiB")
         expected_refreshes = int(elapsed // (self.access_ttl_s - 300)) - 1
         if refreshes < max(expected_refreshes, 0):

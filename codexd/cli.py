@@ -93,11 +93,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from codexd import paths
     from codexd.activation import activated_sockets
+    from codexd.allocator import pin_mmap_threshold
     from codexd.daemon import Daemon
     from codexd.hardening import disable_core_dumps
     from codexd.logs import configure_logging
 
     disable_core_dumps()  # before any secret is read: a core dump would hold them in clear
+    pin_mmap_threshold()
     configure_logging(args.log_level or "info", args.log_format)
     try:
         passed = activated_sockets()

@@ -78,6 +78,12 @@ def parse_tcp_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# Events that never put bytes on the wire by themselves: the relay reads them with the next
+# event instead of waking for each (they come just before the request goes upstream, where a
+# wake-up is on the way to the first byte). A line that does not match only costs a wake-up.
+_NO_WAKE: Final = (b'"event":{"type":"job.queued"', b'"event":{"type":"job.started"')
+
+
 class _Waker:
     """A job subscriber that only wakes the relay; the relay reads the job's log itself, so
     nothing is buffered here and a slow client is never dropped by the fan-out."""
@@ -89,7 +95,8 @@ class _Waker:
         self.event = anyio.Event()
 
     def send_nowait(self, line: bytes) -> bool:
-        self.event.set()
+        if _NO_WAKE[0] not in line and _NO_WAKE[1] not in line:
+            self.event.set()
         return True
 
     async def send(self, line: bytes) -> None:

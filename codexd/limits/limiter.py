@@ -178,7 +178,8 @@ class Limiter:
             self._update()
             if on_queued is not None:
                 on_queued(self._queue.position(ticket) or 0)
-            await event.wait()
+            if not event.is_set():  # granted at once: no trip through the event loop
+                await event.wait()
             yield Slot(self, ticket, cost)
         finally:
             del self._waiters[ticket]
