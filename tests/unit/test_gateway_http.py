@@ -73,44 +73,44 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None
         assert second.endswith(b"/two") and third.endswith(b"/three")
 
 
-async def test_a_client_that_goes_away_cancels_its_handler() -> None:
-    started, cancelled = anyio.Event(), anyio.Event()
+class Forever:
+    """A handler that never answers and tells when it started and when it was cancelled."""
 
-    async def forever(request: Request, responder: Responder) -> None:
-        started.set()
+    def __init__(self) -> None:
+        self.started, self.cancelled = anyio.Event(), anyio.Event()
+
+    async def __call__(self, request: Request, responder: Responder) -> None:
+        self.started.set()
         try:
             await anyio.sleep_forever()
         finally:
-            cancelled.set()
+            self.cancelled.set()
+
+
+async def test_a_client_that_goes_away_cancels_its_handler() -> None:
+    forever = Forever()
 
     async with served(forever) as client:
         await client.send(post("/v1/chat/completions"))
-        await started.wait()
+        await forever.started.wait()
         await client.send_eof()
         with anyio.fail_after(2):
-            await cancelled.wait()
+            await forever.cancelled.wait()
 
 
 async def test_pipelining_past_the_bound_while_a_handler_runs_closes_the_connection() -> None:
-    started, cancelled = anyio.Event(), anyio.Event()
-
-    async def forever(request: Request, responder: Responder) -> None:
-        started.set()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cancelled.set()
+    forever = Forever()
 
     async with served(forever) as client:
         await client.send(post("/v1/responses"))
-        await started.wait()
+        await forever.started.wait()
         filler = b"x" * 8192
         sent = 0
         with anyio.fail_after(5):
-            while not cancelled.is_set() and sent <= MAX_PIPELINED_BYTES + len(filler):
+            while not forever.cancelled.is_set() and sent <= MAX_PIPELINED_BYTES + len(filler):
                 await client.send(filler)
                 sent += len(filler)
-            await cancelled.wait()
+            await forever.cancelled.wait()
         assert sent > MAX_PIPELINED_BYTES - len(filler)
         rest = b""
         with anyio.fail_after(2):
