@@ -1,6 +1,6 @@
 """CPU per streamed upstream request: httpx's AsyncClient vs codexd's Http11Transport.
 
-One fake OpenAI (a separate process, pinned to the other core) streams a 6-delta chat reply;
+One fake OpenAI (a separate process, pinned to core 1) streams a 6-delta chat reply;
 this process, pinned to core 0, sends the same request through each way, sequentially and
 16 at a time on one pool, reading each body to its end. Prints CPU time and wall time per
 request (this process's CPU, so the fake's share is not in it), never asserts.
@@ -12,34 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import anyio
 import httpx
+from gateway import start_fake  # bench/gateway.py: the fake as a process, pinned to core 1
 
 from codexd.upstream.transport import Http11Transport
 
 BODY = b'{"model":"gpt-5","messages":[{"role":"user","content":"hi"}],"stream":true}'
 HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 TIMEOUTS = {"connect": 10.0, "read": 60.0, "write": 60.0, "pool": None}
-
-
-def start_fake() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codexd.testing.fake_openai", "--reply", "a b c d e f"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    base_url = proc.stdout.readline().strip()
-    try:
-        os.sched_setaffinity(proc.pid, {1})
-    except (AttributeError, OSError):
-        pass
-    return proc, base_url
 
 
 async def through_client(url: str, n: int, concurrency: int) -> None:
@@ -90,7 +74,7 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
     except (AttributeError, OSError):
         pass
-    fake, base_url = start_fake()
+    fake, base_url = start_fake(0.0)
     url = base_url.rstrip("/") + "/chat/completions"
     try:
         print(f"{n} streamed chat requests (6 deltas) to the fake, per request:")

@@ -32,7 +32,8 @@ def pin_mmap_threshold() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError) as exc:  # no C library to load, or not glibc's
+        log.debug("mallopt is not available (%s); memory may creep under load", exc)
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int

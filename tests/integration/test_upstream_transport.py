@@ -176,7 +176,7 @@ async def test_a_body_cut_short_is_a_protocol_error_and_the_connection_is_not_ke
 async def test_no_response_head_within_the_read_timeout() -> None:
     async def silent(stream: anyio.abc.SocketStream, number: int) -> None:
         await read_request(stream)
-        await anyio.sleep_forever()
+        await anyio.sleep_forever()  # never answers: the test is about the read timeout
 
     async with server(silent) as (url, _):
         transport = Http11Transport()

@@ -82,7 +82,7 @@ class Forever:
     async def __call__(self, request: Request, responder: Responder) -> None:
         self.started.set()
         try:
-            await anyio.sleep_forever()
+            await anyio.sleep_forever()  # never answers; only the client can end it
         finally:
             self.cancelled.set()
 
