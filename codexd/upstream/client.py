@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 from codexd.upstream.errors import (
@@ -146,6 +147,7 @@ async def _pump(
     # times the timeout.
     slack = idle_timeout_s / 8
     moved_at = -math.inf
+    first_text_seen = False
     with anyio.CancelScope() as idle:
         while True:
             now = time.monotonic()
@@ -168,6 +170,13 @@ async def _pump(
                 return stream_event_too_large(exc.limit)
             if _deliver(events, normalizer, on_event):
                 break
+            if not first_text_seen and normalizer.has_text:
+                # Give the loop one turn here: readers of the job (a gateway client, a
+                # job/subscribe) write the first text before the rest of a burst that came
+                # in the same read is processed. Later chunks are not waited for: writing
+                # them batched is cheaper.
+                first_text_seen = True
+                await anyio.lowlevel.checkpoint()
     if normalizer.outcome is not None:
         await _finish_body(chunks)
         return normalizer.outcome

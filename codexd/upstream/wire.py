@@ -233,6 +233,10 @@ class StreamNormalizer:
         """Text streamed so far (non-empty means a retry must reset the output)."""
         return "".join(self._text)
 
+    @property
+    def has_text(self) -> bool:
+        return bool(self._text)
+
     def feed_sse(self, sse: SSEEvent) -> list[Event]:
         if self.outcome is not None:
             return []

@@ -7,6 +7,7 @@ idle connection, cuts a body, never answers) is exactly what the test says.
 from __future__ import annotations
 
 import datetime
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,8 +18,11 @@ import anyio.abc
 import httpx
 import pytest
 
+from codexd.upstream.chat import ChatStream
+from codexd.upstream.client import Attempt, run_attempt
 from codexd.upstream.errors import classify_transport
 from codexd.upstream.transport import Http11Transport
+from codexd.upstream.wire import StreamResult
 
 pytestmark = pytest.mark.anyio
 
@@ -340,3 +344,54 @@ async def test_an_origin_behind_a_proxy_goes_through_it() -> None:
         assert await get(transport, "http://upstream.invalid") == (200, b"hello")
         assert heads[0].startswith(b"POST http://upstream.invalid/v1/x HTTP/1.1")
         await transport.aclose()
+
+
+async def test_a_burst_in_one_read_lets_readers_see_the_first_text_before_the_rest() -> None:
+    """A whole stream that arrives in one read is not processed in one go: after the first
+    text the pump gives the loop a turn, so a job's reader writes the first bytes before the
+    rest of the burst (here, the completion) is handled."""
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        *({"choices": [{"index": 0, "delta": {"content": w}}]} for w in ("a", "b", "c")),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    sse = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    sse += b"data: [DONE]\n\n"
+    body = b"".join(
+        b"%x\r\n" % len(part) + part + b"\r\n"
+        for part in (event + b"\n\n" for event in sse.split(b"\n\n")[:-1])
+    )
+
+    async def burst(stream: anyio.abc.SocketStream, number: int) -> None:
+        await read_request(stream)
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        await stream.send(head + b"transfer-encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+        await anyio.sleep_forever()  # a keep-alive server waiting for the next request
+
+    delivered: list[str] = []
+    first_text = anyio.Event()
+    seen_by_reader: list[list[str]] = []
+
+    def on_event(event: dict[str, object]) -> None:
+        delivered.append(str(event["type"]))
+        if event["type"] == "response.output_text.delta":
+            first_text.set()
+
+    async def reader() -> None:
+        await first_text.wait()
+        seen_by_reader.append(list(delivered))
+
+    async with server(burst) as (url, _):
+        transport = Http11Transport()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            result = await run_attempt(
+                transport,
+                Attempt(url=url + "/v1/chat/completions", headers={}, body=b"{}", idle_timeout_s=5),
+                ChatStream(),
+                on_event,
+            )
+        await transport.aclose()
+    assert isinstance(result.outcome, StreamResult)
+    assert delivered.count("response.output_text.delta") == 3
+    assert seen_by_reader == [["response.output_text.delta"]]
