@@ -162,3 +162,107 @@ async def test_an_oversized_body_is_413_and_bad_http_is_400() -> None:
         await client.send(b"NOT HTTP\r\n\r\n")
         (reply,) = await read_responses(client, 1)
         assert reply.startswith(b"HTTP/1.1 400 ") and b"not valid HTTP/1.1" in reply
+
+
+async def read_to_eof(client: anyio.abc.SocketStream) -> bytes:
+    buf = b""
+    with anyio.fail_after(5):
+        try:
+            while True:
+                buf += await client.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return buf
+
+
+async def test_connection_close_and_http10_clients_get_one_response_and_a_close() -> None:
+    async with served(echo_path) as client:
+        await client.send(
+            b"POST /bye HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        )
+        reply = await read_to_eof(client)
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close\r\n" in reply
+        assert reply.endswith(b"/bye")
+    async with served(echo_path) as client:
+        await client.send(b"GET /old HTTP/1.0\r\n\r\n")
+        reply = await read_to_eof(client)
+        assert b"\r\nconnection: close\r\n" in reply and reply.endswith(b"/old")
+
+
+async def test_an_http10_client_gets_a_stream_without_chunked_framing() -> None:
+    async def stream(request: Request, responder: Responder) -> None:
+        responder.start(200, [("content-type", "text/event-stream")])
+        await responder.write(b"data: 1\n\n")
+        await responder.finish(b"data: [DONE]\n\n")
+
+    async with served(stream) as client:
+        await client.send(b"POST /v1/responses HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
+        head, _, body = (await read_to_eof(client)).partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower() and b"connection: close" in head
+        assert body == b"data: 1\n\ndata: [DONE]\n\n"
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body() -> None:
+    async with served(echo_path) as client:
+        await client.send(
+            b"POST /big HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n"
+        )
+        with anyio.fail_after(2):
+            interim = await client.receive()
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await client.send(b"hello")
+        (reply,) = await read_responses(client, 1)
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"/big")
+
+
+async def test_chunked_request_bodies_are_read_and_bounded() -> None:
+    bodies: list[bytes] = []
+
+    async def record(request: Request, responder: Responder) -> None:
+        bodies.append(request.body)
+        await responder.send(200, b"{}")
+
+    chunked = b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    async with served(record, max_body_bytes=10) as client:
+        await client.send(chunked + b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+        (reply,) = await read_responses(client, 1)
+        assert reply.startswith(b"HTTP/1.1 200 ") and bodies == [b"abcdefg"]
+        await client.send(chunked + b"6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n")
+        reply = await read_to_eof(client)
+        assert reply.startswith(b"HTTP/1.1 413 ") and b"over 10 bytes" in reply
+        assert bodies == [b"abcdefg"]
+
+
+async def test_an_oversized_head_is_431_and_a_head_request_gets_no_body() -> None:
+    async with served(echo_path) as client:
+        await client.send(b"GET /x HTTP/1.1\r\nhost: x\r\nbig: " + b"y" * 70_000 + b"\r\n\r\n")
+        reply = await read_to_eof(client)
+        assert reply.startswith(b"HTTP/1.1 431 ") and b"head is over 65536 bytes" in reply
+    async with served(echo_path) as client:
+        await client.send(b"HEAD /v1/models HTTP/1.1\r\nhost: x\r\n\r\n" + post("/after"))
+        buf = b""
+        with anyio.fail_after(2):
+            while not buf.endswith(b"/after"):
+                buf += await client.receive()
+        first, _, rest = buf.partition(b"\r\n\r\n")
+        assert b"content-length: 10" in first  # the length of the body a GET would get
+        assert rest.startswith(b"HTTP/1.1 200 ")  # no body bytes between the two heads
+
+
+async def test_a_good_request_then_garbage_is_answered_then_refused() -> None:
+    async with served(echo_path) as client:
+        await client.send(post("/good") + b"BAD REQUEST LINE\r\n\r\n")
+        reply = await read_to_eof(client)
+        first, second = reply.split(b"HTTP/1.1 400 ")
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"/good")
+        assert b"not valid HTTP/1.1" in second
+
+
+async def test_an_upgrade_request_is_answered_and_the_connection_closed() -> None:
+    async with served(echo_path) as client:
+        await client.send(
+            b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+            b"\x81\x85not http"
+        )
+        reply = await read_to_eof(client)
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"connection: close" in reply
+        assert reply.endswith(b"/ws")
