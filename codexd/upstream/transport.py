@@ -1,4 +1,4 @@
-"""The HTTP/1.1 keep-alive transport under every upstream model request (h11 on anyio).
+"""The HTTP/1.1 keep-alive transport under every upstream model request (llhttp on anyio).
 
 It implements httpx's seam, `AsyncBaseTransport.handle_async_request(Request) -> Response`,
 so the shell (`client.py`) and its tests keep httpx's request, response and exception types,
@@ -21,6 +21,7 @@ HTTP(S)_PROXY / ALL_PROXY / NO_PROXY sends through a proxy goes through httpx's 
 
 from __future__ import annotations
 
+import re
 import select
 import ssl
 import time
@@ -30,7 +31,7 @@ from typing import Final
 
 import anyio
 import anyio.abc
-import h11
+import httptools
 import httpx
 
 READ_CHUNK: Final = 65536
@@ -44,13 +45,122 @@ class _StaleConnection(Exception):
     """A reused connection was closed by the server before any byte of a response."""
 
 
+class _HeadTooLarge(Exception):
+    pass
+
+
+class Response:
+    """One response on a connection, as llhttp (httptools) parses it: the head, then body
+    pieces as they come. A 1xx response before it is skipped."""
+
+    __slots__ = (
+        "_head_bytes",
+        "_informational",
+        "_length_known",
+        "body",
+        "done",
+        "head_done",
+        "headers",
+        "keep_alive",
+        "parser",
+        "reason",
+        "status",
+        "trailing",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.body: list[bytes] = []
+        self.done = False
+        self.keep_alive = False
+        self.trailing = False
+        self._head_bytes = 0
+        self._informational = False
+        self._length_known = False
+
+    def feed(self, data: bytes, request: httpx.Request) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise httpx.RemoteProtocolError(
+                "the server switched protocols, which codexd never asks for", request=request
+            ) from None
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                raise httpx.RemoteProtocolError(
+                    f"the response head is over {MAX_HEAD_BYTES} bytes", request=request
+                ) from None
+            raise
+        except httptools.HttpParserError as exc:
+            if self.done:  # bytes after a whole response: the connection is not reused
+                self.trailing = True
+                return
+            raise httpx.RemoteProtocolError(
+                f"the response is not valid HTTP/1.1 ({exc})", request=request
+            ) from None
+
+    def end_of_stream(self) -> bool:
+        """The server closed the connection: True when that ended the response (a body
+        delimited by the close), False when the response was cut short."""
+        if self.head_done and not self.done and not self._length_known:
+            self.done = True
+        self.keep_alive = False
+        return self.done
+
+    # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.trailing = True
+            return
+        self.reason = b""
+        self.headers = []
+        self._informational = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+        self._count_head(len(reason))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        self.headers.append((name, value))
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self._informational = True
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        self._length_known = status in (204, 304) or any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+        )
+        self.head_done = True
+
+    def on_body(self, data: bytes) -> None:
+        if data and not self.trailing:
+            self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        if not self._informational and not self.trailing:
+            self.done = True
+
+
 class Connection:
-    __slots__ = ("h11", "idle_since", "origin", "stream")
+    __slots__ = ("idle_since", "origin", "response", "stream")
 
     def __init__(self, stream: anyio.abc.ByteStream, origin: Origin) -> None:
         self.stream = stream
         self.origin = origin
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.response: Response | None = None
         self.idle_since = 0.0
 
     def server_closed(self) -> bool:
@@ -66,12 +176,18 @@ class Connection:
         poller.register(fileno, select.POLLIN)
         return bool(poller.poll(0))
 
+    def reusable(self) -> bool:
+        response = self.response
+        return (
+            response is not None and response.done and response.keep_alive and not response.trailing
+        )
+
     async def aclose(self) -> None:
         await anyio.aclose_forcefully(self.stream)
 
     def __repr__(self) -> str:
         scheme, host, port = self.origin
-        return f"<Connection {scheme}://{host}:{port} {self.h11.our_state}/{self.h11.their_state}>"
+        return f"<Connection {scheme}://{host}:{port}>"
 
 
 def _proxy_for(origin: Origin) -> str | None:
@@ -132,24 +248,24 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._in_use += 1
         conn: Connection | None = None
         try:
-            body = await _request_body(request)
+            data = _request_bytes(request, await _request_body(request))
             conn = await self._take_idle(origin)
             if conn is not None:
                 try:
-                    head = await _exchange(conn, request, body, timeouts.get("read"), reused=True)
+                    head = await _exchange(conn, request, data, timeouts.get("read"), reused=True)
                 except _StaleConnection:
                     await conn.aclose()
                     conn = None
             if conn is None:
                 conn = await self._connect(origin, request, timeouts.get("connect"))
-                head = await _exchange(conn, request, body, timeouts.get("read"), reused=False)
+                head = await _exchange(conn, request, data, timeouts.get("read"), reused=False)
         except BaseException:
             if conn is not None:
                 await conn.aclose()
             self._release()
             raise
         return httpx.Response(
-            head.status_code,
+            head.status,
             headers=head.headers,
             stream=ResponseStream(self, conn, request),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
@@ -249,11 +365,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     async def _response_done(self, conn: Connection, reusable: bool) -> None:
         self._release()
-        if reusable:
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                reusable = False
+        conn.response = None
         if not (reusable and self._put_idle(conn)):
             await conn.aclose()
 
@@ -271,41 +383,37 @@ class ResponseStream(httpx.AsyncByteStream):
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn.h11
+        response = self._conn.response
+        assert response is not None
         stream = self._conn.stream
+        request = self._request
         while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
-            if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive(READ_CHUNK)
-                except anyio.EndOfStream:
-                    data = b""
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    raise httpx.ReadError(
-                        str(exc) or type(exc).__name__, request=self._request
-                    ) from exc
-                conn.receive_data(data)
-            elif type(event) is h11.Data:
-                yield bytes(event.data)
-            elif type(event) is h11.EndOfMessage:
+            if response.body:
+                pieces = response.body
+                response.body = []
+                for piece in pieces:
+                    yield piece
+            if response.done:
                 return
-            else:  # ConnectionClosed before the end of the body
+            try:
+                data = await stream.receive(READ_CHUNK)
+            except anyio.EndOfStream:
+                if response.end_of_stream():
+                    continue
                 raise httpx.RemoteProtocolError(
                     "peer closed connection without sending complete message body",
-                    request=self._request,
-                )
+                    request=request,
+                ) from None
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+            response.feed(data, request)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        conn = self._conn.h11
-        reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
         with anyio.CancelScope(shield=True):
-            await self._transport._response_done(self._conn, reusable)
+            await self._transport._response_done(self._conn, self._conn.reusable())
 
 
 async def _request_body(request: httpx.Request) -> bytes:
@@ -315,21 +423,31 @@ async def _request_body(request: httpx.Request) -> bytes:
         return await request.aread()
 
 
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
+
+
+def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
+    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    has_length = False
+    for name, value in request.headers.raw:
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise httpx.LocalProtocolError(
+                f"request header {name!r} is not a valid HTTP header", request=request
+            )
+        has_length = has_length or name.lower() == b"content-length"
+        parts += (name, b": ", value, b"\r\n")
+    if body and not has_length:
+        parts.append(b"content-length: %d\r\n" % len(body))
+    parts += (b"\r\n", body)
+    return b"".join(parts)
+
+
 async def _exchange(
-    conn: Connection, request: httpx.Request, body: bytes, read_s: float | None, *, reused: bool
-) -> h11.Response:
+    conn: Connection, request: httpx.Request, data: bytes, read_s: float | None, *, reused: bool
+) -> Response:
     """Send the request and read the response head."""
-    h = conn.h11
-    data = h.send(
-        h11.Request(
-            method=request.method.encode("ascii"),
-            target=request.url.raw_path,
-            headers=request.headers.raw,
-        )
-    )
-    if body:
-        data += h.send(h11.Data(data=body))
-    data += h.send(h11.EndOfMessage())
+    response = conn.response = Response()
     try:
         await conn.stream.send(data)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
@@ -339,33 +457,21 @@ async def _exchange(
     received = False
     try:
         with anyio.fail_after(read_s):
-            while True:
+            while not response.head_done:
                 try:
-                    event = h.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-                if event is h11.NEED_DATA:
-                    try:
-                        chunk = await conn.stream.receive(READ_CHUNK)
-                    except anyio.EndOfStream:
-                        chunk = b""
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                        if reused and not received:
-                            raise _StaleConnection from exc
-                        raise httpx.ReadError(
-                            str(exc) or type(exc).__name__, request=request
-                        ) from exc
-                    if not chunk and reused and not received:
-                        raise _StaleConnection
-                    received = True
-                    h.receive_data(chunk)
-                elif type(event) is h11.Response:
-                    return event
-                elif type(event) is h11.InformationalResponse:
-                    continue
-                else:
+                    chunk = await conn.stream.receive(READ_CHUNK)
+                except anyio.EndOfStream:
+                    if reused and not received:
+                        raise _StaleConnection from None
                     raise httpx.RemoteProtocolError(
                         "Server disconnected without sending a response.", request=request
-                    )
+                    ) from None
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                    if reused and not received:
+                        raise _StaleConnection from exc
+                    raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+                received = True
+                response.feed(chunk, request)
     except TimeoutError:
         raise httpx.ReadTimeout(f"no response head within {read_s} s", request=request) from None
+    return response

@@ -207,12 +207,30 @@ async def test_connection_refused_and_unsupported_scheme() -> None:
 
 
 async def test_a_body_not_read_to_its_end_closes_its_connection() -> None:
+    async def half_then_ok(stream: anyio.abc.SocketStream, number: int) -> None:
+        await read_request(stream)
+        if number == 1:
+            await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe")
+            await stream.receive()  # the rest is never sent; wait for the client to close
+            return
+        await stream.send(OK)
+
+    async with server(half_then_ok) as (url, seen):
+        transport = Http11Transport()
+        response = await transport.handle_async_request(httpx.Request("POST", url, content=b""))
+        await response.aclose()  # body never read, and not all of it arrived
+        assert await get(transport, url) == (200, b"hello")
+        assert seen == [1, 2]
+        await transport.aclose()
+
+
+async def test_a_response_that_arrived_whole_keeps_its_connection_even_unread() -> None:
     async with server(keep_alive) as (url, seen):
         transport = Http11Transport()
         response = await transport.handle_async_request(httpx.Request("POST", url, content=b""))
-        await response.aclose()  # body never read
+        await response.aclose()  # the body came with the head: nothing is left on the wire
         assert await get(transport, url) == (200, b"hello")
-        assert seen == [1, 2]
+        assert seen == [1]
         await transport.aclose()
 
 
@@ -395,3 +413,53 @@ async def test_a_burst_in_one_read_lets_readers_see_the_first_text_before_the_re
     assert isinstance(result.outcome, StreamResult)
     assert delivered.count("response.output_text.delta") == 3
     assert seen_by_reader == [["response.output_text.delta"]]
+
+
+async def test_interim_responses_are_skipped_and_a_body_may_end_with_the_close() -> None:
+    async def interim_then_close(stream: anyio.abc.SocketStream, number: int) -> None:
+        await read_request(stream)
+        await stream.send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+        await stream.send(b"content-type: text/plain\r\n\r\nuntil ")
+        await stream.send(b"the close")
+
+    async with server(interim_then_close) as (url, seen):
+        transport = Http11Transport()
+        assert await get(transport, url) == (200, b"until the close")
+        assert await get(transport, url) == (200, b"until the close")
+        assert seen == [1, 2]  # a body delimited by the close leaves no connection to reuse
+        await transport.aclose()
+
+
+async def test_bad_responses_are_protocol_errors_and_extra_bytes_spoil_the_connection() -> None:
+    replies = {
+        1: b"NOT HTTP AT ALL\r\n\r\n",
+        2: b"HTTP/1.1 200 OK\r\nx: " + b"y" * 70_000 + b"\r\n\r\n",
+        3: OK + b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",  # nobody asked for this one
+    }
+
+    async def scripted(stream: anyio.abc.SocketStream, number: int) -> None:
+        while True:
+            await read_request(stream)
+            await stream.send(replies.get(number, OK))
+
+    async with server(scripted) as (url, seen):
+        transport = Http11Transport()
+        with pytest.raises(httpx.RemoteProtocolError, match=r"not valid HTTP/1\.1"):
+            await get(transport, url)
+        with pytest.raises(httpx.RemoteProtocolError, match="head is over 65536 bytes"):
+            await get(transport, url)
+        assert await get(transport, url) == (200, b"hello")
+        assert await get(transport, url) == (200, b"hello")
+        assert seen == [1, 2, 3, 4]
+        await transport.aclose()
+
+
+async def test_a_header_that_would_split_the_request_is_refused_before_sending() -> None:
+    async with server(keep_alive) as (url, seen):
+        transport = Http11Transport()
+        request = httpx.Request("POST", url, headers={"x-note": "a\r\nx-injected: 1"})
+        with pytest.raises(httpx.LocalProtocolError, match="'x-note'"):
+            await transport.handle_async_request(request)
+        assert seen == []  # refused before a connection was opened for it
+        assert await get(transport, url) == (200, b"hello")
+        await transport.aclose()
