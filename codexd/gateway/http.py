@@ -26,6 +26,8 @@ import anyio.abc
 import httptools
 import msgspec
 
+from codexd.netio import DirectWriter
+
 log = logging.getLogger("codexd.gateway")
 
 READ_CHUNK: Final = 65536
@@ -97,6 +99,7 @@ class Responder:
 
     __slots__ = (
         "_chunked",
+        "_direct",
         "_head_pending",
         "_request",
         "_stream",
@@ -106,8 +109,14 @@ class Responder:
         "status",
     )
 
-    def __init__(self, stream: anyio.abc.ByteStream, request: Request | None = None) -> None:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        request: Request | None = None,
+        direct: DirectWriter | None = None,
+    ) -> None:
         self._stream = stream
+        self._direct = direct
         self._request = request
         self._head_pending = b""
         self._chunked = True
@@ -126,6 +135,12 @@ class Responder:
             raise ClientGone
         if self._head_pending:
             data, self._head_pending = self._head_pending + data, b""
+        if self._direct is not None:
+            sent = self._direct.write_now(data)
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
         try:
             await self._stream.send(data)
         except SOCKET_ERRORS:
@@ -387,10 +402,11 @@ async def serve_http(
 ) -> None:
     """Serve requests on one connection until it closes or a response cannot be completed."""
     reader = _Reader(stream, _RequestParser(max_body_bytes))
+    direct = DirectWriter(stream) if isinstance(stream, anyio.abc.SocketStream) else None
     async with anyio.create_task_group() as tg:
         tg.start_soon(reader.run)
         try:
-            await _serve_requests(stream, reader, handler, on_error)
+            await _serve_requests(stream, reader, handler, on_error, direct)
         finally:
             tg.cancel_scope.cancel()
 
@@ -400,6 +416,7 @@ async def _serve_requests(
     reader: _Reader,
     handler: Handler,
     on_error: Callable[[Responder], Awaitable[None]],
+    direct: DirectWriter | None,
 ) -> None:
     while True:
         request = await reader.next()
@@ -408,7 +425,7 @@ async def _serve_requests(
         if isinstance(request, _Refusal):
             await _refuse(stream, request)
             return
-        responder = Responder(stream, request)
+        responder = Responder(stream, request, direct)
         with anyio.CancelScope() as scope:
             reader.pipelined = 0
             reader.responder = responder
