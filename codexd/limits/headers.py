@@ -15,6 +15,7 @@ Reset times are turned into RFC 3339 UTC strings with the wall clock the caller 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -142,7 +143,18 @@ def retry_after_from_message(message: str) -> float | None:
 def rfc3339(epoch_s: float) -> str | None:
     """`2026-05-01T12:00:00Z`, or None for a time no calendar can hold."""
     try:
-        return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        second = math.floor(epoch_s)
+    except (OverflowError, ValueError):
+        return None
+    return _rfc3339_second(second)
+
+
+@functools.lru_cache(maxsize=64)
+def _rfc3339_second(second: int) -> str | None:
+    # Every response's rate-limit headers name a reset time; formatting one costs more than
+    # parsing the rest, and consecutive responses name the same few seconds.
+    try:
+        return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):
         return None
 
