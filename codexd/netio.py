@@ -2,14 +2,15 @@
 
 `await stream.send()` on anyio's asyncio socket stream passes a cancel checkpoint and a
 shielded yield after the write: two loop turns per write, where a write to an idle socket
-needs none. `write_now` writes at once when that cannot reorder bytes:
+needs none. `DirectWriter.send` writes at once when that cannot reorder or lose bytes:
 
-- a stream over an asyncio transport (TCP, or a socket handed in): the bytes go to the
-  transport, which sends what the socket takes and buffers the rest in order; only when its
-  buffer is empty, so that flow control stays with `stream.send` (which waits while the
-  transport is paused) once a client reads slowly;
-- anyio's own Unix socket stream (no transport, nothing buffered between writes): straight
-  to the socket; a partial write returns the count and the caller sends the rest.
+- a stream over an asyncio transport (TCP, or a socket handed in): only while the
+  transport's buffer is empty, the bytes go to the transport, which sends what the socket
+  takes; if it had to queue the rest, `send` waits for that to drain exactly as
+  `stream.send` does (anyio pauses on any queued byte), so closing the stream afterwards
+  (which aborts the transport) never drops a response's tail;
+- anyio's own Unix socket stream (no transport, nothing queued between writes): straight
+  to the socket, and what it did not take goes through `stream.send`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ _TRANSPORT_METHODS = ("write", "get_write_buffer_size", "is_closing")
 
 
 class DirectWriter:
-    """Writes for one socket stream, used by one writer at a time. `write_now` returns how
-    many bytes were taken (0: none), or None when the bytes must go through `stream.send`."""
+    """Writes for one socket stream, used by one writer at a time."""
 
-    __slots__ = ("_raw", "_transport")
+    __slots__ = ("_raw", "_stream", "_transport")
 
     def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self._stream = stream
         # anyio's asyncio socket stream keeps its transport here; a stream without one (or a
         # future anyio that moves it) is written through a real socket, or not directly.
         transport = getattr(stream, "_transport", None)
@@ -53,18 +54,25 @@ class DirectWriter:
         if isinstance(raw, socket.socket):
             self._raw = raw
 
-    def write_now(self, data: bytes) -> int | None:
+    async def send(self, data: bytes) -> None:
+        """Like `stream.send(data)`: returns once the kernel has every byte."""
         transport = self._transport
         if transport is not None:
             if transport.is_closing() or transport.get_write_buffer_size():
-                return None
+                await self._stream.send(data)
+                return
             transport.write(data)
-            return len(data)
+            if transport.get_write_buffer_size():
+                await self._stream.send(b"")  # waits until the queued rest is written
+            return
+        sent = self._write_raw(data)
+        if sent < len(data):
+            await self._stream.send(data[sent:] if sent else data)
+
+    def _write_raw(self, data: bytes) -> int:
         if self._raw is None:
-            return None
+            return 0
         try:
             return self._raw.send(data)
-        except (BlockingIOError, InterruptedError):
+        except OSError:  # would block, or an error the stream meets and reports
             return 0
-        except OSError:
-            return None  # the stream meets the same error and reports it

@@ -14,6 +14,7 @@ Responses are written here, which takes a status line, headers and chunk framing
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +38,8 @@ MAX_HEAD_BYTES: Final = 64 * 1024
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 # Bytes a client may pipeline while its previous response is still being written.
 MAX_PIPELINED_BYTES: Final = MAX_HEAD_BYTES + READ_CHUNK
+# Parsed requests waiting for their turn; past it the connection is not read.
+MAX_QUEUED_REQUESTS: Final = 16
 
 SOCKET_ERRORS: Final = (
     anyio.EndOfStream,
@@ -135,27 +138,27 @@ class Responder:
             raise ClientGone
         if self._head_pending:
             data, self._head_pending = self._head_pending + data, b""
-        if self._direct is not None:
-            sent = self._direct.write_now(data)
-            if sent == len(data):
-                return
-            if sent:
-                data = data[sent:]
         try:
-            await self._stream.send(data)
+            if self._direct is not None:
+                await self._direct.send(data)
+            else:
+                await self._stream.send(data)
         except SOCKET_ERRORS:
             self.client_gone = True
             raise ClientGone from None
 
-    def _start(self, status: int, headers: list[tuple[str, str]]) -> bytes:
+    def _start(self, status: int, headers: list[tuple[str, str]], *, close: bool = False) -> bytes:
         if self.started:
             raise RuntimeError("response already started")
+        request = self._request
+        if close or request is None or not request.keep_alive:
+            headers.append(("connection", "close"))
+        elif not request.http11:
+            headers.append(("connection", "keep-alive"))
+        head = _head(status, headers)
         self.started = True
         self.status = status
-        request = self._request
-        if request is None or not request.keep_alive:
-            headers.append(("connection", "close"))
-        return _head(status, headers)
+        return head
 
     async def send(
         self,
@@ -178,11 +181,12 @@ class Responder:
         """The head of a streamed response; it goes out with the first body bytes (one
         write, one wake-up of the client, instead of two). HTTP/1.1 clients get it chunked;
         an HTTP/1.0 client reads until the connection closes."""
-        self._chunked = self._request is None or self._request.http11
-        if self._chunked:
+        chunked = self._request is None or self._request.http11
+        if chunked:
             self._head_pending = self._start(status, [*headers, ("transfer-encoding", "chunked")])
         else:
-            self._head_pending = self._start(status, [*headers, ("connection", "close")])
+            self._head_pending = self._start(status, [*headers], close=True)
+        self._chunked = chunked
 
     async def write(self, data: bytes) -> None:
         if data:
@@ -213,6 +217,7 @@ class _RequestParser:
         "_body_bytes",
         "_expect_continue",
         "_head_bytes",
+        "_head_fed",
         "_headers",
         "_keep_alive",
         "_url",
@@ -236,12 +241,21 @@ class _RequestParser:
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._head_bytes = 0
+        self._head_fed = 0
         self._keep_alive = True
         self._expect_continue = False
 
     def feed(self, data: bytes) -> None:
         if self.stopped:
             return
+        if not self.in_body:
+            # llhttp hands over a header only once its line ends: a line that never ends
+            # is bounded here, by the bytes fed since the head began.
+            self._head_fed += len(data)
+            if self._head_fed > MAX_HEAD_BYTES + READ_CHUNK:
+                self.ready.append(_Refusal(431, f"the request head is over {MAX_HEAD_BYTES} bytes"))
+                self.stopped = True
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -280,6 +294,8 @@ class _RequestParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_head(len(name) + len(value) + 4)
+        if self.in_body:
+            return  # a chunked body's trailers: never taken for request headers
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self._headers
@@ -298,8 +314,11 @@ class _RequestParser:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             self._refuse(413, f"the request body is over {self.max_body} bytes")
         self._keep_alive = self.parser.should_keep_alive()
-        self._expect_continue = self._headers.get("expect", "").lower() == "100-continue"
+        self._expect_continue = (
+            version == "1.1" and self._headers.get("expect", "").lower() == "100-continue"
+        )
         self.in_body = True
+        self._head_fed = 0
 
     def on_body(self, data: bytes) -> None:
         self._body.append(data)
@@ -310,6 +329,7 @@ class _RequestParser:
 
     def on_message_complete(self) -> None:
         self.in_body = False
+        self._head_fed = 0
         self._expect_continue = False
         target = self._url.decode("latin-1")
         self.ready.append(
@@ -324,8 +344,9 @@ class _RequestParser:
         )
 
     def take_continue(self) -> bool:
-        """A request waits for `100 Continue` before sending its body (asked once)."""
-        if self._expect_continue and self.in_body and not self._body:
+        """The request being read waits for `100 Continue` before sending its body, and
+        every request before it was answered (asked once)."""
+        if self._expect_continue and self.in_body and not self._body and not self.ready:
             self._expect_continue = False
             return True
         return False
@@ -336,10 +357,12 @@ class _Reader:
     wakes the request loop, and while a handler runs, EOF (or more pipelined bytes than the
     bound) means the client went away, which cancels the handler. A task per connection
     instead of a watcher task per request: a keep-alive client pays for no task, task group
-    or cancellation per request."""
+    or cancellation per request. Past `MAX_QUEUED_REQUESTS` parsed and unanswered requests
+    it stops reading until the loop takes one."""
 
     __slots__ = (
         "_parser",
+        "_room",
         "_stream",
         "_wakeup",
         "eof",
@@ -352,13 +375,18 @@ class _Reader:
         self._stream = stream
         self._parser = parser
         self._wakeup = anyio.Event()
+        self._room = anyio.Event()
         self.eof = False
         self.handler_scope: anyio.CancelScope | None = None
         self.responder: Responder | None = None
         self.pipelined = 0
 
     async def run(self) -> None:
+        parser = self._parser
         while not self.eof:
+            while len(parser.ready) >= MAX_QUEUED_REQUESTS:
+                self._room = anyio.Event()
+                await self._room.wait()
             try:
                 data = await self._stream.receive(READ_CHUNK)
             except SOCKET_ERRORS:
@@ -374,22 +402,24 @@ class _Reader:
                         self.responder.client_gone = True
                     self.handler_scope.cancel()
             else:
-                self._parser.feed(data)
-                if self.handler_scope is None and self._parser.take_continue():
-                    try:
-                        await self._stream.send(_CONTINUE)
-                    except SOCKET_ERRORS:
-                        self.eof = True
+                parser.feed(data)
             self._wakeup.set()
 
-    async def next(self) -> Request | _Refusal | None:
-        """The next whole request (or refusal); None once the client is done."""
+    async def next(self, stream: anyio.abc.ByteStream) -> Request | _Refusal | None:
+        """The next whole request (or refusal); None once the client is done. Runs between
+        handlers, so a `100 Continue` written here never meets a response being written."""
         parser = self._parser
         while not parser.ready:
             if self.eof or parser.stopped:
                 return None
+            if parser.take_continue():
+                try:
+                    await stream.send(_CONTINUE)
+                except SOCKET_ERRORS:
+                    return None
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
+        self._room.set()
         return parser.ready.popleft()
 
 
@@ -419,7 +449,7 @@ async def _serve_requests(
     direct: DirectWriter | None,
 ) -> None:
     while True:
-        request = await reader.next()
+        request = await reader.next(stream)
         if request is None:
             return
         if isinstance(request, _Refusal):
@@ -440,7 +470,8 @@ async def _serve_requests(
             except Exception:
                 log.exception("gateway: %s %s failed", request.method, request.path)
                 if not responder.started:
-                    await on_error(responder)
+                    with contextlib.suppress(ClientGone):
+                        await on_error(responder)
             finally:
                 reader.handler_scope = None
                 reader.responder = None

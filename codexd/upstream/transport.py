@@ -55,6 +55,7 @@ class Response:
 
     __slots__ = (
         "_head_bytes",
+        "_head_len",
         "_informational",
         "_length_known",
         "body",
@@ -79,10 +80,19 @@ class Response:
         self.keep_alive = False
         self.trailing = False
         self._head_bytes = 0
+        self._head_len = 0
         self._informational = False
         self._length_known = False
 
     def feed(self, data: bytes, request: httpx.Request) -> None:
+        if not self.head_done:
+            # llhttp hands over a header only once its line ends: a line that never ends is
+            # bounded here, by the bytes fed before the head was whole.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES + READ_CHUNK:
+                raise httpx.RemoteProtocolError(
+                    f"the response head is over {MAX_HEAD_BYTES} bytes", request=request
+                )
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -121,19 +131,24 @@ class Response:
         self._informational = False
 
     def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-        self._count_head(len(reason))
+        if not self.trailing:
+            self.reason += reason
+            self._count_head(len(reason))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.trailing or self.head_done:  # bytes after the response, or body trailers
+            return
         self._count_head(len(name) + len(value) + 4)
         self.headers.append((name, value))
 
     def _count_head(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > MAX_HEAD_BYTES:
+        self._head_len += n
+        if self._head_len > MAX_HEAD_BYTES:
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        if self.trailing:
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             self._informational = True
@@ -141,7 +156,9 @@ class Response:
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self._length_known = status in (204, 304) or any(
-            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+            name.lower() == b"content-length"
+            or (name.lower() == b"transfer-encoding" and value.lower().endswith(b"chunked"))
+            for name, value in self.headers
         )
         self.head_done = True
 
@@ -435,7 +452,7 @@ def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
             raise httpx.LocalProtocolError(
                 f"request header {name!r} is not a valid HTTP header", request=request
             )
-        has_length = has_length or name.lower() == b"content-length"
+        has_length = has_length or name.lower() in (b"content-length", b"transfer-encoding")
         parts += (name, b": ", value, b"\r\n")
     if body and not has_length:
         parts.append(b"content-length: %d\r\n" % len(body))

@@ -434,7 +434,8 @@ async def test_bad_responses_are_protocol_errors_and_extra_bytes_spoil_the_conne
     replies = {
         1: b"NOT HTTP AT ALL\r\n\r\n",
         2: b"HTTP/1.1 200 OK\r\nx: " + b"y" * 70_000 + b"\r\n\r\n",
-        3: OK + b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",  # nobody asked for this one
+        # A response nobody asked for after the real one: it must not overwrite it.
+        3: OK + b"HTTP/1.1 500 Boom\r\nx-evil: 1\r\ncontent-length: 0\r\n\r\n",
     }
 
     async def scripted(stream: anyio.abc.SocketStream, number: int) -> None:
@@ -462,4 +463,41 @@ async def test_a_header_that_would_split_the_request_is_refused_before_sending()
             await transport.handle_async_request(request)
         assert seen == []  # refused before a connection was opened for it
         assert await get(transport, url) == (200, b"hello")
+        await transport.aclose()
+
+
+async def test_a_response_header_line_that_never_ends_is_a_protocol_error() -> None:
+    async def endless(stream: anyio.abc.SocketStream, number: int) -> None:
+        await read_request(stream)
+        await stream.send(b"HTTP/1.1 200 OK\r\nx: ")
+        for _ in range(64):  # 4 MiB without a line end
+            await stream.send(b"y" * 65536)
+
+    async with server(endless) as (url, _):
+        transport = Http11Transport()
+        with pytest.raises(httpx.RemoteProtocolError, match="head is over 65536 bytes"):
+            await get(transport, url)
+        await transport.aclose()
+
+
+async def test_trailers_are_not_response_headers_and_other_codings_end_with_the_close() -> None:
+    async def replies(stream: anyio.abc.SocketStream, number: int) -> None:
+        await read_request(stream)
+        if number == 1:
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\nx-trailer: late\r\n\r\n"
+            )
+            await read_request(stream)
+        await stream.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nraw")
+
+    async with server(replies) as (url, seen):
+        transport = Http11Transport()
+        request = httpx.Request("POST", url + "/v1/x", content=b"{}")
+        response = await transport.handle_async_request(request)
+        body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+        await response.aclose()
+        assert body == b"hello" and "x-trailer" not in response.headers
+        assert await get(transport, url) == (200, b"raw")  # delimited by the close
+        assert seen == [1]  # the chunked response (trailers and all) kept its connection
         await transport.aclose()

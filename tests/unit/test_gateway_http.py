@@ -266,3 +266,105 @@ async def test_an_upgrade_request_is_answered_and_the_connection_closed() -> Non
         reply = await read_to_eof(client)
         assert reply.startswith(b"HTTP/1.1 200 ") and b"connection: close" in reply
         assert reply.endswith(b"/ws")
+
+
+async def test_a_header_line_that_never_ends_is_431_not_memory() -> None:
+    async with served(echo_path) as client:
+        await client.send(b"GET /x HTTP/1.1\r\nhost: x\r\nx: ")
+        sent = 0
+        with anyio.fail_after(5):
+            try:
+                while sent < 4 * 1024 * 1024:  # never a line end
+                    await client.send(b"y" * 65536)
+                    sent += 65536
+            except (anyio.BrokenResourceError, OSError):
+                pass
+        reply = await read_to_eof(client)
+        assert reply.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_pipelined_requests_wait_in_the_socket_past_the_queue_bound() -> None:
+    release = anyio.Event()
+    answered: list[str] = []
+
+    async def slow_first(request: Request, responder: Responder) -> None:
+        if not answered:
+            await release.wait()
+        answered.append(request.path)
+        await responder.send(200, request.path.encode(), content_type="text/plain")
+
+    count = 4000  # ~180 KB: more than a handler may see pipelined if it were all read
+    async with served(slow_first) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.send, b"".join(post(f"/{i}") for i in range(count)))
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+            replies = await read_responses(client, count)
+        assert [r.rsplit(b"\r\n\r\n", 1)[1] for r in replies] == [
+            f"/{i}".encode() for i in range(count)
+        ]
+
+
+async def test_trailers_of_a_chunked_body_are_not_request_headers() -> None:
+    seen: list[Request] = []
+
+    async def record(request: Request, responder: Responder) -> None:
+        seen.append(request)
+        await responder.send(200, b"{}")
+
+    async with served(record) as client:
+        await client.send(
+            b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"2\r\nhi\r\n0\r\nx-codexd-client: evil\r\nauthorization: Bearer evil\r\n\r\n"
+        )
+        await read_responses(client, 1)
+    assert seen[0].body == b"hi"
+    assert "x-codexd-client" not in seen[0].headers
+    assert "authorization" not in seen[0].headers
+
+
+async def test_100_continue_waits_for_the_responses_before_it() -> None:
+    release = anyio.Event()
+
+    async def slow(request: Request, responder: Responder) -> None:
+        if request.path == "/a":
+            await release.wait()
+        await responder.send(200, request.path.encode(), content_type="text/plain")
+
+    async with served(slow) as client:
+        await client.send(
+            post("/a")
+            + b"POST /b HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n"
+        )
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+        buf = b""
+        with anyio.fail_after(5):
+            while b"100 Continue" not in buf:
+                buf += await client.receive()
+        assert buf.startswith(b"HTTP/1.1 200 ") and buf.index(b"/a") < buf.index(b"100 Cont")
+        await client.send(b"{}")
+        with anyio.fail_after(5):
+            while not buf.endswith(b"/b"):
+                buf += await client.receive()
+
+
+async def test_an_http10_keep_alive_client_is_told_and_kept() -> None:
+    async with served(echo_path) as client:
+        request = b"GET /%d HTTP/1.0\r\nconnection: keep-alive\r\n\r\n"
+        await client.send(request % 1)
+        (first,) = await read_responses(client, 1)
+        assert b"\r\nconnection: keep-alive\r\n" in first and first.endswith(b"/1")
+        await client.send(request % 2)
+        (second,) = await read_responses(client, 1)
+        assert second.endswith(b"/2")
+
+
+async def test_a_response_header_that_would_split_the_response_becomes_a_500() -> None:
+    async def bad_header(request: Request, responder: Responder) -> None:
+        await responder.send(200, b"{}", headers=[("x-note", "a\r\nx-injected: 1")])
+
+    async with served(bad_header) as client:
+        await client.send(post("/x"))
+        (reply,) = await read_responses(client, 1)
+        assert reply.startswith(b"HTTP/1.1 500 ") and b"x-injected" not in reply
