@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,14 +113,7 @@ async def test_pipelining_past_the_bound_while_a_handler_runs_closes_the_connect
                 sent += len(filler)
             await forever.cancelled.wait()
         assert sent > MAX_PIPELINED_BYTES - len(filler)
-        rest = b""
-        with anyio.fail_after(2):
-            try:
-                while True:
-                    rest += await client.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
-        assert rest == b""  # closed without a response
+        assert await read_to_eof(client) == b""  # closed without a response
 
 
 async def test_a_streamed_response_sends_its_head_with_the_first_bytes() -> None:
@@ -272,13 +266,11 @@ async def test_a_header_line_that_never_ends_is_431_not_memory() -> None:
     async with served(echo_path) as client:
         await client.send(b"GET /x HTTP/1.1\r\nhost: x\r\nx: ")
         sent = 0
-        with anyio.fail_after(5):
-            try:
-                while sent < 4 * 1024 * 1024:  # never a line end
-                    await client.send(b"y" * 65536)
-                    sent += 65536
-            except (anyio.BrokenResourceError, OSError):
-                pass
+        # The server refuses and closes while this is still sending: a send then fails.
+        with anyio.fail_after(5), contextlib.suppress(anyio.BrokenResourceError, OSError):
+            while sent < 4 * 1024 * 1024:  # never a line end
+                await client.send(b"y" * 65536)
+                sent += 65536
         reply = await read_to_eof(client)
         assert reply.startswith(b"HTTP/1.1 431 ")
 
