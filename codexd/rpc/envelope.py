@@ -22,6 +22,13 @@ class Rejected(NamedTuple):
 
 
 def parse_request(line: bytes) -> Envelope | Rejected:
+    if not line.isascii():
+        # msgspec checks UTF-8 only where it decodes a string: bytes inside an unknown member
+        # or a `Raw` value would pass unseen. The whole line is checked once, here.
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Rejected(None, _parse_error(exc))
     try:
         env = _envelope_decoder.decode(line)
     except msgspec.ValidationError as exc:

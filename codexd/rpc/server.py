@@ -100,6 +100,10 @@ class MethodTable:
             raise RpcError(ErrorKind.PARSE_ERROR, "parse error: the params are not valid UTF-8")
         except RecursionError:
             raise RpcError(ErrorKind.PARSE_ERROR, "parse error: the params nest too deeply")
+        except msgspec.DecodeError as exc:
+            # Releases differ in which error they raise for the same bad bytes (0.23 raises
+            # DecodeError for invalid UTF-8 inside a Raw value): every one is a parse error.
+            raise RpcError(ErrorKind.PARSE_ERROR, f"parse error: the params are not JSON ({exc})")
 
 
 class Connection:
