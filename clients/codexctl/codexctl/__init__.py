@@ -10,13 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "DaemonUnreachable", "ErrorKind", "RpcError", "__version__"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DaemonUnreachable",
+    "ErrorKind",
+    "RpcError",
+    "__version__",
+    "check_socket",
+]
 
 if TYPE_CHECKING:
     from codexctl.aio import AsyncClient
     from codexctl.client import Client
     from codexctl.errors import DaemonUnreachable
     from codexctl.protocol import ErrorKind, RpcError
+    from codexctl.trust import check_socket
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +41,10 @@ def __getattr__(name: str) -> Any:
         from codexctl.errors import DaemonUnreachable
 
         return DaemonUnreachable
+    if name == "check_socket":
+        from codexctl.trust import check_socket
+
+        return check_socket
     if name in ("ErrorKind", "RpcError"):
         from codexctl import protocol
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from codexctl.client import (
 )
 from codexctl.errors import ConnectionLost, DaemonUnreachable
 from codexctl.protocol import ClientInfo, RpcError, resolve_socket_path
+from codexctl.trust import check_peer, expected_owner
 
 
 class AsyncClient:
@@ -28,6 +30,8 @@ class AsyncClient:
 
     def __init__(self, socket_path: str | None = None, *, client: ClientInfo | None = None) -> None:
         self.socket_path = resolve_socket_path(socket_path)
+        # A path named by the caller lets root talk to another user's daemon (codexctl.trust).
+        self._explicit = bool(socket_path)
         self._client_info = client
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -55,12 +59,22 @@ class AsyncClient:
     async def connect(self) -> None:
         if self._writer is not None:
             return
+        path = self.socket_path
+        owner = expected_owner(path, explicit=self._explicit)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, path)
+            check_peer(sock, path, owner)
             self._reader, self._writer = await asyncio.open_unix_connection(
-                self.socket_path, limit=MAX_REPLY_BYTES
+                sock=sock, limit=MAX_REPLY_BYTES
             )
         except OSError as exc:
-            raise DaemonUnreachable(self.socket_path, exc.strerror) from None
+            sock.close()
+            raise DaemonUnreachable(path, exc.strerror) from None
+        except BaseException:
+            sock.close()
+            raise
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         if self._client_info is not None:
             await self.call("initialize", {"client": msgspec.to_builtins(self._client_info)})

@@ -1,8 +1,9 @@
 """The blocking client of the codexd control socket (`codexctl.aio` has the asyncio one).
 
 Both speak NDJSON JSON-RPC 2.0 (SPEC §4), raise `RpcError` with the daemon's kind for a
-failed call and `DaemonUnreachable` when nothing answers at the socket. Neither imports
-anything beyond msgspec and the standard library.
+failed call and `DaemonUnreachable` when nothing answers at the socket, or (`UntrustedSocket`)
+when the socket is not provably the user's own daemon (`codexctl.trust`, checked before a byte
+is sent). Neither imports anything beyond msgspec and the standard library.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 import msgspec
 
-from codexctl.errors import ConnectionLost, DaemonUnreachable
+from codexctl.errors import ConnectionLost
 from codexctl.protocol import (
     ClientInfo,
     ErrorKind,
@@ -24,6 +25,7 @@ from codexctl.protocol import (
     RpcError,
     resolve_socket_path,
 )
+from codexctl.trust import open_checked
 
 # Replies can carry a whole job's output; the daemon bounds what it accepts, we bound what
 # we buffer from it.
@@ -65,6 +67,8 @@ class Client:
         client: ClientInfo | None = None,
     ) -> None:
         self.socket_path = resolve_socket_path(socket_path)
+        # A path named by the caller lets root talk to another user's daemon (codexctl.trust).
+        self._explicit = bool(socket_path)
         self._timeout = timeout
         self._client_info = client
         self._sock: socket.socket | None = None
@@ -84,17 +88,7 @@ class Client:
     def connect(self) -> None:
         if self._sock is not None:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self._timeout)
-        try:
-            sock.connect(self.socket_path)
-        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
-            sock.close()
-            raise DaemonUnreachable(self.socket_path, exc.strerror) from None
-        except OSError as exc:
-            sock.close()
-            raise DaemonUnreachable(self.socket_path, exc.strerror) from None
-        self._sock = sock
+        self._sock = open_checked(self.socket_path, explicit=self._explicit, timeout=self._timeout)
         if self._client_info is not None:
             self.call("initialize", {"client": msgspec.to_builtins(self._client_info)})
 

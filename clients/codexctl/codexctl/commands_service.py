@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from codexctl.errors import DaemonUnreachable
+from codexctl.errors import DaemonUnreachable, UntrustedSocket
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, resolve_socket_path
 
 if TYPE_CHECKING:
@@ -33,12 +33,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler]
     return {"start": cmd_start, "shutdown": cmd_shutdown}
 
 
-def _status(socket_path: str) -> dict[str, Any] | None:
+def _status(explicit_socket: str | None) -> dict[str, Any] | None:
+    """The daemon's status, or None when nothing answers; a socket that is not provably the
+    user's own daemon is refused (UntrustedSocket, exit 3), never taken for an absent one."""
     from codexctl.client import Client
 
     try:
-        with Client(socket_path, timeout=5) as c:
+        with Client(explicit_socket, timeout=5) as c:
             result = c.call("daemon/status")
+    except UntrustedSocket:
+        raise
     except (DaemonUnreachable, OSError):
         return None
     return result if isinstance(result, dict) else None
@@ -59,7 +63,7 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
     from codexctl.commands_info import find_codexd
 
     socket_path = resolve_socket_path(ctx.socket)
-    running = _status(socket_path)
+    running = _status(ctx.socket)
     if running is not None:
         ctx.out.write(f"{socket_path}\n")
         ctx.err.write(f"codexctl: codexd is already running (pid {running['pid']})\n")
@@ -91,7 +95,7 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
         os.close(fd)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        status = _status(socket_path)
+        status = _status(ctx.socket)
         if status is not None:
             if ctx.json:
                 ctx.print_json({"socket": socket_path, "pid": status["pid"], "log": log_path})
@@ -119,7 +123,7 @@ def cmd_shutdown(args: argparse.Namespace, ctx: Context) -> int:
     # Gone means: the process has exited, or it no longer answers and its socket is removed.
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _alive(pid) or (not os.path.exists(socket_path) and _status(socket_path) is None):
+        if not _alive(pid) or (not os.path.exists(socket_path) and _status(ctx.socket) is None):
             ctx.err.write("codexctl: codexd stopped\n")
             return EXIT_OK
         time.sleep(POLL_S)

@@ -19,3 +19,11 @@ class ConnectionLost(DaemonUnreachable):
     def __init__(self, path: str) -> None:
         DaemonUnreachable.__init__(self, path)
         Exception.__init__(self, f"the connection to codexd at {path} was closed")
+
+
+class UntrustedSocket(DaemonUnreachable):
+    """The socket is not provably the user's own daemon; nothing was sent to it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        DaemonUnreachable.__init__(self, path, reason)
+        Exception.__init__(self, f"refusing to talk to {path}: {reason}")
