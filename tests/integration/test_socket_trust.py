@@ -203,6 +203,8 @@ def test_socket_in_a_group_writable_directory_is_refused_before_a_byte(
     )
     with planted(sock, planter) as received:
         refused(codexctl(dict(daemon_env, CODEXD_SOCKET=sock), "status"), sock, reason)
+        # `start` does not take the socket for an absent daemon and start one beside it.
+        refused(codexctl(dict(daemon_env, CODEXD_SOCKET=sock), "start"), sock, reason)
         login = codexctl(daemon_env, "--socket", sock, "login", "--api-key", stdin=KEY)
         refused(login, sock, reason)
         for message in library_refusal(sock):
