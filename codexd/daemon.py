@@ -36,7 +36,7 @@ from codexd.config.store import ConfigInvalid, ConfigReloaded, ConfigStore
 from codexd.config.watch import watch_config
 from codexd.events import EventHub
 from codexd.gateway import serve_gateway
-from codexd.jobs import Job, JobLimits, JobManager, Usage
+from codexd.jobs import Job, JobLimits, JobManager, JobState, Usage
 from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
 from codexd.limits.redis import RedisWindow
 from codexd.lock import InstanceLock
@@ -92,6 +92,7 @@ class Daemon:
             self._make_runner(),
             limits=self._job_limits,
             on_created=self._job_created,
+            on_finishing=self._job_finishing,
             on_finished=self._job_finished,
         )
         self.server = RpcServer(
@@ -160,32 +161,37 @@ class Daemon:
         if self.events.count("jobs"):  # a job's view is dear: built only when someone listens
             self.events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
 
+    async def _job_finishing(self, job: Job, state: JobState, finished_at: float) -> None:
+        """SPEC §7: a started job's ledger row is committed before its terminal event goes
+        out (the job manager awaits this first)."""
+        if self.ledger is None or job.started_at is None:
+            return
+        usage = job.usage or Usage()
+        await self.ledger.commit(
+            UsageRecord(
+                job_id=job.id,
+                finished_at=finished_at,
+                client=job.client,
+                provider=job.provider,
+                model=job.model,
+                api=job.api,
+                status=state.value,  # type: ignore[arg-type]
+                attempts=job.attempts,
+                input_tokens=usage.input_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                output_tokens=usage.output_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                cost_usd=job.cost_usd or 0.0,
+                estimated=job.cost_estimated,
+            )
+        )
+
     def _job_finished(self, job: Job) -> None:
         if job.cancel_with is not None:
             job.cancel_with.jobs_to_cancel.discard(job)
             job.cancel_with = None
         if self.events.count("jobs"):
             self.events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
-        if self.ledger is not None and job.started_at is not None:
-            usage = job.usage or Usage()
-            self.ledger.record(
-                UsageRecord(
-                    job_id=job.id,
-                    finished_at=job.finished_at or time.time(),
-                    client=job.client,
-                    provider=job.provider,
-                    model=job.model,
-                    api=job.api,
-                    status=job.state.value,  # type: ignore[arg-type]
-                    attempts=job.attempts,
-                    input_tokens=usage.input_tokens,
-                    cached_input_tokens=usage.cached_input_tokens,
-                    output_tokens=usage.output_tokens,
-                    reasoning_tokens=usage.reasoning_tokens,
-                    cost_usd=job.cost_usd or 0.0,
-                    estimated=job.cost_estimated,
-                )
-            )
 
     async def check_submit(self, client: str, prep: dict[str, Any]) -> None:
         """Submit-time refusals (SPEC §4): no credentials at all, a budget cap."""

@@ -7,6 +7,10 @@ connections: live events are fanned out with `send_nowait`, and a connection who
 buffer is full has that subscription dropped with `subscription/dropped {next_seq}`, so one
 slow reader never slows the job or the other subscribers. Replays go through the same
 connection with backpressure before a subscription turns live.
+
+A terminal event goes through `finish()`, which first awaits `on_finishing` (the daemon commits
+the job's ledger row there) and only then applies the event: until it returns nobody, live,
+replaying or polling, sees the job finished.
 """
 
 from __future__ import annotations
@@ -323,7 +327,8 @@ class JobManager:
     """Owns every job: creation, events, fan-out, cancellation, retention.
 
     Jobs run in the manager's task group, not the submitting connection's, so a client can
-    drop and re-attach.
+    drop and re-attach. `on_finishing(job, terminal_state, finished_at)` is awaited, shielded
+    from cancellation, before a terminal event is applied: it must bound its own wait.
     """
 
     def __init__(
@@ -333,12 +338,14 @@ class JobManager:
         limits: Callable[[], JobLimits],
         clock: Clock | None = None,
         on_created: Callable[[Job], None] | None = None,
+        on_finishing: Callable[[Job, JobState, float], Awaitable[None]] | None = None,
         on_finished: Callable[[Job], None] | None = None,
     ) -> None:
         self._runner = runner
         self._limits = limits
         self._clock = clock or SystemClock()
         self._on_created = on_created
+        self._on_finishing = on_finishing
         self._on_finished = on_finished
         self.jobs: dict[str, Job] = {}
         self._by_request_id: dict[tuple[str, str], str] = {}
@@ -450,7 +457,7 @@ class JobManager:
         except Exception:
             log.exception("job %s: internal error", job.id)
             if not job.is_terminal:
-                self.fail(
+                await self.fail(
                     job,
                     RpcError(
                         ErrorKind.INTERNAL_ERROR,
@@ -461,9 +468,9 @@ class JobManager:
         finally:
             if not job.is_terminal:
                 if job.cancel_requested or job.cancel_scope.cancel_called:
-                    self.emit(job, {"type": "job.cancelled"})
+                    await self.finish(job, {"type": "job.cancelled"})
                 else:
-                    self.fail(
+                    await self.fail(
                         job,
                         RpcError(
                             ErrorKind.INTERNAL_ERROR,
@@ -474,10 +481,30 @@ class JobManager:
     # ---------------------------------------------------------------- events
 
     def emit(self, job: Job, event: Mapping[str, Any]) -> int:
-        """Apply one event: check the transition, log it, update the job, fan it out."""
+        """Apply one event that does not end the job (those go through `finish()`)."""
+        if event["type"] in TERMINAL_EVENTS:
+            raise InvalidTransition(f"{event['type']!r} ends the job: send it with finish()")
+        return self._apply(job, event, self._clock.wall())
+
+    async def finish(self, job: Job, event: Mapping[str, Any]) -> int:
+        """Apply a terminal event once `on_finishing` has returned (the job's ledger row is
+        committed then), so no subscriber, replay or job/get sees the end before it is
+        recorded. The wait is shielded: a cancel arriving meanwhile cannot turn a job that
+        is being recorded as completed into a cancelled one."""
+        etype = event["type"]
+        if etype not in TERMINAL_EVENTS:
+            raise InvalidTransition(f"{etype!r} does not end the job: send it with emit()")
+        state = next_state(job.state, etype)
+        finished_at = self._clock.wall()
+        if self._on_finishing is not None:
+            with anyio.CancelScope(shield=True):
+                await self._on_finishing(job, state, finished_at)
+        return self._apply(job, event, finished_at)
+
+    def _apply(self, job: Job, event: Mapping[str, Any], now: float) -> int:
+        """Check the transition, log the event, update the job, fan it out."""
         etype = event["type"]
         new_state = next_state(job.state, etype)
-        now = self._clock.wall()
         if etype == "job.started":
             job.attempts = int(event.get("attempt", job.attempts + 1))
             if job.started_at is None:
@@ -509,12 +536,12 @@ class JobManager:
                 self._reaper_wakeup.set()
         return seq
 
-    def complete(
+    async def complete(
         self, job: Job, *, output_text: str, usage: Usage, cost_usd: float, response_id: str | None
     ) -> None:
         job.usage = usage
         job.cost_usd = cost_usd
-        self.emit(
+        await self.finish(
             job,
             {
                 "type": "job.completed",
@@ -525,9 +552,11 @@ class JobManager:
             },
         )
 
-    def fail(self, job: Job, error: RpcError) -> None:
+    async def fail(self, job: Job, error: RpcError) -> None:
         job.error = error
-        self.emit(job, {"type": "job.failed", "error": msgspec.to_builtins(error.to_object())})
+        await self.finish(
+            job, {"type": "job.failed", "error": msgspec.to_builtins(error.to_object())}
+        )
 
     def _fan_out(self, job: Job, seq: int, line: bytes) -> None:
         dropped = []

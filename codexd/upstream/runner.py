@@ -29,7 +29,13 @@ from codexd.limits.limiter import Limiter
 from codexd.upstream.client import Attempt, new_http_client, new_transport, run_attempt
 from codexd.upstream.errors import UpstreamError
 from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide
-from codexd.upstream.wire import RequestDefaults, StreamNormalizer, build_body, endpoint_url
+from codexd.upstream.wire import (
+    RequestDefaults,
+    StreamNormalizer,
+    StreamResult,
+    build_body,
+    endpoint_url,
+)
 
 log = logging.getLogger("codexd.upstream")
 
@@ -194,24 +200,24 @@ class JobRunner:
         def on_event(event: dict[str, Any]) -> None:
             mgr.emit(job, event)
 
+        # A job ends outside its limiter slot: the terminal event waits for the ledger's
+        # commit, which must not hold a concurrency slot another job could use.
+        failure: RpcError | None = None
+        reply: StreamResult | None = None
         while True:
             async with limiter.acquire(
                 job.client, request.estimated_tokens, on_queued=on_queued
             ) as slot:
                 try:
                     credentials = await self._auth.credentials(ref)
-                except RpcError as err:
-                    mgr.fail(job, err)
-                    return
-                try:
                     url = endpoint_url(
                         base_url_for(job.provider, cfg, snapshot, credentials.mode),
                         job.api,  # type: ignore[arg-type]
                         cfg.query_params,
                     )
                 except RpcError as err:
-                    mgr.fail(job, err)
-                    return
+                    failure = err
+                    break
                 mgr.emit(job, {"type": "job.started", "attempt": attempts.made})
                 normalizer = self._normalizer_for(job.api)
                 headers = request_headers(cfg, credentials, self._env) | conversation_headers(
@@ -239,21 +245,15 @@ class JobRunner:
                         slot.correct(usage.total_tokens)
                     cost, estimated = self._price(job, usage)
                     job.cost_estimated = estimated
-                    mgr.complete(
-                        job,
-                        output_text=outcome.output_text,
-                        usage=usage,
-                        cost_usd=cost,
-                        response_id=outcome.response_id,
-                    )
-                    return
+                    reply = outcome
+                    break
             error = without_sent_values(outcome, headers)
             if error.is_unauthorized and credentials.mode == "chatgpt" and not refreshed_after_401:
                 refreshed_after_401 = True
                 try:
                     await self._auth.refresh("unauthorized_recovery", stale=credentials)
                 except RpcError as err:
-                    mgr.fail(job, err)
+                    await mgr.fail(job, err)
                     return
                 mgr.emit(
                     job, _retrying(attempts.made + 1, 0.0, error, bool(normalizer.output_text))
@@ -267,7 +267,7 @@ class JobRunner:
                 log.info(
                     "job %s failed: %s (%s)", job.id, decision.error.kind, decision.error.message
                 )
-                mgr.fail(job, decision.error.to_rpc_error())
+                await mgr.fail(job, decision.error.to_rpc_error())
                 return
             if error.kind == ErrorKind.RATE_LIMITED and decision.server_requested:
                 limiter.pause(decision.delay_s)
@@ -277,6 +277,17 @@ class JobRunner:
             )
             await self._sleep(decision.delay_s)
             attempts = decision.attempts
+        if reply is None:
+            assert failure is not None
+            await mgr.fail(job, failure)
+            return
+        await mgr.complete(
+            job,
+            output_text=reply.output_text,
+            usage=usage,
+            cost_usd=cost,
+            response_id=reply.response_id,
+        )
 
 
 # Request headers whose values are ours to show (content negotiation, Codex's identity, ids).

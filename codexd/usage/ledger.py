@@ -2,13 +2,21 @@
 
 `Ledger` is the blocking part (sqlite3): schema and migrations, batch inserts, the
 `usage/read` aggregation, spend for the budget caps, and retention. `LedgerWriter` is the
-shell the event loop talks to: `record()` only appends to a bounded in-memory backlog, and
-one task writes batches through a worker thread, one transaction per batch.
+shell the event loop talks to: `commit()` appends a finished job to a bounded in-memory
+backlog and returns once the batch holding it is committed; one task writes batches through
+a worker thread, one transaction per batch.
 
-Durability: WAL with `synchronous=FULL`. Each committed batch is fsynced, so a recorded job
-survives not only a killed daemon (which NORMAL also gives) but a power cut or kernel panic
-right after the client was told what the job cost. Batching keeps that to one fsync per
-batch rather than per job.
+Durability: a job's row is committed before its terminal event is released to anyone (the
+daemon awaits `commit()` first), so a client told that a job finished, and what it cost, finds
+it in the ledger even if the daemon is killed that instant. WAL with `synchronous=FULL`: each
+committed batch is fsynced, so that also holds across a power cut or kernel panic.
+
+Batching keeps throughput without a delay: the writer commits as soon as it is woken, taking
+every row waiting then; rows that arrive while a batch is being committed go together into
+the next one. One job at a time pays one commit each; many jobs finishing together share one.
+When the ledger cannot be written (disk full, locked by another process), `commit()` returns
+without waiting, so a job's result is never held back by it; the row stays in the backlog
+and is retried until it lands.
 """
 
 from __future__ import annotations
@@ -36,12 +44,11 @@ LEDGER_FILE: Final = "usage.sqlite3"
 DEFAULT_RETENTION_DAYS: Final = 400
 DEFAULT_MAX_BACKLOG: Final = 100_000
 DEFAULT_MAX_BATCH: Final = 1_000
-# How long the writer lets finished jobs gather before it commits them: one commit per job
-# would wake the writer thread, which then contends with the event loop for the GIL, once per
-# job (at one stream at a time that added ~0.4 ms to the next request). `flush()`, `read()`,
-# `close()` and a full batch cut it short; a crash loses at most this much of finished jobs.
-DEFAULT_LINGER_S: Final = 0.1
 READ_FLUSH_TIMEOUT_S: Final = 2.0
+# The longest a finished job's terminal event waits for its row's commit. A commit is a few
+# milliseconds; past this the disk is in trouble and the job's result goes out anyway (the
+# row stays in the backlog, as when a write fails).
+COMMIT_WAIT_S: Final = 2.0
 
 GroupKey = Literal["model", "client", "provider", "day"]
 Status = Literal["completed", "failed", "cancelled"]
@@ -516,8 +523,8 @@ class LedgerWriter:
     """The event loop's side of the ledger.
 
     `record()` never blocks and never raises: it appends to a bounded backlog and wakes
-    `run()`, which lets rows gather for `linger_s` and writes them as one batch in a worker
-    thread. When a
+    `run()`, which takes every row waiting (up to `max_batch`) and writes them as one batch in
+    a worker thread; `commit()` is `record()` plus waiting for that batch. When a
     batch fails (disk full, database locked by another process), the error is kept in
     `status()` and logged, and the same batch is retried with backoff until it lands; rows are
     never dropped. While that lasts the backlog fills, and past `max_backlog` `record()`
@@ -535,7 +542,7 @@ class LedgerWriter:
         *,
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         max_batch: int = DEFAULT_MAX_BATCH,
-        linger_s: float = DEFAULT_LINGER_S,
+        commit_wait_s: float = COMMIT_WAIT_S,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,
         caps: Callable[[], CapsLike] | None = None,
@@ -546,8 +553,7 @@ class LedgerWriter:
         self._caps = caps
         self._max_backlog = max_backlog
         self._max_batch = max_batch
-        self._linger_s = linger_s
-        self._hurry = anyio.Event()
+        self._commit_wait_s = commit_wait_s
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._queue: deque[UsageRecord] = deque()
@@ -601,9 +607,31 @@ class LedgerWriter:
         self._accepted += 1
         if not self._wake.is_set():
             self._wake.set()
-        if len(self._queue) >= self._max_batch:
-            self._hurry.set()
         return True
+
+    async def commit(self, row: UsageRecord) -> bool:
+        """Record one finished job and return once its batch is committed: True then, False
+        (without waiting longer) when the row was refused, a write fails, `run()` has
+        stopped or `commit_wait_s` passes; an accepted row is still written once the ledger
+        can be (at the latest by `close()`)."""
+        if not self.record(row):
+            return False
+        target = self._accepted  # rows are committed in the order they were accepted
+        with anyio.move_on_after(self._commit_wait_s):
+            while self._done < target:
+                if self._last_error is not None or self._stopped.is_set():
+                    return False
+                changed = self._changed
+                await changed.wait()
+            return True
+        log.warning(
+            "usage ledger %s: job %s's row not committed within %.1fs; its result goes out "
+            "first and the row is written when the disk catches up",
+            self.ledger.path,
+            row.job_id,
+            self._commit_wait_s,
+        )
+        return False
 
     def _notify(self) -> None:
         self._changed.set()
@@ -629,7 +657,6 @@ class LedgerWriter:
                     await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
-                await self._linger()
                 count = min(len(self._queue), self._max_batch)
                 self._inflight = [self._queue.popleft() for _ in range(count)]
                 inserted = await self._write(self._inflight)
@@ -640,12 +667,7 @@ class LedgerWriter:
         finally:
             self._running = False
             self._stopped.set()
-
-    async def _linger(self) -> None:
-        if self._linger_s > 0 and not self._closing and len(self._queue) < self._max_batch:
-            with anyio.move_on_after(self._linger_s):
-                await self._hurry.wait()
-        self._hurry = anyio.Event()
+            self._notify()  # `commit()` waiters: nobody writes their rows now
 
     async def _write(self, batch: list[UsageRecord]) -> int:
         delay = self._backoff_initial_s
@@ -681,7 +703,6 @@ class LedgerWriter:
     async def flush(self) -> None:
         """Return once every row accepted before this call is committed (needs `run()`)."""
         target = self._accepted
-        self._hurry.set()
         while self._done < target:
             changed = self._changed
             await changed.wait()
@@ -690,7 +711,6 @@ class LedgerWriter:
         """Refuse new rows, commit every accepted one, stop `run()`, close the database."""
         self._closing = True
         self._wake.set()
-        self._hurry.set()
         if self._running:
             await self._stopped.wait()
         elif self._queue:

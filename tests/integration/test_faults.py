@@ -395,7 +395,7 @@ async def test_job_retention_ignores_wall_clock_jumps() -> None:
 
     async def runner(job: Any, mgr: JobManager) -> None:
         mgr.emit(job, {"type": "job.started", "attempt": 1})
-        mgr.complete(job, output_text="ok", usage=Usage(), cost_usd=0.0, response_id=None)
+        await mgr.complete(job, output_text="ok", usage=Usage(), cost_usd=0.0, response_id=None)
 
     mgr = JobManager(runner, limits=lambda: JobLimits(job_retention_s=900.0), clock=clock)
     async with anyio.create_task_group() as tg:

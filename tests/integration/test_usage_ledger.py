@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from codexctl import Client, RpcError
@@ -227,6 +228,45 @@ def test_the_ledger_survives_a_restart_and_a_sigkill(
         "second-run": 1,
     }
     assert as_reported(result["total"]) == reported(fake_openai.model_requests())
+
+
+def _killed_at_once(d: DaemonProcess) -> None:
+    d.signal(signal.SIGKILL)
+    assert d.proc is not None and d.proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def _requests_after_restart(env: dict[str, str]) -> int:
+    with daemon_at(env) as d, tool(d.socket, "after-the-kill") as c:
+        return int(c.call("usage/read")["total"]["requests"])
+
+
+def test_a_job_told_completed_is_in_the_ledger_when_the_daemon_dies_at_once(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    # SPEC §7: the row is committed before the terminal event is delivered, so no usage/read
+    # (which would commit it) and no drain come between the client's job.completed and the kill.
+    with daemon_at(upstream_env) as d, tool(d.socket, "told-then-killed") as c:
+        _, events = run_job(c, {"input": "the reply, then the kill"})
+        assert events[-1]["event"]["type"] == "job.completed"
+        _killed_at_once(d)
+    assert _requests_after_restart(upstream_env) == 1
+
+
+def test_a_gateway_reply_is_in_the_ledger_when_the_daemon_dies_at_once(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    config = os.path.join(upstream_env["CODEX_HOME"], "config.toml")
+    with open(config, "a") as f:
+        f.write("[codexd.gateway]\nenabled = true\n")
+    with daemon_at(upstream_env) as d:
+        sock = os.path.join(os.path.dirname(d.socket), "gateway.sock")
+        with httpx.Client(transport=httpx.HTTPTransport(uds=sock), timeout=30) as http:
+            reply = http.post(
+                "http://codexd/v1/responses", json={"model": "gpt-5", "input": "then the kill"}
+            )
+            assert reply.status_code == 200, reply.text
+            _killed_at_once(d)
+    assert _requests_after_restart(upstream_env) == 1
 
 
 def test_two_daemons_and_a_restart_never_double_count(

@@ -148,7 +148,7 @@ async def test_slow_subscriber_is_dropped_and_others_get_everything() -> None:
         mgr.emit(job, {"type": "job.started", "attempt": 1})
         for i in range(50):
             mgr.emit(job, {"type": "response.output_text.delta", "delta": str(i % 10)})
-        mgr.complete(job, output_text="x", usage=Usage(), cost_usd=0.0, response_id="r")
+        await mgr.complete(job, output_text="x", usage=Usage(), cost_usd=0.0, response_id="r")
 
     mgr = manager(runner)
     async with anyio.create_task_group() as tg:
@@ -178,7 +178,7 @@ async def test_reattach_after_drop_sees_no_gap_or_repeat() -> None:
         mgr.emit(job, {"type": "job.started", "attempt": 1})
         for _ in range(20):
             mgr.emit(job, {"type": "response.output_text.delta", "delta": "a"})
-        mgr.complete(job, output_text="a" * 20, usage=Usage(), cost_usd=0.0, response_id=None)
+        await mgr.complete(job, output_text="a" * 20, usage=Usage(), cost_usd=0.0, response_id=None)
 
     mgr = manager(runner)
     async with anyio.create_task_group() as tg:
@@ -213,6 +213,50 @@ async def test_cancel_ends_with_job_cancelled() -> None:
     assert job.state is JobState.CANCELLED
     last = msgspec.json.decode(job.log.line_at(job.log.next_seq - 1) or b"{}")
     assert last["params"]["event"] == {"type": "job.cancelled"}
+
+
+@pytest.mark.anyio
+async def test_the_end_waits_for_on_finishing_and_a_cancel_meanwhile_changes_nothing() -> None:
+    recorded: list[tuple[str, JobState, float]] = []
+    committed = anyio.Event()
+
+    async def on_finishing(job: Job, state: JobState, finished_at: float) -> None:
+        recorded.append((job.id, state, finished_at))
+        await committed.wait()  # the ledger's commit
+
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        with pytest.raises(InvalidTransition, match="finish"):
+            mgr.emit(job, {"type": "job.completed"})
+        await mgr.complete(job, output_text="x", usage=Usage(), cost_usd=0.5, response_id="r")
+
+    mgr = JobManager(runner, limits=JobLimits, clock=FakeClock(), on_finishing=on_finishing)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = make_job(mgr)
+        live, late = FakeSub(), FakeSub()
+        await mgr.stream_to(job, live, 0)
+        await anyio.wait_all_tasks_blocked()
+        assert [r[:2] for r in recorded] == [(job.id, JobState.COMPLETED)]
+        # Until on_finishing returns nobody sees the end: not live, not replayed, not polled.
+        mgr.cancel(job)
+        assert job.state is JobState.RUNNING
+        assert not job.finished.is_set()
+        await mgr.stream_to(job, late, 0)
+        assert [msgspec.json.decode(x)["params"]["event"]["type"] for x in live.lines] == [
+            "job.started"
+        ]
+        assert len(late.lines) == 1  # job.started, replayed
+        committed.set()
+        await job.finished.wait()
+        tg.cancel_scope.cancel()
+    assert job.state is JobState.COMPLETED
+    assert job.finished_at == recorded[0][2]
+    for sub in (live, late):
+        assert [msgspec.json.decode(x)["params"]["event"]["type"] for x in sub.lines] == [
+            "job.started",
+            "job.completed",
+        ]
 
 
 @pytest.mark.anyio
@@ -259,7 +303,7 @@ def test_retention_by_time_and_count() -> None:
     clock = FakeClock()
 
     async def runner(job: Job, mgr: JobManager) -> None:
-        mgr.emit(job, {"type": "job.failed", "error": {}})
+        await mgr.finish(job, {"type": "job.failed", "error": {}})
 
     mgr = manager(runner, clock, job_retention_s=10, max_retained_jobs=3)
 
@@ -291,7 +335,9 @@ def test_retention_by_total_log_bytes() -> None:
         mgr.emit(job, {"type": "job.queued", "position": 0})
         mgr.emit(job, {"type": "job.started", "attempt": 1})
         mgr.emit(job, {"type": "response.output_text.delta", "delta": "x" * 1000})
-        mgr.complete(job, output_text="x" * 1000, usage=Usage(), cost_usd=0.0, response_id=None)
+        await mgr.complete(
+            job, output_text="x" * 1000, usage=Usage(), cost_usd=0.0, response_id=None
+        )
 
     mgr = manager(runner, clock, job_retention_s=3600, max_retained_log_bytes=5000)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -366,46 +367,96 @@ async def test_writer_records_flushes_and_closes(tmp_path: Path) -> None:
     reopened.close()
 
 
-@pytest.mark.anyio
-async def test_rows_gather_for_the_linger_and_a_flush_cuts_it_short(tmp_path: Path) -> None:
-    led = Ledger.in_state_dir(str(tmp_path), tz=UTC_TZ)
+def held_batches(led: Ledger) -> tuple[list[int], threading.Event, threading.Event]:
+    """Count the batches `led` writes and hold each in its thread until `release` is set;
+    `entered` is set once the first batch is being written."""
     batches: list[int] = []
+    entered, release = threading.Event(), threading.Event()
     insert = led.insert_batch
 
-    def counted(batch: list[UsageRecord]) -> int:
+    def held(batch: list[UsageRecord]) -> int:
         batches.append(len(batch))
+        entered.set()
+        release.wait(30)
         return insert(batch)
 
-    led.insert_batch = counted  # type: ignore[method-assign]
-    writer = LedgerWriter(led, linger_s=3600.0, max_batch=20)
-    with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(writer.run)
-            for n in range(5):
-                writer.record(rec(n))
-            await anyio.wait_all_tasks_blocked()
-            assert batches == []  # gathering
-            await writer.flush()  # long before the hour is up
-            assert batches == [5]
-            for n in range(5, 25):  # a full batch does not wait either
-                writer.record(rec(n))
-            await writer.wait_until(lambda s: s.written == 25)
-            assert batches == [5, 20]
-            await writer.close()
-    led2 = Ledger.in_state_dir(str(tmp_path))
-    assert led2.read().total.requests == 25
-    led2.close()
+    led.insert_batch = held  # type: ignore[method-assign]
+    return batches, entered, release
 
 
 @pytest.mark.anyio
-async def test_rows_are_committed_when_the_linger_ends(tmp_path: Path) -> None:
-    writer = LedgerWriter(Ledger.in_state_dir(str(tmp_path)), linger_s=0.05)
+async def test_a_commit_returns_with_its_batch_and_rows_arriving_meanwhile_share_the_next(
+    tmp_path: Path,
+) -> None:
+    led = Ledger.in_state_dir(str(tmp_path), tz=UTC_TZ)
+    batches, entered, release = held_batches(led)
+    writer = LedgerWriter(led, max_batch=20, commit_wait_s=60)
+    told: dict[int, bool] = {}
+
+    async def finish(n: int) -> None:
+        told[n] = await writer.commit(rec(n))
+        # Told only once the row is there for any other reader of the file.
+        reader = sqlite3.connect(led.path)
+        try:
+            assert reader.execute("SELECT 1 FROM usage WHERE job_id = ?", (f"job-{n}",)).fetchone()
+        finally:
+            reader.close()
+
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
-            writer.record(rec(1))
-            await writer.wait_until(lambda s: s.written == 1)  # no flush asked for
+            tg.start_soon(finish, 0)
+            await anyio.to_thread.run_sync(entered.wait)  # written at once, no linger
+            for n in range(1, 26):
+                tg.start_soon(finish, n)
+            await anyio.wait_all_tasks_blocked()
+            assert told == {}  # the first batch is not committed yet: nobody is told
+            assert batches == [1]
+            release.set()
+            await writer.wait_until(lambda s: s.written == 26)
             await writer.close()
+    # The 25 that came while the first batch was written went together, max_batch at a time.
+    assert batches == [1, 20, 5]
+    assert told == dict.fromkeys(range(26), True)
+
+
+@pytest.mark.anyio
+async def test_a_commit_gives_up_waiting_after_commit_wait_s_and_the_row_still_lands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    led = Ledger.in_state_dir(str(tmp_path), tz=UTC_TZ)
+    batches, entered, release = held_batches(led)
+    writer = LedgerWriter(led, commit_wait_s=0.05)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            assert await writer.commit(rec(1)) is False  # a stuck disk holds nobody for long
+            assert entered.is_set()
+            assert "not committed within" in caplog.text
+            assert writer.status().pending == 1
+            release.set()
+            await writer.flush()
+            await writer.close()
+    assert batches == [1]
+    reopened = Ledger.in_state_dir(str(tmp_path))
+    assert reopened.read().total.requests == 1
+    reopened.close()
+
+
+@pytest.mark.anyio
+async def test_a_commit_does_not_wait_on_a_writer_that_has_stopped(tmp_path: Path) -> None:
+    writer = LedgerWriter(Ledger.in_state_dir(str(tmp_path)), commit_wait_s=60)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()  # as at shutdown, before close()
+        assert await writer.commit(rec(1)) is False
+        await writer.close()  # still written
+        assert await writer.commit(rec(2)) is False  # refused once closing
+    reopened = Ledger.in_state_dir(str(tmp_path))
+    assert reopened.read().total.requests == 1
+    reopened.close()
 
 
 @pytest.mark.anyio
@@ -457,15 +508,18 @@ async def test_a_locked_database_delays_rows_but_loses_none(tmp_path: Path) -> N
             assert "locked" in (status.last_error or "")
             assert status.pending == 20
             assert led.read().total.requests == 0
+            # A job finishing now is not held back by the lock: its row waits with the rest.
+            assert await writer.commit(rec(20)) is False
+            assert writer.status().pending == 21
             blocker.execute("ROLLBACK")
             await writer.flush()
             status = writer.status()
-            assert (status.written, status.pending, status.last_error) == (20, 0, None)
+            assert (status.written, status.pending, status.last_error) == (21, 0, None)
             assert status.retries >= 1
             await writer.close()
     blocker.close()
     reopened = Ledger.in_state_dir(str(tmp_path))
-    assert reopened.read().total.requests == 20
+    assert reopened.read().total.requests == 21
     reopened.close()
 
 
