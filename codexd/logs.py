@@ -3,21 +3,22 @@
 Plain lines carry a UTC timestamp, except under journald (`JOURNAL_STREAM` names our stderr),
 which stamps lines itself and reads a `<N>` syslog priority prefix instead. `--log-format json`
 writes one JSON object per line. A traceback never splits a record: plain mode escapes its
-newlines, JSON keeps it in `exc`. Token-shaped strings are masked as a last line of defence;
-the code that logs must still never pass a secret.
+newlines, JSON keeps it in `exc`. Token-shaped strings and credentials inside URLs are masked
+as a last line of defence; the code that logs must still never pass a secret.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import msgspec
+
+from codexd.scrub import mask
 
 LogFormat = Literal["plain", "json"]
 
@@ -44,15 +45,7 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, None, None, None).__
     "taskName",
 }
 
-_SECRET = re.compile(
-    r"(?P<bearer>(?i:bearer)\s+)[A-Za-z0-9._~+/=-]+"
-    r"|\bsk-[A-Za-z0-9_-]{12,}"
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
-)
-
-
-def mask_secrets(text: str) -> str:
-    return _SECRET.sub(lambda m: (m.group("bearer") or "") + "[redacted]", text)
+mask_secrets = mask  # token-shaped strings and credentials inside URLs (codexd/scrub.py)
 
 
 def parse_level(level: str) -> int:

@@ -25,6 +25,8 @@ from typing import Final
 
 import msgspec
 
+from codexd.scrub import GENERIC, Scrubber
+
 # --------------------------------------------------------------------------- values
 
 
@@ -242,14 +244,13 @@ def _usage_window(h: Mapping[str, str], prefix: str, wall_now: float) -> UsageWi
     return UsageWindow(used_percent=used, window_minutes=window, resets_at=resets_at)
 
 
-def _credits(h: Mapping[str, str]) -> Credits | None:
+def _credits(h: Mapping[str, str], scrubber: Scrubber) -> Credits | None:
     has = _bool(h.get("x-codex-credits-has-credits"))
     unlimited = _bool(h.get("x-codex-credits-unlimited"))
-    balance = h.get("x-codex-credits-balance")
-    balance = balance.strip() if balance is not None else None
+    balance = scrubber.word(h.get("x-codex-credits-balance"))
     if has is None and unlimited is None and not balance:
         return None
-    return Credits(has_credits=has, unlimited=unlimited, balance=balance or None)
+    return Credits(has_credits=has, unlimited=unlimited, balance=balance)
 
 
 def _retry_after(h: Mapping[str, str], wall_now: float) -> float | None:
@@ -271,20 +272,22 @@ def _retry_after(h: Mapping[str, str], wall_now: float) -> float | None:
     return max(0.0, when.timestamp() - wall_now)
 
 
-def parse_rate_limit_headers(headers: Mapping[str, str], *, wall_now: float) -> RateLimitHeaders:
+def parse_rate_limit_headers(
+    headers: Mapping[str, str], *, wall_now: float, scrubber: Scrubber = GENERIC
+) -> RateLimitHeaders:
     """Read every rate-limit header of one response; unknown or malformed values become None.
 
     `headers` may be any mapping (an `httpx.Headers`, a dict in any letter case);
-    `wall_now` is the wall clock (epoch seconds) when the response arrived.
+    `wall_now` is the wall clock (epoch seconds) when the response arrived. The values kept
+    as text pass `scrubber` (what the request carried).
     """
     h = {k.lower(): v for k, v in headers.items()}
-    active = h.get("x-codex-active-limit")
     return RateLimitHeaders(
         requests=_limit_window(h, "requests", wall_now),
         tokens=_limit_window(h, "tokens", wall_now),
         primary=_usage_window(h, "x-codex-primary", wall_now),
         secondary=_usage_window(h, "x-codex-secondary", wall_now),
-        credits=_credits(h),
+        credits=_credits(h, scrubber),
         retry_after_s=_retry_after(h, wall_now),
-        active_limit=active.strip() or None if active is not None else None,
+        active_limit=scrubber.word(h.get("x-codex-active-limit")),
     )

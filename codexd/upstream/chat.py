@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from codexd.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import classify_stream_event
 from codexd.upstream.wire import (
     Event,
@@ -36,8 +37,10 @@ class _ToolCall:
 
 
 class ChatStream(StreamNormalizer):
-    def __init__(self, wall_now: Callable[[], float] = time.time) -> None:
-        super().__init__(wall_now)
+    def __init__(
+        self, wall_now: Callable[[], float] = time.time, scrubber: Scrubber = GENERIC
+    ) -> None:
+        super().__init__(wall_now, scrubber)
         self._response_id: str | None = None
         self._usage: Usage | None = None
         self._tools: dict[int, _ToolCall] = {}
@@ -54,7 +57,7 @@ class ChatStream(StreamNormalizer):
         if self.outcome is not None:
             return []
         if obj.get("error") is not None:
-            self.outcome = classify_stream_event(obj, self._wall_now())
+            self.outcome = classify_stream_event(obj, self._wall_now(), scrubber=self._scrubber)
             return []
         chunk_id = obj.get("id")
         if isinstance(chunk_id, str) and self._response_id is None:

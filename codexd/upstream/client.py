@@ -18,6 +18,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
+from codexd.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import (
     UpstreamError,
     UpstreamFailure,
@@ -41,10 +42,13 @@ FINISH_BODY_WAIT_S: Final = 0.1
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """One request. `scrubber` knows what it carries, for the text of its failures."""
+
     url: str
     headers: Mapping[str, str]
     body: bytes
     idle_timeout_s: float
+    scrubber: Scrubber = GENERIC
 
 
 @dataclass(slots=True)
@@ -95,8 +99,9 @@ async def run_attempt(
     """One upstream request. Events are handed to `on_event` as they arrive; the result is
     the stream's outcome (a StreamResult or an UpstreamError) and the response headers."""
     headers: Mapping[str, str] = {}
+    scrubber = attempt.scrubber
     try:
-        with transport_errors():
+        with transport_errors(scrubber=scrubber):
             request = httpx.Request(
                 "POST",
                 _url(attempt.url),
@@ -117,12 +122,13 @@ async def run_attempt(
             if on_headers is not None:
                 on_headers(headers)
             if response.status_code != 200 or not is_event_stream(headers):
-                with transport_errors():
+                with transport_errors(scrubber=scrubber):
                     body = await _read_bounded(response, MAX_ERROR_BODY)
-                return AttemptResult(
-                    classify_http(response.status_code, headers, body, wall_now()), headers
+                error = classify_http(
+                    response.status_code, headers, body, wall_now(), scrubber=scrubber
                 )
-            outcome = await _pump(response, attempt.idle_timeout_s, normalizer, on_event)
+                return AttemptResult(error, headers)
+            outcome = await _pump(response, attempt, normalizer, on_event)
             return AttemptResult(outcome, headers)
         finally:
             with anyio.CancelScope(shield=True):
@@ -133,10 +139,11 @@ async def run_attempt(
 
 async def _pump(
     response: httpx.Response,
-    idle_timeout_s: float,
+    attempt: Attempt,
     normalizer: StreamNormalizer,
     on_event: Callable[[Event], None],
 ) -> Outcome:
+    idle_timeout_s = attempt.idle_timeout_s
     decoder = SSEDecoder(MAX_EVENT_BYTES)
     chunks = _body(response)
     # One scope whose deadline moves with the stream: the idle timeout costs no new scope per
@@ -155,7 +162,7 @@ async def _pump(
                 moved_at = now
                 idle.deadline = anyio.current_time() + idle_timeout_s + slack
             try:
-                with transport_errors(in_stream=True):
+                with transport_errors(in_stream=True, scrubber=attempt.scrubber):
                     chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break

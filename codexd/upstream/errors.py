@@ -21,26 +21,22 @@ import msgspec
 
 from codexctl.protocol import ERROR_TABLE, ErrorKind, RpcError
 from codexd.clock import rfc3339
+from codexd.scrub import GENERIC, MAX_WORD, Scrubber
 
 BILLING_URL: Final = "platform.openai.com/account/billing"
 PLUS_URL: Final = "https://chatgpt.com/explore/plus"
-_MAX_UPSTREAM_MESSAGE: Final = 500
-
-# Anything that looks like a credential is cut out of upstream text before it reaches a user:
-# OpenAI echoes a masked key in 401 messages, and proxies echo headers in error pages.
-_SECRET_PATTERNS: Final = re.compile(
-    r"(?:sk-[A-Za-z0-9_*.\-]{6,}|eyJ[A-Za-z0-9_\-]{8,}(?:\.[A-Za-z0-9_\-]*){0,2}"
-    r"|(?i:bearer)\s+[A-Za-z0-9_.\-~+/=]{8,})"
-)
 _HTML = re.compile(rb"^\s*(?:<!doctype html|<html|<head|<body|<\?xml)", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]*>")
-_SPACES = re.compile(r"\s+")
 
 
 class UpstreamError(msgspec.Struct, frozen=True, kw_only=True):
     """An upstream failure. `in_stream` marks a failure after the event stream had started
     (it counts against `stream_max_retries`, not `request_max_retries`). `upstream_message`
-    is upstream's own text (scrubbed), kept for retry hints such as "try again in 1.5s"."""
+    is upstream's own text, kept for retry hints such as "try again in 1.5s".
+
+    Every string upstream had a say in (`message`, `upstream_code`, `request_id`,
+    `upstream_message`) went through the attempt's `Scrubber` (codexd/scrub.py) before it
+    was put here."""
 
     kind: ErrorKind
     message: str
@@ -84,22 +80,13 @@ def _error(kind: ErrorKind, message: str, **fields: Any) -> UpstreamError:
 # --------------------------------------------------------------------------- small helpers
 
 
-def scrub(text: str) -> str:
-    """Upstream text made safe to show: no credentials, no markup runs, bounded length."""
-    text = _SECRET_PATTERNS.sub("[redacted]", text)
-    text = _SPACES.sub(" ", text).strip()
-    if len(text) > _MAX_UPSTREAM_MESSAGE:
-        text = text[: _MAX_UPSTREAM_MESSAGE - 1] + "…"
-    return text
-
-
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def request_id_of(headers: Mapping[str, str]) -> str | None:
+def request_id_of(headers: Mapping[str, str], scrubber: Scrubber = GENERIC) -> str | None:
     h = lower_headers(headers)
-    return h.get("x-request-id") or h.get("x-oai-request-id") or None
+    return scrubber.word(h.get("x-request-id") or h.get("x-oai-request-id"))
 
 
 def is_event_stream(headers: Mapping[str, str]) -> bool:
@@ -158,6 +145,8 @@ class _Body(msgspec.Struct):
 
 
 class _Parsed(msgspec.Struct):
+    """An error body's fields, each scrubbed."""
+
     message: str | None = None
     type: str | None = None
     code: str | None = None
@@ -182,13 +171,13 @@ def _detail_from(obj: Any) -> _Detail | None:
         return None
 
 
-def _parse_body(body: bytes) -> _Parsed:
+def _parse_body(body: bytes, scrub: Scrubber) -> _Parsed:
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError:
         text = body[:4096].decode("utf-8", errors="replace")
         if _HTML.match(body):
-            return _Parsed(is_html=True, raw_text=scrub(_TAGS.sub(" ", text))[:200] or None)
+            return _Parsed(is_html=True, raw_text=scrub(_TAGS.sub(" ", text), 200) or None)
         return _Parsed(raw_text=scrub(text) or None)
     if not isinstance(doc, Mapping):
         return _Parsed(raw_text=scrub(str(doc)) or None)
@@ -203,10 +192,10 @@ def _parse_body(body: bytes) -> _Parsed:
             code=top.code,
         )
     return _Parsed(
-        message=scrub(detail.message) if detail.message else None,
-        type=detail.type,
-        code=str(detail.code) if detail.code is not None else None,
-        plan_type=detail.plan_type,
+        message=scrub(detail.message or "") or None,
+        type=scrub.word(detail.type),
+        code=scrub.word(str(detail.code)) if detail.code is not None else None,
+        plan_type=scrub.word(detail.plan_type),
         resets_at=detail.resets_at,
         resets_in_seconds=detail.resets_in_seconds,
     )
@@ -294,19 +283,24 @@ def classify_http(
     now: float,
     *,
     tz: tzinfo | None = None,
+    scrubber: Scrubber = GENERIC,
 ) -> UpstreamError:
     """A response that is not the event stream we asked for: an HTTP error status, or a 2xx
     whose body is not `text/event-stream` (a captive portal's HTML page, a proxy's JSON).
 
     `body` is what the shell read of it (bounded). `tz` is for tests; the daemon's local time
-    zone is used otherwise.
+    zone is used otherwise. `scrubber` knows what the request carried (codexd/scrub.py).
     """
-    parsed = _parse_body(body)
+    parsed = _parse_body(body, scrubber)
     code = parsed.code or parsed.type
-    common: dict[str, Any] = {"http_status": status, "request_id": request_id_of(headers)}
+    common: dict[str, Any] = {
+        "http_status": status,
+        "request_id": request_id_of(headers, scrubber),
+    }
 
     if 200 <= status < 300:
-        content_type = lower_headers(headers).get("content-type") or "no content type"
+        content_type = scrubber(lower_headers(headers).get("content-type") or "", MAX_WORD)
+        content_type = content_type or "no content type"
         what = "an HTML page" if parsed.is_html else content_type
         said = "" if parsed.is_html else _said(parsed)
         return _error(
@@ -386,7 +380,11 @@ def _by_code(
 
 
 def classify_stream_event(
-    event: Mapping[str, Any], now: float = 0.0, *, tz: tzinfo | None = None
+    event: Mapping[str, Any],
+    now: float = 0.0,
+    *,
+    tz: tzinfo | None = None,
+    scrubber: Scrubber = GENERIC,
 ) -> UpstreamError:
     """A failure reported inside the stream: Responses `response.failed` (`response.error`),
     an `error` event (`code`, `message` at the top, or under `error`), or a Chat chunk that
@@ -400,7 +398,7 @@ def classify_stream_event(
         err = event.get("error")
     if not isinstance(err, Mapping):
         err = event
-    parsed = _parse_body(msgspec.json.encode({"error": dict(err)}))
+    parsed = _parse_body(msgspec.json.encode({"error": dict(err)}), scrubber)
     code = parsed.code or parsed.type
     common: dict[str, Any] = {"in_stream": True}
     if code in _FATAL_CODES:
@@ -455,7 +453,7 @@ def stream_event_too_large(limit: int) -> UpstreamError:
 def stream_malformed(detail: str) -> UpstreamError:
     return _error(
         ErrorKind.STREAM_ERROR,
-        f"upstream sent a malformed event ({scrub(detail)[:120]})",
+        f"upstream sent a malformed event ({GENERIC(detail, 120)})",
         in_stream=True,
     )
 
@@ -490,7 +488,9 @@ _DNS_TEXT: Final = (
 )
 
 
-def classify_transport(exc: Exception, *, in_stream: bool = False) -> UpstreamError:
+def classify_transport(
+    exc: Exception, *, in_stream: bool = False, scrubber: Scrubber = GENERIC
+) -> UpstreamError:
     """An httpx (or socket) exception. `in_stream`: it happened after the response headers,
     while the events were being read; then it is a stream drop (`stream_error`)."""
     host = _host_of(exc)
@@ -508,7 +508,7 @@ def classify_transport(exc: Exception, *, in_stream: bool = False) -> UpstreamEr
             )
         return _error(
             ErrorKind.STREAM_ERROR,
-            f"stream disconnected before completion: {_transport_detail(exc)}",
+            f"stream disconnected before completion: {_transport_detail(exc, scrubber)}",
             **common,
         )
     if any(isinstance(e, socket.gaierror) for e in chain) or any(t in text for t in _DNS_TEXT):
@@ -535,23 +535,23 @@ def classify_transport(exc: Exception, *, in_stream: bool = False) -> UpstreamEr
     elif isinstance(exc, httpx.UnsupportedProtocol):
         return _error(
             ErrorKind.BAD_REQUEST,
-            f"the provider's base_url is not an http(s) URL ({_transport_detail(exc)})",
+            f"the provider's base_url is not an http(s) URL ({_transport_detail(exc, scrubber)})",
             **common,
         )
     else:
-        message = f"connection to {host} failed: {_transport_detail(exc)}"
+        message = f"connection to {host} failed: {_transport_detail(exc, scrubber)}"
     return _error(ErrorKind.UPSTREAM_ERROR, message, **common)
 
 
-def _transport_detail(exc: BaseException) -> str:
-    text = scrub(str(exc)) or type(exc).__name__
-    return text[:200]
+def _transport_detail(exc: BaseException, scrubber: Scrubber) -> str:
+    return scrubber(str(exc), 200) or type(exc).__name__
 
 
 @contextmanager
-def transport_errors(*, in_stream: bool = False) -> Iterator[None]:
+def transport_errors(*, in_stream: bool = False, scrubber: Scrubber = GENERIC) -> Iterator[None]:
     """Turn httpx and socket exceptions raised inside into `UpstreamFailure(error)`."""
     try:
         yield
     except (httpx.TransportError, httpx.StreamError, OSError) as exc:
-        raise UpstreamFailure(classify_transport(exc, in_stream=in_stream)) from exc
+        error = classify_transport(exc, in_stream=in_stream, scrubber=scrubber)
+        raise UpstreamFailure(error) from exc

@@ -26,7 +26,7 @@ class ResponsesStream(StreamNormalizer):
         if not isinstance(kind, str):
             return []  # Codex skips events without a type; so do we
         if kind in _FAILURES:
-            self.outcome = classify_stream_event(obj, self._wall_now())
+            self.outcome = classify_stream_event(obj, self._wall_now(), scrubber=self._scrubber)
             return []
         if kind == "response.output_text.delta":
             delta = obj.get("delta")

@@ -7,6 +7,7 @@ stream is open; the delay before a retry holds none.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from codexd.jobs import Job, JobManager, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
 from codexd.limits.limiter import Limiter
+from codexd.scrub import GENERIC, Scrubber
 from codexd.upstream.client import Attempt, new_http_client, new_transport, run_attempt
 from codexd.upstream.errors import UpstreamError
 from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide
@@ -164,7 +166,7 @@ class JobRunner:
         env: Mapping[str, str] | None = None,
         wall_now: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        normalizer_for: Callable[[str], StreamNormalizer] | None = None,
+        normalizer_for: Callable[[str, Scrubber], StreamNormalizer] | None = None,
     ) -> None:
         self._auth = auth
         self._limiter_for = limiter_for
@@ -174,6 +176,11 @@ class JobRunner:
         self._wall_now = wall_now
         self._sleep = sleep
         self._normalizer_for = normalizer_for or default_normalizer
+
+    def _observe(self, limiter: Limiter, scrubber: Scrubber, headers: Mapping[str, str]) -> None:
+        limiter.observe(
+            parse_rate_limit_headers(headers, wall_now=self._wall_now(), scrubber=scrubber)
+        )
 
     async def __call__(self, job: Job, mgr: JobManager) -> None:
         snapshot: ConfigSnapshot = job.config
@@ -219,10 +226,12 @@ class JobRunner:
                     failure = err
                     break
                 mgr.emit(job, {"type": "job.started", "attempt": attempts.made})
-                normalizer = self._normalizer_for(job.api)
                 headers = request_headers(cfg, credentials, self._env) | conversation_headers(
                     job, credentials
                 )
+                # What upstream says of this attempt never quotes back what it carried.
+                scrubber = Scrubber.for_request(headers, url)
+                normalizer = self._normalizer_for(job.api, scrubber)
                 result = await run_attempt(
                     self._http.transport(job.provider),
                     Attempt(
@@ -230,12 +239,11 @@ class JobRunner:
                         headers=headers,
                         body=body,
                         idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
+                        scrubber=scrubber,
                     ),
                     normalizer,
                     on_event,
-                    on_headers=lambda h: limiter.observe(
-                        parse_rate_limit_headers(h, wall_now=self._wall_now())
-                    ),
+                    on_headers=functools.partial(self._observe, limiter, scrubber),
                     wall_now=self._wall_now,
                 )
                 outcome = result.outcome
@@ -247,7 +255,7 @@ class JobRunner:
                     job.cost_estimated = estimated
                     reply = outcome
                     break
-            error = without_sent_values(outcome, headers)
+            error = outcome  # scrubbed inside the attempt, which knew what it sent
             if error.is_unauthorized and credentials.mode == "chatgpt" and not refreshed_after_401:
                 refreshed_after_401 = True
                 try:
@@ -290,40 +298,6 @@ class JobRunner:
         )
 
 
-# Request headers whose values are ours to show (content negotiation, Codex's identity, ids).
-_PUBLIC_HEADERS = frozenset(
-    {
-        "content-type",
-        "accept",
-        "user-agent",
-        "originator",
-        "session-id",
-        "thread-id",
-        "x-client-request-id",
-        "chatgpt-account-id",
-        "version",
-    }
-)
-
-
-def without_sent_values(error: UpstreamError, headers: Mapping[str, str]) -> UpstreamError:
-    """A hostile or careless upstream may quote back what we sent (a configured header's
-    secret value, a key of an unknown shape): no value of our request headers survives in
-    its text."""
-    message, upstream = error.message, error.upstream_message
-    for name, value in headers.items():
-        if name.lower() in _PUBLIC_HEADERS:
-            continue
-        for token in {value, value.removeprefix("Bearer ")}:
-            if len(token) >= 8:
-                message = message.replace(token, "[redacted]")
-                if upstream:
-                    upstream = upstream.replace(token, "[redacted]")
-    if message == error.message and upstream == error.upstream_message:
-        return error
-    return msgspec.structs.replace(error, message=message, upstream_message=upstream)
-
-
 def _retrying(
     attempt: int, delay_s: float, error: UpstreamError, reset_output: bool
 ) -> dict[str, Any]:
@@ -349,14 +323,14 @@ def _job_usage(usage: Any) -> Usage:
     )
 
 
-def default_normalizer(api: str) -> StreamNormalizer:
+def default_normalizer(api: str, scrubber: Scrubber = GENERIC) -> StreamNormalizer:
     if api == "chat":
         from codexd.upstream.chat import ChatStream
 
-        return ChatStream()
+        return ChatStream(scrubber=scrubber)
     from codexd.upstream.responses import ResponsesStream
 
-    return ResponsesStream()
+    return ResponsesStream(scrubber=scrubber)
 
 
 def estimate_for(body: Mapping[str, Any], api: str, snapshot: ConfigSnapshot, provider: str) -> int:

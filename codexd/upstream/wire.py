@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from codexd.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import UpstreamError, stream_ended_early, stream_malformed
 from codexd.upstream.sse import SSEEvent
 
@@ -220,11 +221,15 @@ class StreamNormalizer:
     The shell feeds every `SSEEvent` to `feed_sse` and appends what it returns to the job
     log; once `outcome` is set it stops reading (a `response.failed` ends the attempt at
     once, without waiting for EOF). At EOF it calls `finish()`, which turns a stream that
-    ended without its completion event into a `stream_error`.
+    ended without its completion event into a `stream_error`. A failure's text passes
+    `scrubber`, which knows what the attempt's request carried.
     """
 
-    def __init__(self, wall_now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, wall_now: Callable[[], float] = time.time, scrubber: Scrubber = GENERIC
+    ) -> None:
         self._wall_now = wall_now
+        self._scrubber = scrubber
         self._text: list[str] = []
         self.outcome: Outcome | None = None
 

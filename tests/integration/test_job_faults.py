@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 
 from codexctl import Client
@@ -19,13 +20,11 @@ from codexd.testing.fake_openai import (
     RawReply,
     Reply,
     captive_portal,
-    context_length_exceeded,
     dropped,
     error_body,
     insufficient_quota,
     malformed,
     rate_limited,
-    server_error,
     stalled,
     stream_failed,
     truncated_json,
@@ -113,10 +112,25 @@ class Fault:
     needle: str  # a piece of the message a person reads
 
 
+# upstream_env's FAKE_KEY: the faults below quote it back (in the message, the code, the
+# request id) as a proxy that echoes the request would, and no error may repeat it.
+KEY = "sk-test-key-for-the-fake-0001"
+
+
+def echoing(status: int, message: str, type_: str, code: str | None, param: str | None) -> RawReply:
+    return RawReply(
+        status,
+        error_body(f"{message} ({KEY})", type_, code and f"{code}:{KEY}", param),
+        headers=(("x-request-id", f"req_{KEY}"),),
+    )
+
+
 FATAL_FAULTS = [
     Fault(
         "three 5xx with request_max_retries = 2",
-        (server_error(500), server_error(502), server_error(503)),
+        tuple(
+            echoing(status, "Bad gateway.", "server_error", "x", KEY) for status in (500, 502, 503)
+        ),
         "upstream_error",
         3,
         "server error",
@@ -137,7 +151,15 @@ FATAL_FAULTS = [
     ),
     Fault(
         "context_length_exceeded",
-        (context_length_exceeded(),),
+        (
+            echoing(
+                400,
+                "Your input exceeds the context window of this model.",
+                "invalid_request_error",
+                None,
+                "input",
+            ),
+        ),
         "context_length_exceeded",
         1,
         "context window",
@@ -145,14 +167,12 @@ FATAL_FAULTS = [
     Fault(
         "400 bad parameter",
         (
-            RawReply(
+            echoing(
                 400,
-                error_body(
-                    "Unsupported parameter: 'temperature' is not supported with this model.",
-                    "invalid_request_error",
-                    "unsupported_parameter",
-                    "temperature",
-                ),
+                "Unsupported parameter: 'temperature' is not supported with this model.",
+                "invalid_request_error",
+                "unsupported_parameter",
+                "temperature",
             ),
         ),
         "bad_request",
@@ -189,7 +209,7 @@ FATAL_FAULTS = [
     ),
     Fault(
         "response.failed with a server_error, every attempt",
-        (stream_failed(after_deltas=1),) * 3,
+        (stream_failed(f"server_error:{KEY}", f"It failed ({KEY})", after_deltas=1),) * 3,
         "upstream_error",
         2,
         "server_error",
@@ -211,7 +231,7 @@ def test_fault_fails_the_job_with_its_kind_after_exact_attempts(
     error = events[-1]["error"]
     assert error["data"]["kind"] == fault.kind
     assert fault.needle in error["message"]
-    assert "sk-test" not in error["message"]
+    assert KEY not in msgspec.json.encode([events, job]).decode()
     assert [e["attempt"] for e in of_type(events, "job.started")] == list(
         range(1, fault.attempts + 1)
     )

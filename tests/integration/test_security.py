@@ -7,6 +7,7 @@ config/read redaction of header values: test_config_reload.py::test_config_read_
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import signal
@@ -15,14 +16,18 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
 from codexctl import Client, RpcError
+from codexctl.cli import main as codexctl_main
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, RawReply, error_body
+from codexd.testing.http import HttpServer, Request, Responder, serve_in_thread
 from tests.conftest import LineConn, write_config
 from tests.integration._chatgpt import (
     Recorder,
@@ -76,7 +81,8 @@ def secret_env(daemon_env: dict[str, str], fake_openai: FakeOpenAI) -> dict[str,
 
 
 def job(client: Client, recorder: Recorder, **params: Any) -> list[dict[str, Any]]:
-    result = recorder.add(client.call("job/submit", {"body": {"input": "hi"}, **params}))
+    params.setdefault("body", {"input": "hi"})
+    result = recorder.add(client.call("job/submit", params))
     events = []
     while True:
         n = client.next_notification(timeout=30)
@@ -139,6 +145,102 @@ def test_no_chatgpt_token_in_logs_or_results_across_a_refresh(daemon_env: dict[s
     secrets = [first.access_token, first.refresh_token, first.id_token]
     secrets += [now_on_disk[k] for k in ("access_token", "refresh_token", "id_token")]
     assert_no_secrets(secrets, rec.text(), log)
+
+
+class EchoingUpstream:
+    """A hostile upstream on 127.0.0.1 that quotes back everything a request carried (the
+    bearer, every header value, the query value) in every field of its error: `x-request-id`,
+    `error.code`, `.type`, `.param` and `.message`, the message with runs of whitespace, or
+    padded so that the echo straddles the 500-character bound. The request's `input` names
+    the shape of the error."""
+
+    def __init__(self) -> None:
+        self.echoes: list[str] = []
+
+    async def handle(self, request: Request, responder: Responder) -> None:
+        h = request.headers
+        echo = " ".join(
+            [h["authorization"], h["x-static"], h["x-team-secret"], request.query["api-key"]]
+        )
+        self.echoes.append(echo)
+        shape = request.json()["input"]
+        if shape == "stream":
+            failed = {
+                "type": "response.failed",
+                "response": {"error": {"code": echo, "message": "x" * 480 + echo}},
+            }
+            body = b"event: response.failed\ndata: " + msgspec.json.encode(failed) + b"\n\n"
+            await responder.send(200, body, content_type="text/event-stream")
+            return
+        if shape == "code":
+            error = {"message": f"rejected:\n\n  {echo}  \t", "type": "x", "param": echo}
+            error["code"] = echo
+        else:  # "type": no code, so the type stands in for it
+            error = {"message": "x" * 480 + echo, "type": echo, "param": echo, "code": None}
+        await responder.send_json(400, {"error": error}, headers=[("x-request-id", echo)])
+
+
+def leaked(secret: str, text: str) -> bool:
+    """Any 10 characters in a row of a secret's words (a cut-off piece leaks too)."""
+    return any(word[i : i + 10] in text for word in secret.split() for i in range(len(word) - 9))
+
+
+def test_an_upstream_echoing_our_secrets_into_every_error_field_is_scrubbed(
+    daemon_env: dict[str, str],
+) -> None:
+    """Through job/get, job.failed, `codexctl jobs --json`, the gateway's error body and its
+    `x-upstream-request-id`, and the debug log."""
+    key = f"plainkey-{token_hex(16)}"  # no known key shape: only the sent value can match
+    static = f"static-{token_hex(8)}   spaced   {token_hex(8)}"  # a run of spaces inside
+    team = f"team-{token_hex(16)}"
+    query = f"query-{token_hex(16)}"
+    upstream = EchoingUpstream()
+    with serve_in_thread(HttpServer(upstream.handle).serve) as port:
+        write_config(
+            daemon_env,
+            'model = "gpt-5"\n[codexd.gateway]\nenabled = true\n'
+            "[model_providers.hostile]\n"
+            f'name = "hostile"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+            'env_key = "HOSTILE_KEY"\nrequest_max_retries = 0\nstream_max_retries = 0\n'
+            f'query_params = {{ "api-key" = "{query}" }}\n'
+            f'http_headers = {{ "X-Static" = "{static}" }}\n'
+            'env_http_headers = { "X-Team-Secret" = "TEAM_SECRET" }\n',
+        )
+        daemon_env.update(HOSTILE_KEY=key, TEAM_SECRET=team)
+        rec = Recorder()
+        with DaemonProcess(daemon_env, args=["--log-level", "debug"]) as d, Client(d.socket) as c:
+            for shape in ("code", "type", "stream"):
+                failed = job(c, rec, provider="hostile", body={"input": shape})[-1]
+                assert failed["type"] == "job.failed", failed
+                assert failed["error"]["data"]["kind"] in ("bad_request", "upstream_error")
+            gateway = httpx.Client(
+                base_url="http://codexd",
+                transport=httpx.HTTPTransport(
+                    uds=os.path.join(os.path.dirname(d.socket), "gateway.sock")
+                ),
+                timeout=30,
+            )
+            with gateway:
+                reply = gateway.post(
+                    "/v1/responses",
+                    json={"model": "gpt-5", "input": "code"},
+                    headers={"x-codexd-provider": "hostile"},
+                )
+            assert reply.status_code == 400
+            assert "x-upstream-request-id" in reply.headers  # the header is there, scrubbed
+            rec.add([reply.text, dict(reply.headers)])
+            out = io.StringIO()
+            assert codexctl_main(["jobs", "--json", "--socket", d.socket], out=out) == 0
+            rec.add(out.getvalue())
+            log = d.stderr()
+    # The upstream really got every secret, and echoed them.
+    assert len(upstream.echoes) == 4
+    assert all(s in upstream.echoes[0] for s in (key, static, team, query))
+    text = rec.text()
+    assert "upstream rejected the request (400" in text  # the upstream's errors did arrive
+    for secret in (key, static, team, query):
+        assert not leaked(secret, text), secret
+        assert not leaked(secret, log), secret
 
 
 def test_environment_values_are_never_echoed(secret_env: dict[str, str]) -> None:

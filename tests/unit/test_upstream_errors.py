@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codexctl.protocol import ErrorKind, RpcError
+from codexd.scrub import scrub
 from codexd.upstream.errors import (
     UpstreamError,
     UpstreamFailure,
@@ -23,7 +24,6 @@ from codexd.upstream.errors import (
     format_duration,
     is_event_stream,
     rfc3339,
-    scrub,
     stream_ended_early,
     stream_event_too_large,
     stream_idle_timeout,
@@ -174,20 +174,20 @@ def test_other_4xx_is_bad_request_with_the_upstream_message() -> None:
 
 
 def test_401_is_an_auth_candidate_and_never_echoes_the_key() -> None:
+    # A proxy that quotes the key into every field, request id included.
+    key = "sk-proj-abcd0123456789wxyz"
     err = classify_http(
         401,
-        JSON,
-        body(
-            message="Incorrect API key provided: sk-proj-abcd********************wxyz.",
-            type="invalid_request_error",
-            code="invalid_api_key",
-        ),
+        {**JSON, "x-request-id": f"req {key}"},
+        body(message=f"Incorrect API key provided: {key}.", type=key, code=key),
         NOW,
     )
     assert err.kind == ErrorKind.AUTH_EXPIRED
     assert err.is_unauthorized
     assert "codexctl login" in err.message
-    assert "sk-" not in err.message
+    assert "(401 [redacted])" in err.message
+    assert (err.upstream_code, err.request_id) == ("[redacted]", "req [redacted]")
+    assert "sk-" not in repr(err)
     assert not err.retryable
 
 
