@@ -45,6 +45,7 @@ from codexd.auth.oauth import (
 from codexd.auth.pkce import generate_pkce, generate_state
 from codexd.auth.stores import StoreError
 from codexd.auth.tokens import Secret
+from codexd.scrub import scrub
 
 log = logging.getLogger("codexd.auth")
 
@@ -162,16 +163,11 @@ def interpret_callback(method: str, target: str, expected_state: str) -> Callbac
                 "Codex is not enabled for your workspace. Contact your workspace administrator "
                 "to request access to Codex."
             )
-        return CallbackFailure(f"Sign-in failed: {_short(description or error)}")
+        return CallbackFailure(f"Sign-in failed: {scrub(description or error, 300)}")
     code = query.get("code")
     if not code:
         return CallbackFailure("Missing authorization code. Sign-in could not be completed.")
     return CallbackCode(Secret(code))
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _html_escape(text: str) -> str:

@@ -3,11 +3,13 @@ and `OAuthClient`, a thin httpx shell over them.
 
 Failures are `OAuthFailure` values: `permanent` ones (a spent, expired or revoked refresh token;
 any 401 on refresh) mean the user must sign in again; the rest are transient and worth a retry.
-No message carries a token: detail comes from the issuer's error fields, bounded in length.
+No message or code carries a token: what the issuer says passes the request's `Scrubber`
+(codexd/scrub.py), which cuts the secrets the request carried before it bounds the text.
 """
 
 from __future__ import annotations
 
+import itertools
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import httpx
 import msgspec
 
 from codexd.auth.tokens import Secret
+from codexd.scrub import GENERIC, Scrubber, request_values
 
 CLIENT_ID: Final = "app_EMoamEEZ73f0CkXaXp7hrann"
 DEFAULT_ISSUER: Final = "https://auth.openai.com"
@@ -48,15 +51,21 @@ REFRESH_MESSAGE_OTHER: Final = f"Your access token could not be refreshed. {_SIG
 
 @dataclass(frozen=True, slots=True, repr=False)
 class OAuthRequest:
-    """One HTTP call to the issuer. The body holds secrets: the repr shows only where it goes."""
+    """One HTTP call to the issuer. The body holds secrets (also listed in `secrets`, so that
+    an answer quoting them back is scrubbed): the repr shows only where it goes."""
 
     method: str
     url: str
     json: dict[str, Any] | None = None
     form: dict[str, str] | None = None
+    secrets: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"OAuthRequest({self.method} {self.url})"
+
+    @property
+    def scrubber(self) -> Scrubber:
+        return Scrubber(itertools.chain(self.secrets, request_values({}, self.url)))
 
 
 class OAuthFailure(msgspec.Struct, frozen=True):
@@ -185,6 +194,7 @@ def code_exchange_request(
             "client_id": CLIENT_ID,
             "code_verifier": code_verifier.reveal(),
         },
+        secrets=(code.reveal(), code_verifier.reveal()),
     )
 
 
@@ -198,6 +208,7 @@ def refresh_request(url: str, refresh_token: Secret, reason: RefreshReason) -> O
             "refresh_reason": reason,
             "refresh_token": refresh_token.reveal(),
         },
+        secrets=(refresh_token.reveal(),),
     )
 
 
@@ -212,6 +223,7 @@ def api_key_exchange_request(issuer: str, id_token: Secret) -> OAuthRequest:
             "subject_token": id_token.reveal(),
             "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
         },
+        secrets=(id_token.reveal(),),
     )
 
 
@@ -229,7 +241,7 @@ def revoke_request(
         body = {"token": access_token.reveal(), "token_type_hint": "access_token"}
     else:
         return None
-    return OAuthRequest("POST", url, json=body)
+    return OAuthRequest("POST", url, json=body, secrets=(body["token"],))
 
 
 def device_code_request(issuer: str) -> OAuthRequest:
@@ -245,6 +257,7 @@ def device_poll_request(issuer: str, code: DeviceCode) -> OAuthRequest:
         "POST",
         f"{_issuer(issuer)}/api/accounts/deviceauth/token",
         json={"device_auth_id": code.device_auth_id, "user_code": code.user_code},
+        secrets=(code.device_auth_id,),
     )
 
 
@@ -259,44 +272,53 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
-
-
-def error_code(body: bytes) -> str | None:
-    """`error.code` (object), `error` (string) or top-level `code`, lower-cased (Codex's rule)."""
+def _code_as_sent(body: bytes) -> str | None:
     obj = _json_object(body)
     if obj is None:
         return None
     err = obj.get("error")
     if isinstance(err, dict) and isinstance(err.get("code"), str):
-        return str(err["code"]).lower()
+        return str(err["code"])
     if isinstance(err, str):
-        return err.lower()
+        return err
     if isinstance(obj.get("code"), str):
-        return str(obj["code"]).lower()
+        return str(obj["code"])
     return None
 
 
-def error_detail(body: bytes) -> str:
+def error_code(body: bytes) -> str | None:
+    """`error.code` (object), `error` (string) or top-level `code`, lower-cased (Codex's rule).
+
+    For decisions only: a code that is shown or returned is `shown_code`."""
+    code = _code_as_sent(body)
+    return code.lower() if code is not None else None
+
+
+def shown_code(body: bytes, scrubber: Scrubber = GENERIC) -> str | None:
+    """`error_code` as a client may see it: scrubbed before it is lower-cased, since what the
+    issuer may have quoted back is the request's secret as sent."""
+    code = scrubber.word(_code_as_sent(body))
+    return code.lower() if code is not None else None
+
+
+def error_detail(body: bytes, scrubber: Scrubber = GENERIC) -> str:
     """`error_description`, `error.message`, `error` / `error.code`; never the raw body.
 
-    The raw body is left out on purpose: a misbehaving server could echo the request back.
+    The raw body is left out on purpose, and the fields pass `scrubber`: a misbehaving server
+    (or a proxy) could echo the request, tokens included, back.
     """
     obj = _json_object(body)
     if obj is None:
         return "(no JSON error body)"
-    if isinstance(obj.get("error_description"), str):
-        return _short(obj["error_description"])
+    text: object = obj.get("error_description")
     err = obj.get("error")
-    if isinstance(err, dict):
-        for key in ("message", "code"):
-            if isinstance(err.get(key), str):
-                return _short(err[key])
-    if isinstance(err, str):
-        return _short(err)
-    return "(no error detail)"
+    if not isinstance(text, str) and isinstance(err, dict):
+        text = next((err[k] for k in ("message", "code") if isinstance(err.get(k), str)), None)
+    if not isinstance(text, str) and isinstance(err, str):
+        text = err
+    if not isinstance(text, str):
+        return "(no error detail)"
+    return scrubber(text, MAX_DETAIL) or "(no error detail)"
 
 
 def _secret_field(obj: Mapping[str, Any], name: str) -> Secret | None:
@@ -304,7 +326,9 @@ def _secret_field(obj: Mapping[str, Any], name: str) -> Secret | None:
     return Secret(value) if isinstance(value, str) and value else None
 
 
-def parse_refresh_response(status: int, body: bytes) -> TokenGrant | OAuthFailure:
+def parse_refresh_response(
+    status: int, body: bytes, *, scrubber: Scrubber = GENERIC
+) -> TokenGrant | OAuthFailure:
     """Codex's `classify_refresh_token_failure`: 401 or a known code is permanent."""
     if 200 <= status < 300:
         obj = _json_object(body)
@@ -321,14 +345,19 @@ def parse_refresh_response(status: int, body: bytes) -> TokenGrant | OAuthFailur
     code = error_code(body)
     if code is not None and code in REFRESH_MESSAGES:
         return OAuthFailure(REFRESH_MESSAGES[code], permanent=True, status=status, code=code)
+    shown = shown_code(body, scrubber)
     if status == 401:
-        return OAuthFailure(REFRESH_MESSAGE_OTHER, permanent=True, status=status, code=code)
+        return OAuthFailure(REFRESH_MESSAGE_OTHER, permanent=True, status=status, code=shown)
     return OAuthFailure(
-        f"Failed to refresh token: {status}: {error_detail(body)}", status=status, code=code
+        f"Failed to refresh token: {status}: {error_detail(body, scrubber)}",
+        status=status,
+        code=shown,
     )
 
 
-def parse_code_exchange_response(status: int, body: bytes) -> TokenGrant | OAuthFailure:
+def parse_code_exchange_response(
+    status: int, body: bytes, *, scrubber: Scrubber = GENERIC
+) -> TokenGrant | OAuthFailure:
     if 200 <= status < 300:
         obj = _json_object(body) or {}
         grant = TokenGrant(
@@ -344,10 +373,10 @@ def parse_code_exchange_response(status: int, body: bytes) -> TokenGrant | OAuth
             status=status,
         )
     return OAuthFailure(
-        f"token endpoint returned status {status}: {error_detail(body)}",
+        f"token endpoint returned status {status}: {error_detail(body, scrubber)}",
         permanent=400 <= status < 500,
         status=status,
-        code=error_code(body),
+        code=shown_code(body, scrubber),
     )
 
 
@@ -359,7 +388,9 @@ def parse_api_key_exchange_response(status: int, body: bytes) -> Secret | OAuthF
     return OAuthFailure(f"api key exchange failed with status {status}", status=status)
 
 
-def parse_device_code_response(issuer: str, status: int, body: bytes) -> DeviceCode | OAuthFailure:
+def parse_device_code_response(
+    issuer: str, status: int, body: bytes, *, scrubber: Scrubber = GENERIC
+) -> DeviceCode | OAuthFailure:
     if status == 404:
         return OAuthFailure(
             "device code login is not enabled for this Codex server. Use the browser login or "
@@ -370,7 +401,7 @@ def parse_device_code_response(issuer: str, status: int, body: bytes) -> DeviceC
     obj = _json_object(body)
     if not 200 <= status < 300 or obj is None:
         return OAuthFailure(
-            f"device code request failed with status {status}: {error_detail(body)}",
+            f"device code request failed with status {status}: {error_detail(body, scrubber)}",
             permanent=400 <= status < 500,
             status=status,
         )
@@ -399,7 +430,7 @@ def _interval(value: object) -> float:
 
 
 def parse_device_poll_response(
-    status: int, body: bytes
+    status: int, body: bytes, *, scrubber: Scrubber = GENERIC
 ) -> DeviceAuthorized | DevicePending | OAuthFailure:
     """403/404 mean "not yet" on Codex's server; RFC 8628 error codes are understood too."""
     obj = _json_object(body) or {}
@@ -426,10 +457,10 @@ def parse_device_poll_response(
     if status in (403, 404):
         return DevicePending()
     return OAuthFailure(
-        f"device token poll failed with status {status}: {error_detail(body)}",
+        f"device token poll failed with status {status}: {error_detail(body, scrubber)}",
         permanent=400 <= status < 500 and status != 429,
         status=status,
-        code=err,
+        code=shown_code(body, scrubber),
     )
 
 
@@ -466,16 +497,18 @@ class OAuthClient:
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as exc:
-            host = urllib.parse.urlsplit(req.url).netloc
+            host = urllib.parse.urlsplit(req.url).netloc.rpartition("@")[2]  # no userinfo
             return OAuthFailure(f"cannot reach {host}: {type(exc).__name__}")
         return response.status_code, response.content
 
     async def refresh(
         self, refresh_token: Secret, reason: RefreshReason
     ) -> TokenGrant | OAuthFailure:
-        url = refresh_url(self.issuer, self.env)
-        sent = await self.send(refresh_request(url, refresh_token, reason))
-        return sent if isinstance(sent, OAuthFailure) else parse_refresh_response(*sent)
+        req = refresh_request(refresh_url(self.issuer, self.env), refresh_token, reason)
+        sent = await self.send(req)
+        if isinstance(sent, OAuthFailure):
+            return sent
+        return parse_refresh_response(*sent, scrubber=req.scrubber)
 
     async def exchange_code(
         self, code: Secret, *, redirect: str, code_verifier: Secret
@@ -484,7 +517,9 @@ class OAuthClient:
             self.issuer, code=code, redirect=redirect, code_verifier=code_verifier
         )
         sent = await self.send(req)
-        return sent if isinstance(sent, OAuthFailure) else parse_code_exchange_response(*sent)
+        if isinstance(sent, OAuthFailure):
+            return sent
+        return parse_code_exchange_response(*sent, scrubber=req.scrubber)
 
     async def exchange_api_key(self, id_token: Secret) -> Secret | OAuthFailure:
         sent = await self.send(api_key_exchange_request(self.issuer, id_token))
@@ -505,18 +540,20 @@ class OAuthClient:
         return False
 
     async def start_device_code(self) -> DeviceCode | OAuthFailure:
-        sent = await self.send(device_code_request(self.issuer))
+        req = device_code_request(self.issuer)
+        sent = await self.send(req)
         if isinstance(sent, OAuthFailure):
             return sent
-        return parse_device_code_response(self.issuer, *sent)
+        return parse_device_code_response(self.issuer, *sent, scrubber=req.scrubber)
 
     async def poll_device_code(
         self, code: DeviceCode
     ) -> DeviceAuthorized | DevicePending | OAuthFailure:
-        sent = await self.send(device_poll_request(self.issuer, code))
+        req = device_poll_request(self.issuer, code)
+        sent = await self.send(req)
         if isinstance(sent, OAuthFailure):
             return DevicePending()  # a dropped poll is retried at the next interval
-        return parse_device_poll_response(*sent)
+        return parse_device_poll_response(*sent, scrubber=req.scrubber)
 
     async def wait_for_device_code(
         self, code: DeviceCode, *, timeout_s: float = DEVICE_AUTH_TIMEOUT_S

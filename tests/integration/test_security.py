@@ -26,6 +26,7 @@ import pytest
 from codexctl import Client, RpcError
 from codexctl.cli import main as codexctl_main
 from codexd.testing.daemon_process import DaemonProcess
+from codexd.testing.fake_issuer import TokenReply
 from codexd.testing.fake_openai import FakeOpenAI, RawReply, error_body
 from codexd.testing.http import HttpServer, Request, Responder, serve_in_thread
 from tests.conftest import LineConn, write_config
@@ -241,6 +242,51 @@ def test_an_upstream_echoing_our_secrets_into_every_error_field_is_scrubbed(
     for secret in (key, static, team, query):
         assert not leaked(secret, text), secret
         assert not leaked(secret, log), secret
+
+
+def test_an_issuer_echoing_the_refresh_token_is_scrubbed(daemon_env: dict[str, str]) -> None:
+    """An issuer (or a proxy before it) that quotes the refresh request back: the refresh
+    token (shaped like no known token) and the access token, in `error_description`,
+    `error.message` and `error.code`, padded and with runs of whitespace. Checked in the
+    WARNING log lines, `job.failed` of the job that waited on the refresh, `job/get` and
+    `account/refresh`'s `upstream_code`."""
+    with chatgpt_setup(daemon_env) as s:
+        tokens = s.issuer.issue_tokens(access_ttl_s=-60)  # expired: a job must refresh first
+        write_login(s.env, tokens)
+        echo = f"refresh_token= {tokens.refresh_token}\n\n   access {tokens.access_token}"
+        described = msgspec.json.encode(
+            {"error": "invalid_request", "error_description": "x" * 280 + echo}
+        )
+        in_message = msgspec.json.encode({"error": {"message": echo, "code": "unavailable"}})
+        in_code = msgspec.json.encode({"error": {"message": "no", "code": tokens.refresh_token}})
+        # Four transient failures (the first try and its three retries), then a 401.
+        s.issuer.script(
+            TokenReply(400, described),
+            TokenReply(503, in_message),
+            TokenReply(400, described),
+            TokenReply(503, in_message),
+            TokenReply(401, in_code),
+            grant_type="refresh_token",
+        )
+        rec = Recorder()
+        with s.daemon() as d, Client(d.socket) as c:
+            failed = run_job(c, recorder=rec)[-1]
+            assert failed["type"] == "job.failed"
+            assert "could not refresh the ChatGPT login" in failed["error"]["message"]
+            (listed,) = rec.add(c.call("job/list"))["jobs"]
+            rec.add(c.call("job/get", {"job_id": listed["id"]}))
+            with pytest.raises(RpcError) as info:
+                c.call("account/refresh")
+            rec.add({"message": info.value.message, "data": info.value.data})
+            log = d.stderr()
+        assert s.issuer.stats().scripted == 5  # every scripted answer was used
+    assert log.count("refreshing the ChatGPT login failed") == 4
+    text = rec.text()
+    for secret in (tokens.refresh_token, tokens.access_token):
+        assert not leaked(secret, log), secret
+        assert not leaked(secret, text), secret
+    assert info.value.data is not None
+    assert (info.value.data.kind, info.value.data.upstream_code) == ("auth_expired", "[redacted]")
 
 
 def test_environment_values_are_never_echoed(secret_env: dict[str, str]) -> None:

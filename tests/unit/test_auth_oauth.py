@@ -23,6 +23,7 @@ from codexd.auth.oauth import (
     parse_device_poll_response,
     parse_refresh_response,
     redirect_uri,
+    refresh_request,
     refresh_url,
     revoke_url,
 )
@@ -116,6 +117,30 @@ def test_parsers_never_raise(status: int, body: bytes) -> None:
     parse_code_exchange_response(status, body)
     parse_device_code_response(ISSUER, status, body)
     parse_device_poll_response(status, body)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, {"error": "invalid_request", "error_description": "{echo}"}),
+        (503, {"error": {"message": "{echo}", "code": "busy"}}),
+        (400, {"error": {"code": "{token}"}}),
+        (401, {"error": {"code": "{token}", "message": "{echo}"}}),
+    ],
+)
+def test_refresh_errors_quoting_the_request_back_are_scrubbed(
+    status: int, error: dict[str, object]
+) -> None:
+    """Padded so that the token straddles the 300-character bound, with runs of whitespace."""
+    token = Secret("rt_Plain_0123456789ABCdef0123456789")  # codes are lower-cased: scrub first
+    req = refresh_request(f"{ISSUER}/oauth/token", token, "unauthorized_recovery")
+    echo = "x" * 270 + " refresh_token=\n\n  " + token.reveal()
+    body = json.dumps(error).replace("{echo}", echo).replace("{token}", token.reveal())
+    result = parse_refresh_response(status, body.encode(), scrubber=req.scrubber)
+    assert isinstance(result, OAuthFailure)
+    shown = f"{result.message} {result.code}".lower()
+    assert token.reveal().lower()[:10] not in shown
+    assert len(result.message) < 400
 
 
 def test_error_detail_never_echoes_a_raw_body() -> None:
