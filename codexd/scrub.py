@@ -51,7 +51,8 @@ _TOKENS: Final = re.compile(
     r"|\bsk-[A-Za-z0-9_*.-]{6,}"
     r"|\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}"
 )
-_URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]+")
+# A URL in text ends before whitespace, quotes and brackets, and before closing punctuation.
+_URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]*[^\s\"'<>`.,;:!?)\]}]")
 _SPACES: Final = re.compile(r"\s+")
 _SECRET_PREFIXES: Final = ("sk-", "sess-", "bearer ", "basic ", "ghp_", "xox", "eyj")
 _SECRET_NAME_PARTS: Final = ("auth", "token", "secret", "key", "password", "cookie", "signature")
@@ -93,10 +94,16 @@ def redact_url(url: str, marker: str = REDACTED) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def redact_urls(text: str, marker: str = REDACTED) -> str:
+    """`redact_url` applied to every URL inside `text`."""
+    if "://" not in text:
+        return text
+    return _URL.sub(lambda m: redact_url(m.group(), marker), text)
+
+
 def mask(text: str) -> str:
     """Credentials inside URLs and key- or token-shaped strings replaced; nothing else."""
-    if "://" in text:
-        text = _URL.sub(lambda m: redact_url(m.group()), text)
+    text = redact_urls(text)
     return _TOKENS.sub(lambda m: (m.group("scheme") or "") + REDACTED, text)
 
 

@@ -38,6 +38,7 @@ from codexd.config.schema import (
     overlay,
 )
 from codexd.limits.redis import parse_redis_url
+from codexd.scrub import looks_like_secret, redact_urls
 
 CONFIG_NAME: Final = "config.toml"
 CODEXD_NAME: Final = "codexd.toml"
@@ -241,6 +242,7 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         if looks_like_secret(value):
             return "a string that looks like a credential"
+        value = redact_urls(value)
         shown = value if len(value) <= 60 else value[:57] + "..."
         return json.dumps(shown, ensure_ascii=False)
     if isinstance(value, dict):
@@ -250,17 +252,6 @@ def _show(value: Any) -> str:
     if hasattr(value, "isoformat"):
         return str(value.isoformat())
     return type(value).__name__
-
-
-_SECRET_PREFIXES: Final = ("sk-", "sess-", "bearer ", "basic ", "ghp_", "xox", "eyj")
-
-
-def looks_like_secret(value: str) -> bool:
-    """A string that may be a key or token (prefix, or long and without spaces)."""
-    lowered = value.strip().lower()
-    if lowered.startswith(_SECRET_PREFIXES):
-        return True
-    return len(value) >= 32 and " " not in value and any(c.isdigit() for c in value)
 
 
 def _bound(n: float) -> str:

@@ -2,47 +2,41 @@
 
 The snapshot never holds environment values (only the names of variables), so what remains to
 hide is what a user wrote into the file: `experimental_bearer_token`, header and query values
-that look like credentials, and passwords inside backend URLs.
+that look like credentials, and credentials and query values inside any URL (`base_url`,
+`openai_base_url`, `chatgpt_base_url`, a Redis backend). What counts as a secret is decided
+in codexd/scrub.py.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from codexd.config.load import looks_like_secret
 from codexd.config.schema import ConfigSnapshot
+from codexd.scrub import looks_like_secret, redact_urls, secret_name
 
 REDACTED: Final = "<redacted>"
-_SECRET_NAME_PARTS: Final = ("auth", "token", "secret", "key", "password", "cookie", "signature")
-
-
-def _secret_name(name: str) -> bool:
-    lowered = name.lower()
-    return any(part in lowered for part in _SECRET_NAME_PARTS)
 
 
 def _redact_values(values: dict[str, str] | None) -> dict[str, str] | None:
     if values is None:
         return None
     return {
-        name: REDACTED if _secret_name(name) or looks_like_secret(value) else value
+        name: REDACTED if secret_name(name) or looks_like_secret(value) else value
         for name, value in values.items()
     }
 
 
-def _redact_url(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{REDACTED}@{host}"))
+def _redact_urls(value: Any) -> Any:
+    """Every string of a JSON tree with the credentials and query values of its URLs hidden."""
+    if isinstance(value, str):
+        return redact_urls(value, REDACTED)
+    if isinstance(value, dict):
+        return {k: _redact_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_urls(v) for v in value]
+    return value
 
 
 def redact(snapshot: ConfigSnapshot) -> dict[str, Any]:
@@ -55,6 +49,5 @@ def redact(snapshot: ConfigSnapshot) -> dict[str, Any]:
             provider["experimental_bearer_token"] = REDACTED
         provider["http_headers"] = _redact_values(provider.get("http_headers"))
         provider["query_params"] = _redact_values(provider.get("query_params"))
-    for limits in effective["codexd"]["rate_limits"].values():
-        limits["backend"] = _redact_url(limits.get("backend"))
-    return effective
+    redacted: dict[str, Any] = _redact_urls(effective)
+    return redacted

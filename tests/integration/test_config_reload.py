@@ -3,6 +3,7 @@ located errors, profiles, and a `config/read` without secrets."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from codexctl import Client, RpcError
+from codexctl.cli import main as codexctl_main
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
 from tests.integration.test_jobs_upstream import run_job
@@ -387,3 +389,43 @@ def test_config_read_shows_no_secret(upstream_env: dict[str, str], fake_openai: 
     req = fake_openai.model_requests()[-1]
     assert req.headers["x-team-token"] == SECRETS["env_value"]
     assert req.query["api-key"] == SECRETS["query"]
+
+
+def test_credentials_and_query_values_inside_urls_are_never_shown(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    """`config/read`, `codexctl config show`, and a config error that quotes a URL."""
+    port = fake_openai.port
+    config_path(upstream_env).write_text(
+        f'openai_base_url = "http://me:pw-openai@127.0.0.1:{port}/v1?token=tok-openai"\n'
+        'chatgpt_base_url = "https://me:pw-chatgpt@chatgpt.test/backend-api/?sig=sig-chatgpt"\n'
+        "[model_providers.fake]\n"
+        f'name = "fake"\nbase_url = "http://pw-only-fake@127.0.0.1:{port}/v1?key=key-fake"\n'
+        'env_key = "FAKE_KEY"\n'
+    )
+    secrets = ["pw-openai", "tok-openai", "pw-chatgpt", "sig-chatgpt", "pw-only-fake", "key-fake"]
+    with DaemonProcess(upstream_env) as d, Client(d.socket) as c:
+        result = c.call("config/read")
+        out = io.StringIO()
+        assert codexctl_main(["config", "show", "--socket", d.socket], out=out) == 0
+        # A short URL does not look like a key: the error quoting it must still hide its parts.
+        config_path(upstream_env).write_text(
+            '[codexd]\nauth_issuer = "ftp://me:pw-issuer@h/?t=tk-issuer"\n'
+        )
+        with pytest.raises(RpcError) as info:
+            c.call("config/reload")
+        assert info.value.kind == "config_invalid" and "auth_issuer" in info.value.message
+        after = c.call("config/read")
+        log = d.stderr()
+    secrets += ["pw-issuer", "tk-issuer"]
+    shown = [json.dumps(result), out.getvalue(), info.value.message, json.dumps(after), log]
+    for secret in secrets:
+        for text in shown:
+            assert secret not in text, secret
+    effective = result["effective"]
+    assert effective["openai_base_url"] == (
+        f"http://<redacted>@127.0.0.1:{port}/v1?token=<redacted>"
+    )
+    assert effective["providers"]["fake"]["base_url"].startswith("http://<redacted>@127.0.0.1")
+    assert "chatgpt.test/backend-api/?sig=<redacted>" in out.getvalue()
+    assert "ftp://[redacted]@h/?t=[redacted]" in info.value.message

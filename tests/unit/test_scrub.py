@@ -13,6 +13,7 @@ from codexd.scrub import (
     looks_like_secret,
     mask,
     redact_url,
+    redact_urls,
     request_values,
     scrub,
 )
@@ -100,6 +101,14 @@ def test_redact_url_hides_userinfo_and_query_values() -> None:
     )
     assert redact_url("https://api.openai.com/v1") == "https://api.openai.com/v1"
     assert redact_url("http://[::1:80/x?y=1") == REDACTED  # unparsable, with a query
+
+
+def test_redact_urls_reaches_urls_inside_text() -> None:
+    text = "get a key at https://me:pw@example.test/keys?ref=abc, then retry"
+    assert redact_urls(text, "<x>") == (
+        "get a key at https://<x>@example.test/keys?ref=<x>, then retry"
+    )
+    assert redact_urls("no url here: a=b?c") == "no url here: a=b?c"
 
 
 def test_mask_leaves_ordinary_text() -> None:
