@@ -37,6 +37,7 @@ from codexd.config.schema import (
     ProviderConfig,
     overlay,
 )
+from codexd.httpfields import name_problem, value_problem
 from codexd.limits.redis import parse_redis_url
 from codexd.scrub import looks_like_secret, redact_urls
 
@@ -628,6 +629,8 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
             raise files.error(
                 ("model_providers", provider_id, "name"), "provider name must not be empty"
             )
+    for provider_id, provider in cfg.model_providers.items():
+        _check_headers(provider_id, provider, files, env)
     providers = builtin_providers(cfg.openai_base_url, env)
     for provider_id, provider in cfg.model_providers.items():
         providers[provider_id] = (
@@ -739,6 +742,33 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
         top_level=top,
         catalog_models=catalog_models,
     )
+
+
+def _check_headers(
+    provider_id: str, provider: ProviderConfig, files: _Files, env: Mapping[str, str]
+) -> None:
+    """A header the transport would refuse fails the load, not every job later. The value of
+    an `env_http_headers` variable is checked (it is read from the same environment when a
+    job runs) and never quoted."""
+    for table in ("http_headers", "env_http_headers"):
+        for name, value in (getattr(provider, table) or {}).items():
+            key = ("model_providers", provider_id, table, name)
+            problem = name_problem(name)
+            if problem is not None:
+                raise files.error(key, f"{json.dumps(name)} {problem}")
+            if table == "http_headers":
+                problem = value_problem(value)
+                if problem is not None:
+                    raise files.error(key, f"the value {problem}: remove it")
+                continue
+            sent = env.get(value)
+            problem = value_problem(sent) if sent else None
+            if problem is not None:
+                raise files.error(
+                    key,
+                    f"the environment variable {value} {problem}: fix it in the daemon's "
+                    "environment",
+                )
 
 
 def _build(

@@ -21,7 +21,6 @@ HTTP(S)_PROXY / ALL_PROXY / NO_PROXY sends through a proxy goes through httpx's 
 
 from __future__ import annotations
 
-import re
 import select
 import ssl
 import time
@@ -33,6 +32,8 @@ import anyio
 import anyio.abc
 import httptools
 import httpx
+
+from codexd.httpfields import is_field_name, is_field_value
 
 READ_CHUNK: Final = 65536
 MAX_HEAD_BYTES: Final = 64 * 1024
@@ -440,15 +441,11 @@ async def _request_body(request: httpx.Request) -> bytes:
         return await request.aread()
 
 
-_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]")
-
-
 def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     has_length = False
     for name, value in request.headers.raw:
-        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+        if not is_field_name(name) or not is_field_value(value):
             raise httpx.LocalProtocolError(
                 f"request header {name!r} is not a valid HTTP header", request=request
             )

@@ -429,3 +429,39 @@ def test_credentials_and_query_values_inside_urls_are_never_shown(
     assert effective["providers"]["fake"]["base_url"].startswith("http://<redacted>@127.0.0.1")
     assert "chatgpt.test/backend-api/?sig=<redacted>" in out.getvalue()
     assert "ftp://[redacted]@h/?t=[redacted]" in info.value.message
+
+
+def test_a_header_value_with_a_line_break_is_config_invalid_at_start_and_on_reload(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    """Accepted at load, such a value used to fail every job of the provider later."""
+    broken = base_config(fake_openai, extra='http_headers = { "X-Team" = "blue\\r\\nX-Evil: 1" }\n')
+    config_path(upstream_env).write_text(broken)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codexd", "run"],
+        env=upstream_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "config.toml:7: model_providers.fake.http_headers.X-Team: the value holds a line" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+    config_path(upstream_env).write_text(
+        base_config(fake_openai, extra='http_headers = { "X-Team" = "blue" }\n')
+    )
+    with DaemonProcess(upstream_env) as d, Client(d.socket) as c:
+        config_path(upstream_env).write_text(broken)
+        with pytest.raises(RpcError) as info:
+            c.call("config/reload")
+        assert info.value.kind == "config_invalid"
+        assert info.value.data is not None
+        assert info.value.data.key == "model_providers.fake.http_headers.X-Team"
+        # The old config stays in force: the job runs with the header as it was.
+        _, events = run_job(c, {"input": "still fine"}, provider="fake")
+        assert events[-1]["event"]["type"] == "job.completed"
+    assert fake_openai.model_requests()[-1].headers["x-team"] == "blue"

@@ -610,3 +610,51 @@ def test_a_bad_retry_count_is_located_in_any_provider(
         assert err.problem == f"expected an integer ≥ 0, got {value}"
     else:
         assert err.problem.startswith("expected an integer ≤ 100, got ")
+
+
+# --------------------------------------------------------------------------- header fields
+
+
+@pytest.mark.parametrize(
+    ("header", "line", "problem"),
+    [
+        ('http_headers = { "X-Team" = "blue\\r\\nX-Evil: 1" }', 4, "line break (CR or LF)"),
+        ('http_headers = { "X-Team" = "a\\nb" }', 4, "line break (CR or LF)"),
+        ('http_headers = { "X-Team" = "caf\u00e9" }', 4, "non-ASCII"),
+        ('http_headers = { "X-Team" = "a\\u0000b" }', 4, "NUL"),
+        ('http_headers = { "X Team" = "blue" }', 4, "not a valid HTTP header name"),
+        ("[model_providers.p.http_headers]\nX-Team = 'blue'\n'X:Bad' = 'x'", 6, "header name"),
+    ],
+)
+def test_a_header_the_transport_would_refuse_is_a_located_error(
+    tmp_path: Path, header: str, line: int, problem: str
+) -> None:
+    write(tmp_path, f'model = "m"\n[model_providers.p]\nname = "p"\n{header}\n')
+    err = error_of(tmp_path)
+    assert err.line == line
+    assert err.key is not None and err.key.startswith("model_providers.p.http_headers.X")
+    assert problem in err.problem
+    assert "X-Evil" not in err.message
+
+
+def test_an_env_header_variable_holding_a_line_break_is_named_never_quoted(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path,
+        """
+        [model_providers.p]
+        name = "p"
+        env_http_headers = { "X-Team-Token" = "TEAM_TOKEN" }
+        """,
+    )
+    env = {"TEAM_TOKEN": "tok-0123456789\r\n"}
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path), env)
+    err = info.value
+    assert (err.line, err.key) == (3, "model_providers.p.env_http_headers.X-Team-Token")
+    assert "TEAM_TOKEN holds a line break" in err.message
+    assert "tok-0123456789" not in err.message
+    # Unset, or a value HTTP can carry: the file loads.
+    load_config(str(tmp_path), {})
+    load_config(str(tmp_path), {"TEAM_TOKEN": "tok-0123456789"})
