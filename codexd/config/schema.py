@@ -29,6 +29,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 Retries = Annotated[int, Meta(ge=0, le=100)]
 PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(ge=0)]
+Timeout = Annotated[float, Meta(gt=0)]
 Usd = Annotated[float, Meta(ge=0)]
 UsdPerMillion = Annotated[float, Meta(ge=0)]
 
@@ -36,6 +37,18 @@ MAX_RETRIES: Final = 100
 DEFAULT_REQUEST_MAX_RETRIES: Final = 4
 DEFAULT_STREAM_MAX_RETRIES: Final = 5
 DEFAULT_STREAM_IDLE_TIMEOUT_MS: Final = 300_000
+
+# The gateway: a request head must be whole this long after the connection opened (or after
+# its first byte, on a kept-alive connection); real clients send a head in one write.
+DEFAULT_GATEWAY_HEAD_TIMEOUT_S: Final = 10.0
+# A kept-alive gateway connection waiting for its next request; longer than the pools of the
+# usual clients (httpx 5 s, reqwest 90 s), so that they close first and never reuse a
+# connection the gateway is closing.
+DEFAULT_GATEWAY_IDLE_TIMEOUT_S: Final = 120.0
+# TCP connections that have not yet shown the token; past it the oldest is closed. Room for
+# an owner's burst of new connections (all accepted before any head is read), and with
+# max_connections twice over still far from a 1024-descriptor limit.
+DEFAULT_GATEWAY_MAX_UNAUTHENTICATED: Final = 128
 
 OPENAI_API_BASE_URL: Final = "https://api.openai.com/v1"
 DEFAULT_CHATGPT_BASE_URL: Final = "https://chatgpt.com/backend-api/"
@@ -117,6 +130,9 @@ class Price(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 class GatewaySettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = False
     tcp: str | None = None
+    head_timeout_s: Timeout = DEFAULT_GATEWAY_HEAD_TIMEOUT_S
+    idle_timeout_s: Timeout = DEFAULT_GATEWAY_IDLE_TIMEOUT_S
+    max_unauthenticated_connections: PositiveInt = DEFAULT_GATEWAY_MAX_UNAUTHENTICATED
 
 
 DEFAULT_RATE_LIMIT: Final = RateLimitSettings()

@@ -5,6 +5,13 @@ config defaults, same budget and ledger), always cancelled when its HTTP client 
 The reply is read from the job's event log and translated (`translate.py`) into what the
 OpenAI API would have sent. The Unix socket admits the daemon's own uid (and root), as the
 control socket does; TCP admits requests carrying the bearer token of `gateway.token`.
+
+Connections are counted in two pools. The owner's (gateway.sock, and a TCP connection once a
+head on it carried the token) share `[codexd] max_connections`. TCP connections that have not
+shown the token yet are counted apart, up to `max_unauthenticated_connections`: one more
+closes the oldest of them, so strangers holding sockets open can neither fill the owner's
+pool nor keep the owner's next TCP connection out. Every head is checked for the token as
+soon as it is whole; a wrong one gets 401 before its body is read.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -21,7 +29,15 @@ import anyio.abc
 import msgspec
 
 from codexctl.protocol import RpcError
-from codexd.gateway.http import SOCKET_ERRORS, Request, Responder, serve_http
+from codexd.config.schema import CodexdSettings
+from codexd.gateway.http import (
+    SOCKET_ERRORS,
+    HeadCheck,
+    Refusal,
+    Request,
+    Responder,
+    serve_http,
+)
 from codexd.gateway.token import TokenFile
 from codexd.gateway.translate import (
     ChatJSON,
@@ -109,11 +125,26 @@ class _Waker:
         self.event.set()
 
 
+class _TcpPeer:
+    """One TCP connection: unauthenticated until a head on it carries the token."""
+
+    __slots__ = ("authenticated", "scope")
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.scope = scope
+        self.authenticated = False
+
+
 class Gateway:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.tokens = TokenFile(daemon.paths.state_dir)
+        # The owner's connections: gateway.sock, and TCP ones that showed the token.
         self.connections = 0
+        # TCP connections that have not shown the token yet, oldest first.
+        self.unauthenticated: dict[_TcpPeer, None] = {}
+        unauthorized = invalid_api_key()
+        self._unauthorized = Refusal(unauthorized.status, unauthorized.body, unauthorized.headers)
 
     # ---------------------------------------------------------------- listeners
 
@@ -177,39 +208,94 @@ class Gateway:
     async def _connection(self, stream: anyio.abc.SocketStream, tcp: bool) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            settings = self.daemon.config.snapshot.codexd
             if tcp:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            else:
-                try:
-                    cred = peer_credentials(raw)
-                except OSError as exc:
-                    log.warning("gateway refused a connection: no credentials (%s)", exc)
-                    return
-                if not peer_allowed(cred):
-                    log.warning("gateway refused a connection from uid %d", cred.uid)
-                    return
-            limit = self.daemon.config.snapshot.codexd.max_connections
-            if self.connections >= limit:
-                await _send_overloaded(stream, limit)
+                await self._tcp_connection(stream, settings)
+                return
+            try:
+                cred = peer_credentials(raw)
+            except OSError as exc:
+                log.warning("gateway refused a connection: no credentials (%s)", exc)
+                return
+            if not peer_allowed(cred):
+                log.warning("gateway refused a connection from uid %d", cred.uid)
+                return
+            if self.connections >= settings.max_connections:
+                await _send_overloaded(stream, settings.max_connections)
                 return
             self.connections += 1
             try:
-
-                async def handler(request: Request, responder: Responder) -> None:
-                    await self.handle(request, responder, tcp=tcp)
-
-                await serve_http(stream, handler, on_error=_internal_error)
-            except SOCKET_ERRORS:
-                pass
+                await self._serve_http(stream, settings, None)
             finally:
                 self.connections -= 1
 
+    async def _tcp_connection(
+        self, stream: anyio.abc.SocketStream, settings: CodexdSettings
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            peer = _TcpPeer(scope)
+            waiting = self.unauthenticated
+            while len(waiting) >= settings.gateway.max_unauthenticated_connections:
+                oldest = next(iter(waiting))
+                del waiting[oldest]
+                oldest.scope.cancel()
+            waiting[peer] = None
+
+            def check_head(headers: Mapping[str, str]) -> Refusal | None:
+                try:
+                    return self._check_tcp_head(peer, headers, settings.max_connections)
+                except Exception:  # the token file could not be read: a 500, as before
+                    log.exception("gateway: checking the token failed")
+                    return Refusal(500, _INTERNAL_ERROR_BODY)
+
+            try:
+                await self._serve_http(stream, settings, check_head)
+            finally:
+                waiting.pop(peer, None)
+                if peer.authenticated:
+                    self.connections -= 1
+
+    def _check_tcp_head(
+        self, peer: _TcpPeer, headers: Mapping[str, str], limit: int
+    ) -> Refusal | None:
+        """Every head on TCP must carry the token; the first that does moves its connection
+        into the owner's pool (or gets 503 when that pool is full)."""
+        if not self.tokens.matches(headers.get("authorization")):
+            return self._unauthorized
+        if not peer.authenticated:
+            self.unauthenticated.pop(peer, None)
+            if self.connections >= limit:
+                return Refusal(503, _overloaded_body(limit))
+            self.connections += 1
+            peer.authenticated = True
+        return None
+
+    async def _serve_http(
+        self,
+        stream: anyio.abc.SocketStream,
+        settings: CodexdSettings,
+        check_head: HeadCheck | None,
+    ) -> None:
+        async def handler(request: Request, responder: Responder) -> None:
+            await self.handle(request, responder)
+
+        try:
+            await serve_http(
+                stream,
+                handler,
+                on_error=_internal_error,
+                head_timeout=settings.gateway.head_timeout_s,
+                idle_timeout=settings.gateway.idle_timeout_s,
+                check_head=check_head,
+            )
+        except SOCKET_ERRORS:
+            pass
+
     # ---------------------------------------------------------------- routing
 
-    async def handle(self, request: Request, responder: Responder, *, tcp: bool) -> None:
-        if tcp and not self.tokens.matches(request.headers.get("authorization")):
-            await _send_error(responder, invalid_api_key())
-            return
+    async def handle(self, request: Request, responder: Responder) -> None:
+        """Route one request (on TCP its head already carried the token)."""
         method, path = request.method, request.path.rstrip("/")
         api = _API_BY_PATH.get(path)
         if api is not None and method == "POST":
@@ -349,16 +435,20 @@ async def _send_error(responder: Responder, error: HttpError, *extra: tuple[str,
     await responder.send(error.status, error.body, headers=[*error.headers, *extra])
 
 
-async def _internal_error(responder: Responder) -> None:
-    body = openai_error(
+_INTERNAL_ERROR_BODY: Final = _encoder.encode(
+    openai_error(
         "The codexd gateway had an internal error: the daemon log has the details.",
         "server_error",
     )
-    await responder.send(500, _encoder.encode(body))
+)
 
 
-async def _send_overloaded(stream: anyio.abc.ByteStream, limit: int) -> None:
-    body = _encoder.encode(
+async def _internal_error(responder: Responder) -> None:
+    await responder.send(500, _INTERNAL_ERROR_BODY)
+
+
+def _overloaded_body(limit: int) -> bytes:
+    return _encoder.encode(
         openai_error(
             f"codexd has too many connections ({limit}): close idle clients or raise "
             "[codexd] max_connections",
@@ -366,6 +456,10 @@ async def _send_overloaded(stream: anyio.abc.ByteStream, limit: int) -> None:
             "overloaded",
         )
     )
+
+
+async def _send_overloaded(stream: anyio.abc.ByteStream, limit: int) -> None:
+    body = _overloaded_body(limit)
     head = (
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
         b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"

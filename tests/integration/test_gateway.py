@@ -295,6 +295,143 @@ def test_unix_socket_needs_no_token(gateway: DaemonProcess) -> None:
     assert unix_sdk(gateway).models.retrieve("gpt-5").id == "gpt-5"
 
 
+# --------------------------------------------------------------------------- strangers on TCP
+
+
+def tcp_socket(daemon: DaemonProcess, timeout: float = 10.0) -> socket.socket:
+    """A raw TCP connection to the gateway (the timeout only guards against a hang)."""
+    host, port = daemon.env["GATEWAY_TCP"].rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    buf = b""
+    while chunk := sock.recv(65536):
+        buf += chunk
+    return buf
+
+
+def is_open(sock: socket.socket) -> bool:
+    """The peer has not closed `sock` (and sent nothing on it)."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def with_gateway_settings(env: dict[str, str], lines: str) -> dict[str, str]:
+    """`gateway_env` with more keys in its [codexd.gateway] table (the file's last)."""
+    path = os.path.join(env["CODEX_HOME"], "config.toml")
+    with open(path, "a") as f:
+        f.write(lines)
+    return env
+
+
+HALF_A_HEAD = b"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+
+
+@pytest.mark.parametrize("expect_continue", [True, False])
+def test_a_head_without_the_token_gets_401_before_its_body(
+    gateway: DaemonProcess, expect_continue: bool
+) -> None:
+    head = (
+        b"POST /v1/responses HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"authorization: Bearer not-the-token\r\ncontent-length: 1048576\r\n"
+    )
+    if expect_continue:
+        head += b"expect: 100-continue\r\n"
+    with tcp_socket(gateway) as sock:
+        sock.sendall(head + b"\r\n")  # the body never follows
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 401 "), first  # not `100 Continue`, not silence
+        reply = first + read_until_closed(sock)
+    assert b"100 Continue" not in reply
+    assert b'"code":"invalid_api_key"' in reply and b"not-the-token" not in reply
+
+
+def test_the_owner_is_served_while_300_strangers_hold_tcp_connections(
+    gateway: DaemonProcess,
+) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1024:
+        if hard != resource.RLIM_INFINITY and hard < 1024:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low for 300 connections")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    strangers = [tcp_socket(gateway) for _ in range(300)]
+    try:
+        for i, sock in enumerate(strangers):
+            if i % 2:
+                sock.sendall(HALF_A_HEAD)
+        # Barrier: one more stranger's whole head is answered (whatever the answer), so the
+        # daemon has accepted every connection made before it.
+        with tcp_socket(gateway) as last:
+            last.sendall(b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            assert read_until_closed(last).startswith(b"HTTP/1.1 ")
+        token = token_of(gateway)
+        tcp = httpx.get(tcp_base(gateway) + "/models", headers={"Authorization": f"Bearer {token}"})
+        assert tcp.status_code == 200, tcp.text
+        with raw_unix(gateway) as http:
+            unix = http.get("/v1/models")
+        assert unix.status_code == 200, unix.text
+    finally:
+        for sock in strangers:
+            sock.close()
+
+
+def test_past_the_cap_the_oldest_unauthenticated_connection_is_closed(
+    gateway_env: dict[str, str],
+) -> None:
+    # No head timeout to speak of: only the cap can close a connection here.
+    with_gateway_settings(
+        gateway_env, "max_unauthenticated_connections = 2\nhead_timeout_s = 3600\n"
+    )
+    with DaemonProcess(gateway_env) as daemon:
+        token = token_of(daemon)
+        with tcp_socket(daemon) as oldest, tcp_socket(daemon) as second:
+            for sock in (oldest, second):
+                sock.sendall(HALF_A_HEAD)
+            with tcp_socket(daemon) as newest:
+                assert read_until_closed(oldest) == b""  # closed without a word
+                assert is_open(second)
+                newest.sendall(
+                    b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                    + f"authorization: Bearer {token}\r\nconnection: close\r\n\r\n".encode()
+                )
+                assert read_until_closed(newest).startswith(b"HTTP/1.1 200 ")
+            assert is_open(second)
+
+
+def test_a_head_that_does_not_arrive_and_an_idle_connection_are_closed(
+    gateway_env: dict[str, str],
+) -> None:
+    with_gateway_settings(gateway_env, "head_timeout_s = 0.2\nidle_timeout_s = 0.2\n")
+    with DaemonProcess(gateway_env) as daemon:
+        token = token_of(daemon)
+        with tcp_socket(daemon) as silent, tcp_socket(daemon) as half:
+            half.sendall(HALF_A_HEAD)
+            assert read_until_closed(silent) == b""
+            assert read_until_closed(half) == b""
+        request = (
+            b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            + f"authorization: Bearer {token}\r\n\r\n".encode()
+        )
+        with tcp_socket(daemon) as kept:
+            kept.sendall(request)
+            reply = read_until_closed(kept)  # answered, kept alive, then closed when idle
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in reply
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.settimeout(10)
+            unix.connect(gateway_socket(daemon))
+            unix.sendall(HALF_A_HEAD)
+            assert read_until_closed(unix) == b""
+
+
 # --------------------------------------------------------------------------- errors
 
 

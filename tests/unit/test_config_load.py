@@ -61,6 +61,8 @@ def test_missing_home_means_all_defaults(tmp_path: Path) -> None:
     assert c.rate_limits == {} and c.prices == {}
     assert (c.budget.daily_usd, c.budget.monthly_usd) == (None, None)
     assert (c.gateway.enabled, c.gateway.tcp) == (False, None)
+    assert (c.gateway.head_timeout_s, c.gateway.idle_timeout_s) == (10, 120)
+    assert c.gateway.max_unauthenticated_connections == 128
     limits = snap.rate_limit("openai")
     assert (limits.requests_per_minute, limits.tokens_per_minute) == (None, None)
     assert (limits.max_concurrency, limits.default_output_tokens) == (64, 4096)
@@ -329,6 +331,24 @@ def test_wrong_type_is_located_with_the_exact_message(tmp_path: Path) -> None:
             "expected an integer ≥ 1, got true",
         ),
         (
+            "[codexd.gateway]\nhead_timeout_s = 0\n",
+            2,
+            "codexd.gateway.head_timeout_s",
+            "expected a number > 0, got 0",
+        ),
+        (
+            '[codexd.gateway]\nidle_timeout_s = "2m"\n',
+            2,
+            "codexd.gateway.idle_timeout_s",
+            'expected a number > 0, got "2m"',
+        ),
+        (
+            "[codexd.gateway]\nmax_unauthenticated_connections = 0\n",
+            2,
+            "codexd.gateway.max_unauthenticated_connections",
+            "expected an integer ≥ 1, got 0",
+        ),
+        (
             '[codexd.budget]\ndaily_usd = "20"\n',
             2,
             "codexd.budget.daily_usd",
@@ -431,6 +451,9 @@ def test_full_codexd_table_is_read(tmp_path: Path) -> None:
         [codexd.gateway]
         enabled = true
         tcp = "[::1]:8765"
+        head_timeout_s = 5
+        idle_timeout_s = 30.5
+        max_unauthenticated_connections = 16
         """,
     )
     c = load_config(str(tmp_path), NO_ENV).codexd
@@ -441,6 +464,8 @@ def test_full_codexd_table_is_read(tmp_path: Path) -> None:
     assert (c.budget.daily_usd, c.budget.monthly_usd) == (20.0, 200.0)
     assert c.prices["my-model"].output == 2.0
     assert (c.gateway.enabled, c.gateway.tcp) == (True, "[::1]:8765")
+    assert (c.gateway.head_timeout_s, c.gateway.idle_timeout_s) == (5, 30.5)
+    assert c.gateway.max_unauthenticated_connections == 16
 
 
 # --------------------------------------------------------------------------- codexd.toml

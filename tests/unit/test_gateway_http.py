@@ -6,12 +6,14 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
 
-from codexd.gateway.http import MAX_PIPELINED_BYTES, Request, Responder, serve_http
+from codexd.config.schema import DEFAULT_GATEWAY_HEAD_TIMEOUT_S, DEFAULT_GATEWAY_IDLE_TIMEOUT_S
+from codexd.gateway.http import MAX_PIPELINED_BYTES, Refusal, Request, Responder, serve_http
 
 pytestmark = pytest.mark.anyio
 
@@ -21,8 +23,10 @@ async def _internal_error(responder: Responder) -> None:
 
 
 @asynccontextmanager
-async def served(handler: object, **options: int) -> AsyncIterator[anyio.abc.SocketStream]:
+async def served(handler: object, **options: Any) -> AsyncIterator[anyio.abc.SocketStream]:
     """`serve_http(handler)` on one end of a socket pair; yields the client end."""
+    options.setdefault("head_timeout", DEFAULT_GATEWAY_HEAD_TIMEOUT_S)
+    options.setdefault("idle_timeout", DEFAULT_GATEWAY_IDLE_TIMEOUT_S)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     server = await anyio.abc.SocketStream.from_socket(ours)  # type: ignore[attr-defined]
     client = await anyio.abc.SocketStream.from_socket(theirs)  # type: ignore[attr-defined]
@@ -360,3 +364,75 @@ async def test_a_response_header_that_would_split_the_response_becomes_a_500() -
         await client.send(post("/x"))
         (reply,) = await read_responses(client, 1)
         assert reply.startswith(b"HTTP/1.1 500 ") and b"x-injected" not in reply
+
+
+# --------------------------------------------------------------------------- deadlines
+# Tiny timeouts make the tests quick; what is asserted is only that the connection closes
+# (EOF), never when.
+SHORT = 0.05
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/responses HTTP/1.1\r\nhost: x\r\n"])
+async def test_a_head_that_does_not_arrive_closes_the_connection(sent: bytes) -> None:
+    async with served(echo_path, head_timeout=SHORT) as client:
+        if sent:
+            await client.send(sent)
+        assert await read_to_eof(client) == b""  # closed, and nothing said
+
+
+async def test_a_head_dripped_after_an_idle_wait_still_has_only_head_timeout() -> None:
+    async with served(echo_path, head_timeout=SHORT, idle_timeout=3600) as client:
+        await client.send(post("/one"))
+        (first,) = await read_responses(client, 1)
+        assert first.endswith(b"/one")
+        await client.send(b"POST /two HTTP/1.1\r\n")  # then never the rest
+        assert await read_to_eof(client) == b""
+
+
+async def test_an_idle_kept_alive_connection_is_closed_but_never_while_a_handler_runs() -> None:
+    forever = Forever()
+
+    async def route(request: Request, responder: Responder) -> None:
+        if request.path == "/forever":
+            await forever(request, responder)
+        else:
+            await echo_path(request, responder)
+
+    timeouts = {"head_timeout": SHORT, "idle_timeout": SHORT}
+    async with served(route, **timeouts) as busy, served(route, **timeouts) as idle:
+        await busy.send(post("/forever"))
+        await forever.started.wait()
+        await idle.send(post("/echo"))
+        (reply,) = await read_responses(idle, 1)
+        assert reply.endswith(b"/echo")
+        # The idle connection closes after its answer; `busy` opened before it, so had its
+        # handler been timed it would have been cancelled by now.
+        assert await read_to_eof(idle) == b""
+        await anyio.wait_all_tasks_blocked()
+        assert not forever.cancelled.is_set()
+
+
+async def test_a_refused_head_is_answered_before_its_body_without_100_continue() -> None:
+    seen: list[Request] = []
+
+    def check_head(headers: Any) -> Refusal | None:
+        return None if headers.get("authorization") == "Bearer t" else Refusal(401, b"{}")
+
+    async def record(request: Request, responder: Responder) -> None:
+        seen.append(request)
+        await responder.send(200, b"{}")
+
+    head = b"POST /v1/responses HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+    async with served(record, check_head=check_head) as client:
+        await client.send(head + b"content-length: 1000000\r\n\r\n")  # and never the body
+        reply = await read_to_eof(client)
+        assert reply.startswith(b"HTTP/1.1 401 ") and b"connection: close" in reply
+        assert b"100 Continue" not in reply
+    async with served(record, check_head=check_head) as client:
+        await client.send(head + b"authorization: Bearer t\r\ncontent-length: 2\r\n\r\n")
+        with anyio.fail_after(5):
+            assert await client.receive() == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await client.send(b"{}")
+        (reply,) = await read_responses(client, 1)
+        assert reply.startswith(b"HTTP/1.1 200 ")
+    assert [r.body for r in seen] == [b"{}"]
