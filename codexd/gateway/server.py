@@ -319,7 +319,9 @@ class Gateway:
     async def model_request(self, request: Request, responder: Responder, api: str) -> None:
         try:
             body = msgspec.json.decode(request.body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            # Not JSON, not UTF-8 (msgspec ≥ 0.23 says DecodeError, older releases
+            # UnicodeDecodeError) or nested deeper than the decoder goes: all one bad body.
             await _send_error(
                 responder,
                 bad_body(

@@ -478,6 +478,23 @@ def test_upstream_errors_become_sdk_exceptions(
     assert len(fake_openai.model_requests()) == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"model": "gpt-5", "input": "\xff"}'],
+    ids=["nested-too-deeply", "invalid-utf8"],
+)
+def test_a_body_nested_too_deeply_or_not_utf8_is_400(gateway: DaemonProcess, body: bytes) -> None:
+    with raw_unix(gateway) as http:
+        reply = http.post("/v1/responses", content=body)
+        after = http.get("/v1/models")
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] is None
+    assert "JSON" in error["message"]
+    assert after.status_code == 200  # the same connection goes on
+    assert "Traceback" not in gateway.stderr()
+
+
 def test_no_credentials_is_401(gateway_env: dict[str, str]) -> None:
     del gateway_env["FAKE_KEY"]
     with DaemonProcess(gateway_env) as daemon:
