@@ -100,6 +100,8 @@ class Daemon:
             TABLE,
             max_message_bytes=lambda: self.config.snapshot.codexd.max_message_bytes,
             max_connections=lambda: self.config.snapshot.codexd.max_connections,
+            idle_timeout=lambda: self.config.snapshot.codexd.connection_idle_timeout_s,
+            waiting=self._waiting_connections,
             on_close=self._connection_closed,
         )
 
@@ -274,6 +276,13 @@ class Daemon:
 
     def request_shutdown(self) -> None:
         self._shutdown.set()
+
+    def _waiting_connections(self) -> set[object]:
+        """Connections that wait for notifications: never closed as idle."""
+        waiting: set[object] = set(self.events.subscribers())
+        waiting.update(self.jobs.live_subscribers())
+        waiting.update(login.owner for login in self.accounts.logins.active.values())
+        return waiting
 
     def _connection_closed(self, conn: Connection) -> None:
         self.jobs.forget_subscriber(conn)

@@ -42,6 +42,10 @@ class EventHub:
         for subs in self._subscribers.values():
             subs.discard(sub)
 
+    def subscribers(self) -> set[Subscriber]:
+        """Everyone subscribed to any topic."""
+        return set().union(*self._subscribers.values())
+
     def subscribed(self, sub: Subscriber, topic: str) -> bool:
         return sub in self._subscribers[topic]
 

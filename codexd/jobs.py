@@ -632,6 +632,15 @@ class JobManager:
         job.live.discard(sub)
         job.replaying.pop(sub, None)
 
+    def live_subscribers(self) -> set[Subscriber]:
+        """Subscribers of jobs that have not finished (they still expect events)."""
+        subs: set[Subscriber] = set()
+        for job in self.jobs.values():
+            if not job.is_terminal:
+                subs.update(job.live)
+                subs.update(job.replaying)
+        return subs
+
     def forget_subscriber(self, sub: Subscriber) -> None:
         for job in self.jobs.values():
             job.live.discard(sub)

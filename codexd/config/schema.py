@@ -38,6 +38,11 @@ DEFAULT_REQUEST_MAX_RETRIES: Final = 4
 DEFAULT_STREAM_MAX_RETRIES: Final = 5
 DEFAULT_STREAM_IDLE_TIMEOUT_MS: Final = 300_000
 
+# A control socket connection with nothing in flight and nothing subscribed is closed after
+# this long, so that leaked clients cannot hold `max_connections` slots for ever; long enough
+# that a tool keeping a connection between occasional calls seldom meets it.
+DEFAULT_CONNECTION_IDLE_TIMEOUT_S: Final = 600.0
+
 # The gateway: a request head must be whole this long after the connection opened (or after
 # its first byte, on a kept-alive connection); real clients send a head in one write.
 DEFAULT_GATEWAY_HEAD_TIMEOUT_S: Final = 10.0
@@ -144,6 +149,7 @@ class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     log_level: LogLevel = "info"
     max_message_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
     max_connections: PositiveInt = 256
+    connection_idle_timeout_s: Timeout = DEFAULT_CONNECTION_IDLE_TIMEOUT_S
     max_queued_jobs: PositiveInt = 1000
     job_retention_s: Seconds = 900
     drain_timeout_s: Seconds = 30

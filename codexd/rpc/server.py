@@ -3,6 +3,11 @@
 One task per connection, with a writer task that owns the socket's send side and a bounded
 outbound stream in front of it. Requests run concurrently (replies may come out of order),
 except methods marked `inline`, which are cheap and answered from the reader itself.
+
+One reaper task closes connections idle for `[codexd] connection_idle_timeout_s`: nothing
+read or written, no request in flight, no running job tied to them (`cancel_on_disconnect`),
+and nothing they wait on (a job's or a topic's events, a login's end). It compares counters
+the connections keep anyway, so a request costs no clock read and no timer.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -47,6 +52,8 @@ OUTBOUND_BUFFER = 1024
 MAX_INFLIGHT_PER_CONNECTION = 64
 WRITE_BATCH = 1024
 MAX_DEFERRED = 4096
+# The idle reaper looks at most this often, however small connection_idle_timeout_s is.
+MIN_REAP_INTERVAL_S = 0.05
 
 _encoder = msgspec.json.Encoder()
 
@@ -129,6 +136,15 @@ class Connection:
         self._closing = False
         self.closed = False
         self.writer_done = anyio.Event()
+        # For the idle reaper: reads so far, requests being handled, and what it saw last.
+        self.reads = 0
+        self.inflight = 0
+        self.idle_mark = (0, 0.0)  # (reads + lines written, when they last changed)
+        self.scope: anyio.CancelScope | None = None  # cancelling it ends the connection
+
+    def is_busy(self) -> bool:
+        """A request in flight, or a running job that ends with this connection."""
+        return self.inflight > 0 or bool(self.jobs_to_cancel)
 
     def _write_direct(self, line: bytes) -> bool:
         """Write at once when nothing is waiting to be written before `line` (the common case
@@ -249,13 +265,19 @@ class RpcServer:
         *,
         max_message_bytes: Callable[[], int],
         max_connections: Callable[[], int],
+        idle_timeout: Callable[[], float],
+        waiting: Callable[[], Collection[object]],
         on_close: Callable[[Connection], None] | None = None,
     ) -> None:
+        """`waiting()` names the connections that wait for notifications (subscribers of
+        running jobs and of topics, owners of logins in progress): never idle."""
         self._daemon = daemon
         self._on_close = on_close
         self._table = table
         self._max_message_bytes = max_message_bytes
         self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
+        self._waiting = waiting
         self.stats = ServerStats()
         self.connections: set[Connection] = set()
 
@@ -270,8 +292,48 @@ class RpcServer:
                 await conn.writer_done.wait()
 
     async def serve(self, listener: anyio.abc.SocketListener) -> None:
-        async with listener:
-            await listener.serve(self._handle)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._reap_idle, name="idle connection reaper")
+            async with listener:
+                await listener.serve(self._handle)
+
+    async def _reap_idle(self) -> None:
+        while True:
+            timeout = self._idle_timeout()
+            now = anyio.current_time()
+            try:
+                wake = self.close_idle(now, timeout)
+            except Exception:  # a bug here must not end the server: log it, look again later
+                log.exception("the idle connection reaper failed")
+                wake = now + timeout
+            # At least twice per timeout: a connection idle since just after this look is
+            # closed at most half a timeout late.
+            await anyio.sleep(max(min(wake - now, timeout / 2), MIN_REAP_INTERVAL_S))
+
+    def close_idle(self, now: float, timeout: float) -> float:
+        """Close the connections idle for `timeout` at `now`; returns when one may next
+        be. Activity is seen as a change in the lines read and written since the last look,
+        which restarts the connection's idle time from `now`."""
+        wake = now + timeout
+        waiting: Collection[object] | None = None
+        for conn in list(self.connections):
+            activity = conn.reads + conn._written
+            if activity != conn.idle_mark[0] or conn.is_busy():
+                conn.idle_mark = (activity, now)
+                continue
+            expires = conn.idle_mark[1] + timeout
+            if expires > now:
+                wake = min(wake, expires)
+                continue
+            if waiting is None:
+                waiting = self._waiting()
+            if conn in waiting:
+                conn.idle_mark = (activity, now)
+                continue
+            log.info("connection %d (%s): idle for %gs, closed", conn.id, conn.client_name, timeout)
+            if conn.scope is not None:
+                conn.scope.cancel()
+        return wake
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
@@ -313,9 +375,11 @@ class RpcServer:
         send, receive = anyio.create_memory_object_stream[bytes](OUTBOUND_BUFFER)
         conn = Connection(cred, send)
         conn._raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        conn.idle_mark = (0, anyio.current_time())
         self.connections.add(conn)
         try:
             async with anyio.create_task_group() as tg:
+                conn.scope = tg.cancel_scope
                 tg.start_soon(self._writer, stream, receive, conn, tg.cancel_scope)
                 async with anyio.create_task_group() as handlers:
                     await self._reader(stream, conn, handlers)
@@ -370,6 +434,7 @@ class RpcServer:
                 return
             except OSError:
                 return
+            conn.reads += 1
             for line in framer.feed(chunk):
                 if isinstance(line, Overflow):
                     err = RpcError(
@@ -409,9 +474,14 @@ class RpcServer:
             return
         ctx = CallContext(self._daemon, conn, request_id)
         if method.inline:
-            await self._call(method, env.params, ctx, is_notification)
+            conn.inflight += 1
+            try:
+                await self._call(method, env.params, ctx, is_notification)
+            finally:
+                conn.inflight -= 1
             return
         await inflight.acquire()
+        conn.inflight += 1
         handlers.start_soon(self._call_released, method, env.params, ctx, is_notification, inflight)
 
     async def _call_released(
@@ -425,6 +495,7 @@ class RpcServer:
         try:
             await self._call(method, raw, ctx, is_notification)
         finally:
+            ctx.connection.inflight -= 1
             inflight.release()
 
     async def _call(

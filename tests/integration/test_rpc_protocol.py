@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from codexd.testing.daemon_process import DaemonProcess
+from codexd.testing.fake_openai import FakeOpenAI, stalled
 from tests.conftest import LineConn, write_config
 
 
@@ -217,3 +219,36 @@ def test_connection_past_max_connections_gets_overloaded(daemon_env: dict[str, s
         assert fourth.call("daemon/status")["result"]["connections"] == 2
         for c in (first, third, fourth):
             c.close()
+
+
+def test_idle_connections_are_closed_so_a_new_client_is_served(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    write_config(
+        upstream_env,
+        (Path(upstream_env["CODEX_HOME"]) / "config.toml").read_text()
+        + "[codexd]\nmax_connections = 5\nconnection_idle_timeout_s = 0.2\n",
+    )
+    with DaemonProcess(upstream_env) as d:
+        # Connected first, so idle the longest: one waits on a topic, one on a running job.
+        topic = LineConn(d.socket)
+        assert topic.call("events/subscribe", {"topics": ["config"]})["result"] == {}
+        job = LineConn(d.socket)
+        fake_openai.script(stalled(2))  # the job runs, and sends nothing more, until cancelled
+        job_id = job.call("job/submit", {"body": {"input": "hi"}})["result"]["job_id"]
+        fake_openai.wait_for(lambda s: s.in_flight == 1)
+        idle = [LineConn(d.socket) for _ in range(3)]
+        for c in idle:
+            assert c.call("daemon/ping")["result"] == {}
+        full = LineConn(d.socket)
+        assert error_of(full.recv())[:2] == (-32001, "overloaded")
+        for c in idle:  # the daemon closes each, without a word
+            assert c.at_eof()
+        newcomer = LineConn(d.socket)
+        assert newcomer.call("daemon/ping")["result"] == {}
+        # The two waiting connections outlived the idle ones and still work.
+        assert topic.call("daemon/ping", rid=2)["result"] == {}
+        job.send({"jsonrpc": "2.0", "id": 2, "method": "job/cancel", "params": {"job_id": job_id}})
+        while (reply := job.recv()).get("id") != 2:
+            pass  # the job's events
+        assert reply["result"]["state"] == "cancelled"

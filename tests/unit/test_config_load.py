@@ -58,6 +58,7 @@ def test_missing_home_means_all_defaults(tmp_path: Path) -> None:
     assert (c.max_retry_wait_s, c.max_job_log_events) == (120, 100_000)
     assert c.auth_issuer == "https://auth.openai.com"
     assert c.usage_retention_days == 400
+    assert c.connection_idle_timeout_s == 600
     assert c.rate_limits == {} and c.prices == {}
     assert (c.budget.daily_usd, c.budget.monthly_usd) == (None, None)
     assert (c.gateway.enabled, c.gateway.tcp) == (False, None)
@@ -329,6 +330,12 @@ def test_wrong_type_is_located_with_the_exact_message(tmp_path: Path) -> None:
             2,
             "codexd.max_connections",
             "expected an integer ≥ 1, got true",
+        ),
+        (
+            "[codexd]\nconnection_idle_timeout_s = -1\n",
+            2,
+            "codexd.connection_idle_timeout_s",
+            "expected a number > 0, got -1",
         ),
         (
             "[codexd.gateway]\nhead_timeout_s = 0\n",
