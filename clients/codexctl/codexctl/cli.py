@@ -1,23 +1,32 @@
 """`codexctl`: the command line of codexd (SPEC §3).
 
 Exit codes: 0 ok · 1 the call failed · 2 usage error · 3 daemon unreachable · 4 authentication
-needed · 5 rate/quota/usage limit · 130 interrupted. Errors are one line on stderr saying what
-happened and what to do next.
+needed · 5 rate/quota/usage limit · 130 interrupted · 141 stdout closed. Errors are one line on
+stderr saying what happened and what to do next.
+
+`main` is the one place that decides, for every command, what a signal or a closed stdout does:
+SIGINT and SIGTERM raise KeyboardInterrupt (exit 130), and a reader of stdout that went away (a
+pager or `head` that quit) ends the command quietly with 141, as git and gh end. A command that
+must clean up on the way out (`ask` cancels its job) catches either, cleans up and re-raises.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import stat
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TextIO
 
 from codexctl import __version__
 from codexctl.errors import DaemonUnreachable
 from codexctl.protocol import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_OUTPUT_CLOSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     PROTOCOL_VERSION,
@@ -149,6 +158,97 @@ class Context:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+# --------------------------------------------------------------------------- signals, closed stdout
+
+# The signals that stop a command as Ctrl-C does.
+INTERRUPTS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt while a command runs, even when they came in
+    ignored (a background job of a shell script starts with SIGINT ignored)."""
+    try:
+        previous = {signum: signal.signal(signum, _interrupt) for signum in INTERRUPTS}
+    except ValueError:  # not the main thread (main() called as a library): leave them be
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done (a submit on the wire), so that an
+    interrupt always knows its job."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _pipe_fd(out: TextIO | None) -> int | None:
+    """The descriptor of `out` when it is a pipe or a socket (whose reader can go away)."""
+    if out is None:
+        return None
+    try:
+        fd = out.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):
+        return None
+    return fd if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
+def next_notification(client: Any, out: TextIO | None = None) -> Any:
+    """The daemon's next notification, for the commands that follow (ask, watch, events).
+
+    When `out` is a pipe, its reader going away raises BrokenPipeError as soon as the system
+    tells (Linux reports it on the pipe even while nothing is written), so a follower whose
+    daemon is quiet ends then, not at its next line; elsewhere the next write finds out.
+    """
+    reader = _pipe_fd(out)
+    if reader is None:
+        while (note := client.next_notification(timeout=None)) is None:  # pragma: no cover
+            pass
+        return note
+    import select
+
+    poller = select.poll()
+    poller.register(client.fileno(), select.POLLIN)
+    poller.register(reader, 0)  # errors and hang-ups are always reported
+    while True:
+        note = client.next_notification(timeout=0)  # what is buffered, without blocking
+        if note is not None:
+            return note
+        for fd, events in poller.poll():
+            if fd == reader and events & (select.POLLERR | select.POLLHUP):
+                raise BrokenPipeError("the reader of stdout went away")
+
+
+def _discard_if_closed(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null: what it still buffers would fail
+    again when Python flushes it at exit, with a message on stderr."""
+    try:
+        stream.flush()
+        return
+    except BrokenPipeError:
+        pass
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 # --------------------------------------------------------------------------- commands
@@ -318,12 +418,31 @@ def main(
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(err)
-        return EXIT_USAGE
-    ctx = Context(args, out, err)
+    ctx: Context | None = None
+    try:
+        with interrupts_raise():
+            parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
+            args = parser.parse_args(argv)  # argparse itself is quiet on a closed stdout
+            if args.command is None:
+                parser.print_help(err)
+                return EXIT_USAGE
+            ctx = Context(args, out, err)
+            status = _run(args, ctx)
+            out.flush()
+            return status
+    except KeyboardInterrupt:  # between the command's end and the last flush
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout (or stderr) has no reader any more: end quietly
+        _discard_if_closed(out)
+        _discard_if_closed(err)
+        return EXIT_OUTPUT_CLOSED
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _run(args: argparse.Namespace, ctx: Context) -> int:
+    err = ctx.err
     try:
         return COMMANDS[args.command](args, ctx)
     except UsageError as exc:
@@ -338,5 +457,3 @@ def main(
     except DaemonUnreachable as exc:
         err.write(f"codexctl: {exc}\n")
         return EXIT_UNREACHABLE
-    finally:
-        ctx.close()

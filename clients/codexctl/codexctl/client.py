@@ -102,7 +102,7 @@ class Client:
         self.connect()
         assert self._sock is not None
         rid = next(self._ids)
-        self._sock.sendall(_encode_request(rid, method, params))
+        self._send(_encode_request(rid, method, params))
         while True:
             env = self._read_message()
             if env.id is msgspec.UNSET:
@@ -119,8 +119,21 @@ class Client:
 
     def notify(self, method: str, params: Any = None) -> None:
         self.connect()
+        self._send(_encode_request(None, method, params))
+
+    def fileno(self) -> int:
+        """The connected socket's descriptor, for a caller that waits on it with others."""
+        self.connect()
         assert self._sock is not None
-        self._sock.sendall(_encode_request(None, method, params))
+        return self._sock.fileno()
+
+    def _send(self, data: bytes) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close()
+            raise ConnectionLost(self.socket_path) from None
 
     def next_notification(self, timeout: float | None = None) -> Notification | None:
         """The next server notification; None when `timeout` passes without one."""
@@ -162,7 +175,10 @@ class Client:
                     raise _protocol_error(str(exc)) from None
             if len(self._buf) > MAX_REPLY_BYTES:
                 raise _protocol_error(f"a message over {MAX_REPLY_BYTES} bytes")
-            chunk = self._sock.recv(65536)
+            try:
+                chunk = self._sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
                 self.close()
                 raise ConnectionLost(self.socket_path)

@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, TextIO
 
-from codexctl.cli import Context, Handler, UsageError, format_duration, print_rows, print_table
+from codexctl.cli import (
+    Context,
+    Handler,
+    UsageError,
+    format_duration,
+    next_notification,
+    print_rows,
+    print_table,
+)
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -444,9 +452,7 @@ def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
     ctx.err.write(f"codexctl: following {', '.join(topics)}; Ctrl-C stops\n")
     ctx.err.flush()
     while True:
-        n = client.next_notification(timeout=None)
-        if n is None:  # pragma: no cover - no timeout given
-            continue
+        n = next_notification(client, ctx.out)
         if ctx.json:
             ctx.print_json_line({"method": n.method, "params": n.params})
         else:

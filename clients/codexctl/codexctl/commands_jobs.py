@@ -3,21 +3,27 @@
 `ask` renders one job three ways: on a terminal the text streams and a retry that restarts the
 output takes back what was shown; to a pipe or file only the final reply is written (or, with
 `--stream`, the text as it arrives, a restart announced on stderr); with `--json` every event is
-a JSON line. Ctrl-C cancels the job and exits 130.
+a JSON line. Ctrl-C (or SIGTERM, or a closed stdout) cancels the job.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
-from codexctl.cli import Context, Handler, UsageError, print_table
+from codexctl.cli import (
+    Context,
+    Handler,
+    UsageError,
+    interrupts_held,
+    next_notification,
+    print_table,
+)
 from codexctl.errors import DaemonUnreachable
 from codexctl.protocol import (
     EXIT_FAILED,
@@ -124,28 +130,24 @@ def submit_params(args: argparse.Namespace, prompt: str, *, subscribe: bool) -> 
     return params
 
 
-@contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C while a submit is on the wire, so that an interrupt always knows its job."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
 # --------------------------------------------------------------------------- following a job
 
 
-def follow(client: Any, job_id: str, after_seq: int, on_event: EventHandler) -> dict[str, Any]:
+def follow(
+    client: Any,
+    job_id: str,
+    after_seq: int,
+    on_event: EventHandler,
+    *,
+    out: TextIO | None = None,
+) -> dict[str, Any]:
     """Hand each `job/event` of `job_id` (seq > after_seq, in order, once) to `on_event` until
     the terminal one, which is returned. A dropped subscription is re-attached after the last
-    event seen, so the caller never notices."""
+    event seen, so the caller never notices. `out`, when given, is watched for a reader that
+    went away (BrokenPipeError) while the job is quiet."""
     last = after_seq
     while True:
-        n = client.next_notification(timeout=None)
-        if n is None:  # pragma: no cover - no timeout given
-            continue
+        n = next_notification(client, out)
         params = n.params if isinstance(n.params, dict) else {}
         if n.method == "job/event" and params.get("job_id") == job_id:
             seq = params.get("seq", 0)
@@ -371,21 +373,14 @@ def format_cost(cost: float) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
-    prompt = read_prompt(args.prompt, sys.stdin)
-    params = submit_params(args, prompt, subscribe=True)
-    render = renderer_for(ctx, args.stream)
-    client = ctx.client()
-    job_id: str | None = None
+def show_job(ctx: Context, client: Any, job_id: str, after_seq: int, render: Renderer) -> int:
+    """Follow a job to its end and show it with `render`; returns the exit status. A terminal
+    also gets the usage line on stderr."""
     try:
-        with sigint_deferred():
-            job_id = str(client.call("job/submit", params)["job_id"])
-        terminal = follow(client, job_id, 0, render.on_event)
+        terminal = follow(client, job_id, after_seq, render.on_event, out=ctx.out)
     except KeyboardInterrupt:
         render.interrupted()
-        if job_id is not None:
-            cancel_after_interrupt(ctx, job_id)
-        return EXIT_INTERRUPTED
+        raise
     if terminal.get("type") != "job.completed":
         render.failed()
         return job_error_exit(ctx, terminal, job_id)
@@ -398,17 +393,42 @@ def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
-def cancel_after_interrupt(ctx: Context, job_id: str) -> None:
-    """Ctrl-C: cancel on a fresh connection (the interrupted one may be mid-message)."""
+def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
+    prompt = read_prompt(args.prompt, sys.stdin)
+    params = submit_params(args, prompt, subscribe=True)
+    render = renderer_for(ctx, args.stream)
+    client = ctx.client()
+    job_id: str | None = None
+    try:
+        with interrupts_held():
+            job_id = str(client.call("job/submit", params)["job_id"])
+        return show_job(ctx, client, job_id, 0, render)
+    except KeyboardInterrupt:
+        if job_id is not None:
+            ctx.err.write(f"codexctl: interrupted; {cancel_own_job(ctx, job_id)[1]}\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # nobody reads the reply any more: stop paying for it, quietly
+        if job_id is not None:
+            cancelled, how = cancel_own_job(ctx, job_id)
+            if not cancelled:
+                ctx.err.write(f"codexctl: {how}\n")
+        raise
+
+
+def cancel_own_job(ctx: Context, job_id: str) -> tuple[bool, str]:
+    """Cancel the job `ask` submitted, on a fresh connection (the one in use may be
+    mid-message): whether the call went through, and how the job ended, in words."""
     from codexctl.client import Client
 
     try:
         with Client(ctx.socket, timeout=10.0) as c:
-            c.call("job/cancel", {"job_id": job_id})
+            job = c.call("job/cancel", {"job_id": job_id})
     except (RpcError, DaemonUnreachable, OSError) as exc:
-        ctx.err.write(f"codexctl: interrupted; could not cancel job {job_id}: {exc}\n")
-        return
-    ctx.err.write(f"codexctl: interrupted; job {job_id} cancelled\n")
+        return False, f"could not cancel job {job_id}: {exc}"
+    state = job.get("state") if isinstance(job, dict) else None
+    if state not in (None, "cancelled"):
+        return True, f"job {job_id} had already ended: {state}"
+    return True, f"job {job_id} cancelled"
 
 
 def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
@@ -434,7 +454,7 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out.write(f"{params['seq']:>6}  {describe_event(params['event'])}\n")
         ctx.out.flush()
 
-    terminal = follow(client, args.job_id, args.after_seq, show)
+    terminal = follow(client, args.job_id, args.after_seq, show, out=ctx.out)
     if terminal.get("type") == "job.completed":
         return EXIT_OK
     return job_error_exit(ctx, terminal, args.job_id)

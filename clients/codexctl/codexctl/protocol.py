@@ -122,6 +122,9 @@ EXIT_UNREACHABLE: Final = 3
 EXIT_AUTH: Final = 4
 EXIT_LIMIT: Final = 5
 EXIT_INTERRUPTED: Final = 130
+# stdout's reader went away (a pager or `head` that quit): 128 + SIGPIPE, the status a shell
+# reports for git or gh in the same case; nothing is printed.
+EXIT_OUTPUT_CLOSED: Final = 141
 
 
 def exit_code_for(kind: str) -> int:
