@@ -359,9 +359,13 @@ def test_submit_then_watch_and_replay(upstream_daemon: DaemonProcess) -> None:
 
     watched = codexctl(env, "watch", job_id)
     assert watched.returncode == 0, watched.stderr
-    lines = watched.stdout.splitlines()
+    assert (watched.stdout, watched.stderr) == (REPLY + "\n", "")  # as ask into a pipe
+
+    listed = codexctl(env, "watch", job_id, "--events")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
     assert re.fullmatch(r"\s+1  job\.queued  position \d+", lines[0])
-    assert '  response.output_text.delta  "Hello"' in watched.stdout
+    assert '  response.output_text.delta  "Hello"' in listed.stdout
     assert re.fullmatch(r"\s+\d+  job\.completed  1 in / 8 out tokens · \$\S+", lines[-1])
 
     replay = codexctl(env, "watch", job_id, "--after-seq", "10", "--json")
@@ -372,6 +376,25 @@ def test_submit_then_watch_and_replay(upstream_daemon: DaemonProcess) -> None:
 
     as_json = codexctl(env, "submit", "hi", "--json")
     assert json.loads(as_json.stdout)["job_id"].startswith("job_")
+
+
+def test_watch_on_a_terminal_shows_the_reply_as_ask_does(
+    upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """The text as it streams, a restart taken back, then the usage line; no event lines."""
+    env = upstream_daemon.env
+    fake_openai.script(dropped(DROP_AFTER_TWO_DELTAS))
+    job_id = codexctl(env, "submit", "hi").stdout.strip()
+    code, raw = run_in_pty(env, "watch", job_id)
+    assert code == 0, raw
+    screen = Screen(80)
+    screen.feed(raw)
+    lines = screen.lines()
+    assert lines[0].startswith("codexctl: the reply starts over: attempt 2 in ")
+    assert lines[-2] == REPLY
+    assert sum(line.count("Hello") for line in lines) == 1
+    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.0001", lines[-1]), lines
+    assert "response.output_text.delta" not in raw
 
 
 def test_cancel_a_running_job_and_list_jobs(

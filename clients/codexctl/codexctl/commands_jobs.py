@@ -1,9 +1,11 @@
 """`codexctl ask | submit | watch | cancel | jobs` (SPEC §3): model requests as jobs.
 
-`ask` renders one job three ways: on a terminal the text streams and a retry that restarts the
-output takes back what was shown; to a pipe or file only the final reply is written (or, with
-`--stream`, the text as it arrives, a restart announced on stderr); with `--json` every event is
-a JSON line. Ctrl-C (or SIGTERM, or a closed stdout) cancels the job.
+`ask` and `watch` render a job the same way (`show_job`): on a terminal the text streams and a
+retry that restarts the output takes back what was shown, then a usage line follows; to a pipe
+or file only the final reply is written (or, with `--stream`, the text as it arrives, a restart
+announced on stderr); with `--json` every event is a JSON line. `watch --events` lists the
+events one per line. Ctrl-C (or SIGTERM, or a closed stdout) during `ask` cancels its job;
+`watch` leaves the job running.
 """
 
 from __future__ import annotations
@@ -71,11 +73,19 @@ def add_parsers(
         "submit", parents=[common, request], help="submit a prompt, print the job id and return"
     )
 
-    watch = sub.add_parser("watch", parents=[common], help="follow a job's events until it ends")
+    watch = sub.add_parser(
+        "watch", parents=[common], help="show a job as ask does, until it ends (Ctrl-C detaches)"
+    )
     watch.add_argument("job_id", metavar="JOB")
     watch.add_argument(
         "--after-seq", type=int, default=0, metavar="N", help="replay events after seq N"
     )
+    watch.add_argument(
+        "--stream",
+        action="store_true",
+        help="write text as it arrives even when stdout is not a terminal",
+    )
+    watch.add_argument("--events", action="store_true", help="list the job's events, one line each")
 
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a job")
     cancel.add_argument("job_id", metavar="JOB")
@@ -241,6 +251,14 @@ class FinalReply(Renderer):
         self.ctx.out.flush()
 
 
+class EventListing(Renderer):
+    """`watch --events`: one line per event, its seq, type and the members worth reading."""
+
+    def on_event(self, params: dict[str, Any]) -> None:
+        self.ctx.out.write(f"{params['seq']:>6}  {describe_event(params['event'])}\n")
+        self.ctx.out.flush()
+
+
 class StreamedText(Renderer):
     """`--stream` to a pipe: text as it arrives; a restart is announced on stderr."""
 
@@ -374,8 +392,8 @@ def format_cost(cost: float) -> str:
 
 
 def show_job(ctx: Context, client: Any, job_id: str, after_seq: int, render: Renderer) -> int:
-    """Follow a job to its end and show it with `render`; returns the exit status. A terminal
-    also gets the usage line on stderr."""
+    """Follow a job to its end and show it with `render` (what `ask` and `watch` print);
+    returns the exit status. A terminal also gets the usage line on stderr."""
     try:
         terminal = follow(client, job_id, after_seq, render.on_event, out=ctx.out)
     except KeyboardInterrupt:
@@ -444,20 +462,10 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     if args.after_seq < 0:
         raise UsageError("--after-seq must be 0 or more")
+    render = EventListing(ctx) if args.events and not ctx.json else renderer_for(ctx, args.stream)
     client = ctx.client()
     client.call("job/subscribe", {"job_id": args.job_id, "after_seq": args.after_seq})
-
-    def show(params: dict[str, Any]) -> None:
-        if ctx.json:
-            ctx.print_json_line(params)
-            return
-        ctx.out.write(f"{params['seq']:>6}  {describe_event(params['event'])}\n")
-        ctx.out.flush()
-
-    terminal = follow(client, args.job_id, args.after_seq, show, out=ctx.out)
-    if terminal.get("type") == "job.completed":
-        return EXIT_OK
-    return job_error_exit(ctx, terminal, args.job_id)
+    return show_job(ctx, client, args.job_id, args.after_seq, render)
 
 
 def describe_event(event: dict[str, Any]) -> str:
