@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket as sock
 import subprocess
 import sys
 
@@ -39,10 +41,16 @@ def test_start_status_shutdown(daemon_env: dict[str, str]) -> None:
     assert codexctl(daemon_env, "status").returncode == 3
 
 
-def test_shutdown_without_a_daemon_exits_3(daemon_env: dict[str, str]) -> None:
-    result = codexctl(daemon_env, "shutdown")
-    assert result.returncode == 3
-    assert "codexd is not running at" in result.stderr
+def test_shutdown_without_a_daemon_says_so_and_exits_0(daemon_env: dict[str, str]) -> None:
+    socket = daemon_env["CODEXD_SOCKET"]
+    for before in ("no socket directory", "a stale socket"):
+        if before == "a stale socket":  # a killed daemon's leftover: nobody listens on it
+            os.makedirs(os.path.dirname(socket), mode=0o700)
+            with contextlib.closing(sock.socket(sock.AF_UNIX, sock.SOCK_STREAM)) as s:
+                s.bind(socket)
+        result = codexctl(daemon_env, "shutdown")
+        assert (result.returncode, result.stdout) == (0, ""), before
+        assert result.stderr == f"codexctl: no codexd is running at {socket}: nothing to stop\n"
 
 
 def test_start_reports_a_daemon_that_cannot_start(daemon_env: dict[str, str]) -> None:

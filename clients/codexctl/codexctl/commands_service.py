@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from codexctl.errors import DaemonUnreachable, UntrustedSocket
+from codexctl.errors import ConnectionLost, DaemonUnreachable, UntrustedSocket
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, resolve_socket_path
 
 if TYPE_CHECKING:
@@ -117,7 +117,13 @@ def cmd_start(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_shutdown(args: argparse.Namespace, ctx: Context) -> int:
     socket_path = resolve_socket_path(ctx.socket)
-    pid = ctx.call("daemon/status")["pid"]  # DaemonUnreachable → exit 3 with the usual message
+    try:
+        pid = ctx.call("daemon/status")["pid"]
+    except (UntrustedSocket, ConnectionLost):
+        raise  # not provably ours, or it went away mid-call: exit 3 with the usual message
+    except DaemonUnreachable:
+        ctx.err.write(f"codexctl: no codexd is running at {socket_path}: nothing to stop\n")
+        return EXIT_OK
     ctx.call("daemon/shutdown")
     ctx.close()
     # Gone means: the process has exited, or it no longer answers and its socket is removed.
