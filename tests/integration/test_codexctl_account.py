@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -140,6 +142,59 @@ def test_browser_login_prints_the_url_and_waits(setup: Setup, daemon: DaemonProc
     out_logout = codexctl(setup.env, "logout")
     assert out_logout.stdout == "Logged out (the login was revoked upstream and deleted)\n"
     assert setup.issuer.stats().revocations == 1
+
+
+def read_terminal_until(master: int, needle: bytes, guard_s: float = 30.0) -> str:
+    """What a pseudo-terminal showed up to `needle` (the deadline is only a hang guard)."""
+    seen = b""
+    deadline = time.monotonic() + guard_s
+    while needle not in seen:
+        assert time.monotonic() < deadline, f"{needle!r} never came; the screen: {seen!r}"
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            chunk = os.read(master, 65536)
+            assert chunk, f"the terminal closed; the screen: {seen!r}"
+            seen += chunk
+    return seen.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize(
+    "where",
+    [{"SSH_CONNECTION": "192.0.2.1 50000 192.0.2.2 22", "DISPLAY": ":0"}, {}],
+    ids=["over SSH", "no display"],
+)
+def test_browser_login_without_a_browser_points_to_device(
+    setup: Setup, daemon: DaemonProcess, where: dict[str, str]
+) -> None:
+    """On a terminal: the URL, then why nothing was opened and that --device is the way."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codexctl", "login"],
+        env=dict(setup.env, **where),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    try:
+        screen = read_terminal_until(master, b"Ctrl-C cancels)")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    lines = screen.splitlines()
+    assert lines[:2] == ["Sign in with your browser:", ""]
+    assert lines[2].startswith(f"  {setup.issuer.origin}/oauth/authorize?")
+    why = "an SSH session" if where else "no DISPLAY or WAYLAND_DISPLAY"
+    assert lines[4:] == [
+        f"No browser to open here ({why}): use codexctl login --device to sign in from "
+        "another device, or open the URL above in a browser on this machine.",
+        "Waiting for the sign-in to complete... (Ctrl-C cancels)",
+    ]
 
 
 def test_device_login_prints_the_code(setup: Setup, daemon: DaemonProcess) -> None:

@@ -97,7 +97,13 @@ def announce(ctx: Context, started: Mapping[str, Any]) -> None:
         url = started["auth_url"]
         ctx.err.write(f"Sign in with your browser:\n\n  {url}\n\n")
         ctx.err.flush()
-        if can_open_browser(os.environ) and _open(url):
+        missing = no_browser(os.environ)
+        if missing:
+            ctx.err.write(
+                f"No browser to open here ({missing}): use codexctl login --device to sign in "
+                "from another device, or open the URL above in a browser on this machine.\n"
+            )
+        elif _open(url):
             ctx.err.write("(opened in your browser)\n")
         ctx.err.write("Waiting for the sign-in to complete... (Ctrl-C cancels)\n")
     elif started.get("user_code"):
@@ -139,13 +145,17 @@ def wait_for_completion(ctx: Context, login_id: str) -> dict[str, Any]:
             return result
 
 
-def can_open_browser(env: Mapping[str, str]) -> bool:
-    """A browser can be shown: $BROWSER is set, a graphical session, or macOS / Windows."""
-    if env.get("BROWSER"):
-        return True
-    if sys.platform in ("darwin", "win32"):
-        return not env.get("SSH_CONNECTION")
-    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+def no_browser(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
+    """Why no browser can be shown to the person here, or None when one can: over SSH the
+    browser would be on another machine (whose 127.0.0.1 is not the daemon's callback); on
+    Linux and the BSDs a graphical session is needed unless $BROWSER names a program."""
+    if env.get("SSH_CONNECTION") or env.get("SSH_TTY"):
+        return "an SSH session"
+    if env.get("BROWSER") or platform in ("darwin", "win32"):
+        return None
+    if not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
+        return "no DISPLAY or WAYLAND_DISPLAY"
+    return None
 
 
 def _open(url: str) -> bool:
