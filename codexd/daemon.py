@@ -489,6 +489,9 @@ class _LazyAuth:
     async def refresh(self, reason: Any = "unauthorized_recovery", *, stale: Any = None) -> Any:
         return await self._daemon.auth_session().refresh(reason, stale=stale)
 
+    def rejected(self, credentials: Any, provider: Any, status: str) -> str:
+        return self._daemon.auth_session().rejected(credentials, provider, status)
+
 
 def detect_started_by(passed: ActivatedSockets, env: Mapping[str, str]) -> str:
     """SPEC §4 `daemon/status.started_by`: socket_activation whenever a socket was passed in."""

@@ -27,6 +27,7 @@ from codexd.auth.authfile import (
     AuthDocument,
     LockTimeout,
     TokenSet,
+    auth_file_path,
     format_time,
     hold_auth_lock,
 )
@@ -260,6 +261,29 @@ class AuthSession:
         return RpcError(
             ErrorKind.UNAUTHENTICATED,
             f"no API key for provider {provider.id}: {where}",
+        )
+
+    def rejected(self, credentials: Credentials, provider: ProviderAuth, status: str) -> str:
+        """What to tell a person when upstream refused `credentials` (`status` is e.g. `401
+        invalid_api_key`): which credential it was, and what to do about that one."""
+        if credentials.source == "env":
+            env_key = provider.env_key or DEFAULT_ENV_KEY
+            return (
+                f"upstream rejected the API key in {env_key} of the daemon's environment "
+                f"({status}): correct {env_key} where codexd gets its environment (for the "
+                "service: ~/.config/codexd/env) and restart codexd"
+            )
+        where = (
+            "the keyring" if credentials.source == "keyring" else auth_file_path(self.codex_home)
+        )
+        if credentials.mode == "chatgpt":
+            return (
+                f"upstream rejected the ChatGPT login stored in {where} ({status}): "
+                "log in again with codexctl login"
+            )
+        return (
+            f"upstream rejected the API key stored in {where} ({status}): store a valid one "
+            "with codexctl login --api-key, or remove it with codexctl logout"
         )
 
     def _stored_source(self) -> CredentialSource:

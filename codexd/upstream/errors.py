@@ -319,8 +319,9 @@ def classify_http(
     if status == 401:
         return _error(
             ErrorKind.AUTH_EXPIRED,
-            f"upstream rejected the credentials (401{_code_tag(parsed)}): check the API key in "
-            "the daemon's environment, or log in again with codexctl login",
+            # The job runner replaces this with the credential's own name and remedy.
+            f"upstream rejected the credentials (401{_code_tag(parsed)}): check the credential "
+            "in use (codexctl whoami)",
             upstream_code=parsed.code,
             **common,
         )

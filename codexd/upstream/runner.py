@@ -57,6 +57,8 @@ class AuthLike(Protocol):
 
     async def refresh(self, reason: Any = ..., *, stale: Any = None) -> Any: ...
 
+    def rejected(self, credentials: Any, provider: Any, status: str) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderRef:
@@ -270,6 +272,8 @@ class JobRunner:
                     attempts, request_retries=attempts.request_retries + 1
                 )
                 continue
+            if error.is_unauthorized:
+                error = self._name_rejected(error, credentials, ref)
             decision = decide(attempts, error, result.headers, self._wall_now(), policy)
             if isinstance(decision, GiveUp):
                 log.info(
@@ -296,6 +300,15 @@ class JobRunner:
             cost_usd=cost,
             response_id=reply.response_id,
         )
+
+    def _name_rejected(
+        self, error: UpstreamError, credentials: Any, ref: ProviderRef
+    ) -> UpstreamError:
+        """A 401 says which credential was refused (the auth session knows where it came
+        from) and what to do about that one."""
+        status = f"401 {error.upstream_code}" if error.upstream_code else "401"
+        message = self._auth.rejected(credentials, ref, status)
+        return msgspec.structs.replace(error, message=message)
 
 
 def _retrying(

@@ -15,18 +15,37 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from codexd.auth.authfile import AuthDocument, auth_file_path, write_auth_file
+from codexd.auth.tokens import Secret
 from codexd.testing.daemon_process import DaemonProcess
-from tests.integration._chatgpt import Setup, assert_no_secrets, chatgpt_setup, read_auth_json
+from codexd.testing.fake_openai import FakeOpenAI
+from tests.integration._chatgpt import (
+    Setup,
+    assert_no_secrets,
+    chatgpt_setup,
+    read_auth_json,
+    write_config,
+)
 
 KEY = "sk-proj-codexctl-login-test-0123456789"
+GOOD_KEY = "sk-proj-the-provider-takes-this-one-0000"
+BAD_KEY = "sk-proj-the-provider-refuses-this-one-9999"
 
 
 @pytest.fixture
 def setup(daemon_env: dict[str, str]) -> Iterator[Setup]:
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SSH_CONNECTION", "SSH_TTY"):
         daemon_env.pop(name, None)
     with chatgpt_setup(daemon_env) as s:
         yield s
+
+
+@pytest.fixture
+def keyed(daemon_env: dict[str, str]) -> Iterator[FakeOpenAI]:
+    """A fake that, like the real API, answers any key but GOOD_KEY with 401."""
+    with FakeOpenAI.running(api_keys={GOOD_KEY}) as fake:
+        write_config(daemon_env, f'openai_base_url = "{fake.base_url}"\nmodel = "gpt-5"\n')
+        yield fake
 
 
 @pytest.fixture
@@ -102,6 +121,34 @@ def test_api_key_login_reads_stdin_then_whoami_and_logout(
     assert nobody.returncode == 4
     assert nobody.stderr == "codexctl: not logged in: run codexctl login\n"
     assert_no_secrets([KEY], login.stdout + login.stderr, who.stdout, out.stdout, daemon.stderr())
+
+
+@pytest.mark.parametrize("source", ["auth_file", "env"])
+def test_a_401_names_the_credential_that_was_used(
+    daemon_env: dict[str, str], keyed: FakeOpenAI, source: str
+) -> None:
+    """A key that stopped working: the message says which one and what to do about it."""
+    if source == "env":
+        daemon_env["OPENAI_API_KEY"] = BAD_KEY
+    else:  # as `codex login --with-api-key` (or an unchecked codexctl login) stores it
+        path = auth_file_path(daemon_env["CODEX_HOME"])
+        write_auth_file(path, AuthDocument.api_key_login(Secret(BAD_KEY)))
+    with DaemonProcess(daemon_env):
+        result = codexctl(daemon_env, "ask", "hi")
+    assert (result.returncode, result.stdout) == (4, "")
+    if source == "env":
+        assert result.stderr == (
+            "codexctl: upstream rejected the API key in OPENAI_API_KEY of the daemon's "
+            "environment (401 invalid_api_key): correct OPENAI_API_KEY where codexd gets its "
+            "environment (for the service: ~/.config/codexd/env) and restart codexd\n"
+        )
+    else:
+        assert result.stderr == (
+            f"codexctl: upstream rejected the API key stored in {path} (401 invalid_api_key): "
+            "store a valid one with codexctl login --api-key, or remove it with codexctl "
+            "logout\n"
+        )
+    assert BAD_KEY not in result.stderr
 
 
 def test_the_api_key_is_never_an_argument(setup: Setup, daemon: DaemonProcess) -> None:

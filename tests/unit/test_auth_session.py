@@ -558,3 +558,31 @@ async def test_a_caller_cancelled_while_waiting_for_the_lock_hands_over_to_the_n
             os.close(held)
     assert issuer.calls == 1
     assert got[0].bearer == Secret(issuer.issued[0]["access_token"])
+
+
+async def test_a_rejected_credential_is_named_with_what_to_do_about_it(
+    tmp_path: Path, clock: Clock
+) -> None:
+    session = await make_session(tmp_path, FakeIssuer(clock, set()), clock)
+    key = Secret("sk-rejected")
+    azure = Provider(id="azure", env_key="AZURE_OPENAI_API_KEY")
+    status = "401 invalid_api_key"
+    said = {
+        "env": session.rejected(Credentials("api_key", "env", key), azure, status),
+        "auth_file": session.rejected(Credentials("api_key", "auth_file", key), Provider(), status),
+        "keyring": session.rejected(Credentials("api_key", "keyring", key), Provider(), status),
+    }
+    assert "AZURE_OPENAI_API_KEY of the daemon's environment (401 invalid_api_key)" in said["env"]
+    assert "~/.config/codexd/env" in said["env"]
+    assert said["auth_file"] == (
+        f"upstream rejected the API key stored in {tmp_path / 'auth.json'} (401 "
+        "invalid_api_key): store a valid one with codexctl login --api-key, or remove it with "
+        "codexctl logout"
+    )
+    assert said["keyring"].startswith("upstream rejected the API key stored in the keyring (")
+    chatgpt = session.rejected(Credentials("chatgpt", "keyring", key), Provider(), "401")
+    assert chatgpt == (
+        "upstream rejected the ChatGPT login stored in the keyring (401): log in again with "
+        "codexctl login"
+    )
+    assert all("sk-rejected" not in text for text in [*said.values(), chatgpt])

@@ -184,8 +184,11 @@ def test_401_is_an_auth_candidate_and_never_echoes_the_key() -> None:
     )
     assert err.kind == ErrorKind.AUTH_EXPIRED
     assert err.is_unauthorized
-    assert "codexctl login" in err.message
-    assert "(401 [redacted])" in err.message
+    # The job runner then names the credential itself; the code upstream sent is scrubbed.
+    assert err.message == (
+        "upstream rejected the credentials (401 [redacted]): check the credential in use "
+        "(codexctl whoami)"
+    )
     assert (err.upstream_code, err.request_id) == ("[redacted]", "req [redacted]")
     assert "sk-" not in repr(err)
     assert not err.retryable
