@@ -88,8 +88,9 @@ class Daemon:
         self.auth: AuthSession = None  # type: ignore[assignment]  # set by run()
         self.accounts = Accounts(self)
         self.ledger: LedgerWriter | None = None
+        self.runner = self._make_runner()
         self.jobs = JobManager(
-            self._make_runner(),
+            self.runner,
             limits=self._job_limits,
             on_created=self._job_created,
             on_finishing=self._job_finishing,

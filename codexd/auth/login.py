@@ -7,7 +7,8 @@ Every login is a task in the `LoginManager`'s task group, known by its `login_id
   browser with a page saying how it went;
 - device: the user code and verification URL are fetched up front; the issuer is polled at its
   interval until the user approves, then the code is exchanged like the browser's;
-- api_key: stored as `codex login --with-api-key` stores it.
+- api_key: stored as `codex login --with-api-key` stores it; with `verify`, only once the
+  provider took it (one `GET /models`): a 401 refuses it, and so does no answer at all.
 
 A login ends exactly once, with a `LoginOutcome` handed to `on_finished`: success, failure,
 cancellation (`cancel()`), or the timeout. Nothing here logs or returns a secret.
@@ -20,7 +21,7 @@ import logging
 import secrets
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
@@ -241,6 +242,7 @@ class LoginManager:
         oauth: Callable[[], OAuthClient],
         on_finished: Callable[[Login], None],
         forced_login_method: Callable[[], str | None] = lambda: None,
+        check_api_key: Callable[[Secret], Awaitable[RpcError | None]] | None = None,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         ports: Sequence[int] = CALLBACK_PORTS,
@@ -250,6 +252,7 @@ class LoginManager:
         self._oauth = oauth
         self._on_finished = on_finished
         self._forced = forced_login_method
+        self._check_api_key = check_api_key
         self.max_concurrent = max_concurrent
         self.timeout_s = timeout_s
         self.ports = tuple(ports)
@@ -302,13 +305,20 @@ class LoginManager:
             )
 
     async def start(
-        self, method: LoginMethod, *, owner: Any = None, api_key: str | None = None
+        self,
+        method: LoginMethod,
+        *,
+        owner: Any = None,
+        api_key: str | None = None,
+        verify: bool = False,
     ) -> Login:
-        """Prepare a login (bind the callback port, fetch the device code) and run it.
+        """Prepare a login (bind the callback port, fetch the device code, check the API key
+        with the provider when `verify`) and run it.
 
         Returns at once with what the user must see (`auth_url`, `verification_url`,
         `user_code`); the end comes through `on_finished`, not before `announce(login)`.
-        Raises RpcError: overloaded, invalid_params, upstream_error (no device code).
+        Raises RpcError: overloaded, invalid_params, upstream_error (no device code),
+        unauthenticated (the provider refused the key), or the kind of a failed check.
         """
         self._check_capacity(method)
         login = Login(self._new_id(), method, owner)
@@ -336,13 +346,46 @@ class LoginManager:
             login.verification_url = code.verification_url
             login.user_code = code.user_code
         else:
-            login._flow = _ApiKeyFlow(Secret(validate_api_key(api_key or "")))
+            key = Secret(validate_api_key(api_key or ""))
+            if verify:
+                await self._verify_api_key(key)
+            login._flow = _ApiKeyFlow(key)
         if self._tg is None:  # stopped while preparing
             await self._close_flow(login)
             raise RpcError(ErrorKind.OVERLOADED, "codexd is stopping")
         self.active[login.login_id] = login
         self._tg.start_soon(self._run_login, login, name=f"login {login.login_id}")
         return login
+
+    async def _verify_api_key(self, key: Secret) -> None:
+        """Refuse a key the provider answers with 401, or that could not be checked (no
+        answer, a 5xx). Any other answer (403 for a key not allowed to list models, 429)
+        means the key itself was accepted."""
+        if self._check_api_key is None:
+            return
+        failed = await self._check_api_key(key)
+        if failed is None:
+            return
+        status = failed.data.http_status
+        if status == 401:
+            code = failed.data.upstream_code
+            raise RpcError(
+                ErrorKind.UNAUTHENTICATED,
+                f"the provider refused this API key (401{f' {code}' if code else ''}), so it "
+                "was not stored: check the key and run codexctl login --api-key again",
+                http_status=401,
+                upstream_code=code,
+            )
+        if status is not None and status < 500:
+            log.info("stored an API key the provider answered with %d", status)
+            return
+        raise RpcError(
+            ErrorKind(failed.kind),
+            f"could not check the API key with the provider ({failed.message}), so it was not "
+            "stored: try again, or store it unchecked with codexctl login --api-key --no-verify",
+            retryable=failed.data.retryable,
+            http_status=status,
+        )
 
     @staticmethod
     def announce(login: Login) -> None:

@@ -14,8 +14,10 @@ import anyio
 import anyio.abc
 import msgspec
 
+from codexctl.protocol import RpcError
 from codexd.auth.login import Login, LoginManager
 from codexd.auth.oauth import OAuthClient
+from codexd.auth.tokens import Secret
 from codexd.auth.watch import watch_auth_file
 from codexd.rpc.server import CallContext, Connection
 
@@ -28,7 +30,10 @@ AUTH_WATCH_POLL_MS: Final = 200
 
 
 class ApiKeyLogin(msgspec.Struct, tag_field="method", tag="api_key", forbid_unknown_fields=True):
+    """`verify`: store the key only once the provider took it (one `GET /models`)."""
+
     api_key: str
+    verify: bool = False
 
     def __repr__(self) -> str:
         return "ApiKeyLogin(api_key=<redacted>)"
@@ -71,8 +76,8 @@ class LoginCompleted(msgspec.Struct, omit_defaults=True):
 async def account_login(ctx: CallContext, params: LoginParams) -> LoginStartResult:
     logins = ctx.daemon.accounts.logins
     match params:
-        case ApiKeyLogin(api_key=key):
-            login = await logins.start("api_key", owner=ctx.connection, api_key=key)
+        case ApiKeyLogin(api_key=key, verify=verify):
+            login = await logins.start("api_key", owner=ctx.connection, api_key=key, verify=verify)
         case BrowserLogin():
             login = await logins.start("browser", owner=ctx.connection)
         case DeviceLogin():
@@ -104,7 +109,13 @@ class Accounts:
             oauth=self._oauth,
             on_finished=self._finished,
             forced_login_method=lambda: daemon.config.snapshot.forced_login_method,
+            check_api_key=self._check_api_key,
         )
+
+    async def _check_api_key(self, key: Secret) -> RpcError | None:
+        d = self._daemon
+        failed = await d.runner.check_api_key(key, d.config.snapshot)
+        return None if failed is None else failed.to_rpc_error()
 
     def _oauth(self) -> OAuthClient:
         d = self._daemon

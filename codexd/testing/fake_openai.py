@@ -778,6 +778,16 @@ class FakeOpenAI:
             self._log.append(record)
 
     async def _models_request(self, request: Request, responder: Responder, arrived: float) -> None:
+        failure = self._auth_failure(request)  # with `api_keys`, as the real API: 401
+        if failure is not None:
+            self._append_log(request, None, failure.status, arrived, None)
+            await responder.send(
+                failure.status,
+                failure.body,
+                content_type=failure.content_type,
+                headers=[("x-request-id", self._request_id())],
+            )
+            return
         if request.path == "/v1/models":
             payload: Any = {"object": "list", "data": [_model_object(m) for m in self._models]}
             status = 200

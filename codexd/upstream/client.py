@@ -35,6 +35,7 @@ from codexd.upstream.wire import Event, Outcome, StreamNormalizer
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_EVENT_BYTES: Final = 8 << 20
 CONNECT_TIMEOUT_S: Final = 10.0
+PROBE_TIMEOUT_S: Final = 30.0
 # How long the rest of a body may take after its final event before the connection is
 # dropped instead of kept (upstream ends the body right after that event).
 FINISH_BODY_WAIT_S: Final = 0.1
@@ -135,6 +136,47 @@ async def run_attempt(
                 await response.aclose()
     except UpstreamFailure as failure:
         return AttemptResult(failure.error, headers)
+
+
+async def probe(
+    transport: httpx.AsyncBaseTransport,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    wall_now: Callable[[], float] = time.time,
+    scrubber: Scrubber = GENERIC,
+) -> UpstreamError | None:
+    """One GET (`{base_url}/models`, to check a key): None when upstream answered 2xx, else
+    what went wrong, classified (and scrubbed) as for a model request."""
+    try:
+        with transport_errors(scrubber=scrubber):
+            request = httpx.Request(
+                "GET",
+                _url(url),
+                headers=headers,
+                extensions={
+                    "timeout": {
+                        "connect": CONNECT_TIMEOUT_S,
+                        "read": timeout_s,
+                        "write": timeout_s,
+                        "pool": None,
+                    }
+                },
+            )
+            response = await transport.handle_async_request(request)
+        try:
+            if 200 <= response.status_code < 300:
+                return None
+            got = {k.lower(): v for k, v in response.headers.items()}
+            with transport_errors(scrubber=scrubber):
+                body = await _read_bounded(response, MAX_ERROR_BODY)
+            return classify_http(response.status_code, got, body, wall_now(), scrubber=scrubber)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+    except UpstreamFailure as failure:
+        return failure.error
 
 
 async def _pump(
@@ -258,5 +300,6 @@ __all__ = [
     "UpstreamError",
     "new_http_client",
     "new_transport",
+    "probe",
     "run_attempt",
 ]

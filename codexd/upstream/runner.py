@@ -22,13 +22,15 @@ import msgspec
 from codexctl.protocol import ErrorKind, RpcError
 from codexd import __version__
 from codexd.auth.identity import client_headers
+from codexd.auth.session import Credentials
+from codexd.auth.tokens import Secret
 from codexd.config.schema import ConfigSnapshot, ProviderConfig
 from codexd.jobs import Job, JobManager, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
 from codexd.limits.limiter import Limiter
 from codexd.scrub import GENERIC, Scrubber
-from codexd.upstream.client import Attempt, new_http_client, new_transport, run_attempt
+from codexd.upstream.client import Attempt, new_http_client, new_transport, probe, run_attempt
 from codexd.upstream.errors import UpstreamError
 from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide
 from codexd.upstream.wire import (
@@ -47,7 +49,8 @@ USER_AGENT = f"codexd/{__version__}"  # ChatGPT mode sends Codex's own instead
 
 
 class CredentialsLike(Protocol):
-    mode: str
+    @property
+    def mode(self) -> str: ...
 
     def headers(self) -> dict[str, str]: ...
 
@@ -299,6 +302,25 @@ class JobRunner:
             usage=usage,
             cost_usd=cost,
             response_id=reply.response_id,
+        )
+
+    async def check_api_key(self, key: Secret, snapshot: ConfigSnapshot) -> UpstreamError | None:
+        """`GET {base_url}/models` of the `openai` provider with `key`, through the transport
+        and headers its model requests use: None when upstream took the key."""
+        cfg = snapshot.providers["openai"]
+        credentials = Credentials("api_key", None, key)
+        headers = request_headers(cfg, credentials, self._env)
+        headers.pop("Content-Type", None)
+        headers["Accept"] = "application/json"
+        url = endpoint_url(
+            base_url_for("openai", cfg, snapshot, credentials.mode), "models", cfg.query_params
+        )
+        return await probe(
+            self._http.transport("openai"),
+            url,
+            headers,
+            wall_now=self._wall_now,
+            scrubber=Scrubber.for_request(headers, url),
         )
 
     def _name_rejected(

@@ -109,10 +109,12 @@ def build_body(api: Api, body: Mapping[str, Any], defaults: RequestDefaults) -> 
     return build_responses_body(body, defaults)
 
 
-def endpoint_url(base_url: str, api: Api, query_params: Mapping[str, str] | None = None) -> str:
-    """`{base_url}/responses` or `{base_url}/chat/completions`, plus the provider's
-    `query_params` (Azure's `api-version`)."""
-    url = base_url.rstrip("/") + "/" + API_PATHS[api]
+def endpoint_url(
+    base_url: str, api: Api | Literal["models"], query_params: Mapping[str, str] | None = None
+) -> str:
+    """`{base_url}/responses`, `{base_url}/chat/completions` (or `{base_url}/models`), plus
+    the provider's `query_params` (Azure's `api-version`)."""
+    url = base_url.rstrip("/") + "/" + ("models" if api == "models" else API_PATHS[api])
     if query_params:
         url += ("&" if "?" in url else "?") + urlencode(dict(query_params))
     return url

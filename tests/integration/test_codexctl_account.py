@@ -22,6 +22,7 @@ from codexd.testing.fake_openai import FakeOpenAI
 from tests.integration._chatgpt import (
     Setup,
     assert_no_secrets,
+    chatgpt_config,
     chatgpt_setup,
     read_auth_json,
     write_config,
@@ -37,6 +38,10 @@ def setup(daemon_env: dict[str, str]) -> Iterator[Setup]:
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SSH_CONNECTION", "SSH_TTY"):
         daemon_env.pop(name, None)
     with chatgpt_setup(daemon_env) as s:
+        # API keys are checked against (and used with) the same fake
+        write_config(
+            daemon_env, f'openai_base_url = "{s.fake.base_url}"\n' + chatgpt_config(s.fake)
+        )
         yield s
 
 
@@ -102,6 +107,8 @@ def test_api_key_login_reads_stdin_then_whoami_and_logout(
     assert login.returncode == 0, login.stderr
     assert login.stdout == "Logged in using an API key stored in auth.json\n"
     assert read_auth_json(env) == {"auth_mode": "apikey", "OPENAI_API_KEY": KEY}
+    (checked,) = [r for r in setup.fake.requests if r.path == "/v1/models"]
+    assert (checked.method, checked.headers["authorization"]) == ("GET", f"Bearer {KEY}")
 
     who = codexctl(env, "whoami")
     assert who.returncode == 0, who.stderr
@@ -121,6 +128,36 @@ def test_api_key_login_reads_stdin_then_whoami_and_logout(
     assert nobody.returncode == 4
     assert nobody.stderr == "codexctl: not logged in: run codexctl login\n"
     assert_no_secrets([KEY], login.stdout + login.stderr, who.stdout, out.stdout, daemon.stderr())
+
+
+def test_api_key_login_refuses_a_key_the_provider_rejects(
+    daemon_env: dict[str, str], keyed: FakeOpenAI
+) -> None:
+    with DaemonProcess(daemon_env) as daemon:
+        refused = codexctl(daemon_env, "login", "--api-key", stdin=BAD_KEY + "\n")
+        assert (refused.returncode, refused.stdout) == (4, "")
+        assert refused.stderr == (
+            "codexctl: the provider refused this API key (401 invalid_api_key), so it was not "
+            "stored: check the key and run codexctl login --api-key again\n"
+        )
+        assert read_auth_json(daemon_env) is None
+        assert [r.status for r in keyed.requests] == [401]  # one GET /models, nothing else
+
+        unchecked = codexctl(daemon_env, "login", "--api-key", "--no-verify", stdin=BAD_KEY)
+        assert unchecked.returncode == 0, unchecked.stderr
+        assert read_auth_json(daemon_env) == {"auth_mode": "apikey", "OPENAI_API_KEY": BAD_KEY}
+        assert len(keyed.requests) == 1
+
+        good = codexctl(daemon_env, "login", "--api-key", stdin=GOOD_KEY + "\n")
+        assert good.returncode == 0, good.stderr
+        assert read_auth_json(daemon_env) == {"auth_mode": "apikey", "OPENAI_API_KEY": GOOD_KEY}
+        assert [r.status for r in keyed.requests] == [401, 200]
+        assert codexctl(daemon_env, "ask", "hi").returncode == 0
+
+        alone = codexctl(daemon_env, "login", "--no-verify")
+        assert alone.returncode == 2 and "--no-verify goes with --api-key" in alone.stderr
+        stderr = daemon.stderr()
+    assert_no_secrets([BAD_KEY, GOOD_KEY], refused.stderr, good.stdout + good.stderr, stderr)
 
 
 @pytest.mark.parametrize("source", ["auth_file", "env"])

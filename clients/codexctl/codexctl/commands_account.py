@@ -1,10 +1,11 @@
 """`codexctl login`, `logout` and `whoami` (SPEC §3).
 
 `login` starts a login in the daemon and waits for its `account/login_completed`: the browser
-login prints the sign-in URL (and opens it when this machine has a browser to open), the device
-login prints the code and where to enter it, and `--api-key` reads the key from stdin (never
-from the command line, where other users could read it in the process list). Ctrl-C cancels the
-login in the daemon.
+login prints the sign-in URL (and opens it when this machine has a browser to open, or says to
+use `--device` when it has none), the device login prints the code and where to enter it, and
+`--api-key` reads the key from stdin (never from the command line, where other users could read
+it in the process list); the daemon checks it with the provider before storing it, unless
+`--no-verify`. Ctrl-C cancels the login in the daemon.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler]
     how.add_argument(
         "--device", action="store_true", help="sign in on another device with a one-time code"
     )
+    login.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with --api-key: store the key without checking it with the provider first",
+    )
     sub.add_parser("logout", parents=[common], help="revoke and delete the stored login")
     sub.add_parser("whoami", parents=[common], help="show who is logged in and which credential")
     return {"login": cmd_login, "logout": cmd_logout, "whoami": cmd_whoami}
@@ -58,8 +64,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler]
 
 
 def cmd_login(args: argparse.Namespace, ctx: Context) -> int:
+    if args.no_verify and not args.api_key:
+        from codexctl.cli import UsageError
+
+        raise UsageError("--no-verify goes with --api-key (only a key is checked before storing)")
     if args.api_key:
-        params: dict[str, Any] = {"method": "api_key", "api_key": read_api_key(sys.stdin, ctx.err)}
+        params: dict[str, Any] = {
+            "method": "api_key",
+            "api_key": read_api_key(sys.stdin, ctx.err),
+            "verify": not args.no_verify,
+        }
     else:
         params = {"method": "device" if args.device else "browser"}
     started = ctx.call("account/login", params)
