@@ -4,6 +4,10 @@ The sources are the top-level `systemd/` and `launchd/` folders; an installed pa
 identical copy in `codexd/servicefiles/` (a test keeps them equal). Rendering is pure; the one
 effectful function, `install_service`, writes only files that are missing or unchanged, unless
 `force` says otherwise, and prints the command that enables the service.
+
+A service does not inherit the installing shell's environment: when that shell points
+`CODEX_HOME` or `CODEXD_STATE_DIR` somewhere else than the service would look by itself, the
+two go into the service's environment file, so that both read the same files.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 import plistlib
+import re
 import shutil
 import stat
 import sys
@@ -41,6 +46,11 @@ ENV_FILE_HELP = (
     "(OPENAI_API_KEY=..., HTTPS_PROXY=http://proxy:3128, NO_PROXY=localhost): a service does "
     "not inherit your login shell's environment. Restart the service after a change."
 )
+
+
+# What the installing shell may have moved; the service must look in the same places.
+SHELL_LOCATIONS = ("CODEX_HOME", "CODEXD_STATE_DIR")
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,84 @@ def env_file_path(env: Mapping[str, str]) -> Path:
     return _home(env) / ".config" / "codexd" / "env"
 
 
+def service_defaults(manager: Manager, env: Mapping[str, str]) -> dict[str, Path]:
+    """Where the service looks when neither variable is set (it has no XDG_STATE_HOME)."""
+    home = _home(env)
+    state = (
+        home / "Library" / "Application Support" / "codexd"
+        if manager == "launchd"
+        else home / ".local" / "state" / "codexd"
+    )
+    return {"CODEX_HOME": home / ".codex", "CODEXD_STATE_DIR": state}
+
+
+def shell_locations(manager: Manager, env: Mapping[str, str]) -> dict[str, str]:
+    """The installing shell's CODEX_HOME and CODEXD_STATE_DIR that the service would not
+    use by itself, as absolute paths."""
+    defaults = service_defaults(manager, env)
+    moved = {}
+    for name in SHELL_LOCATIONS:
+        value = env.get(name)
+        if value and Path(os.path.abspath(value)) != defaults[name]:
+            moved[name] = os.path.abspath(value)
+    return moved
+
+
+def env_line(name: str, value: str) -> str | None:
+    """`NAME=value` as both systemd's EnvironmentFile= and /bin/sh read it (single quotes
+    around anything but plain path characters); None for a value with a single quote or a
+    line break, which the two do not read alike."""
+    if _SAFE_VALUE.fullmatch(value):
+        return f"{name}={value}"
+    if "'" in value or "\n" in value or "\r" in value:
+        return None
+    return f"{name}='{value}'"
+
+
+def _env_value(line: str, name: str) -> str | None:
+    """The value a `NAME=value` line sets (unquoted), or None when it sets something else."""
+    match = re.fullmatch(rf"\s*(?:export\s+)?{name}=(.*?)\s*", line)
+    if match is None:
+        return None
+    value = match.group(1)
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class EnvFilePlan:
+    """The environment file with the shell's locations in it."""
+
+    content: bytes
+    added: tuple[str, ...]  # NAME=value lines appended
+    replaced: tuple[tuple[str, str], ...]  # (old line, new line)
+    unwritable: tuple[str, ...] = ()  # names whose value cannot be written as a line
+
+
+def plan_env_file(existing: bytes | None, wanted: Mapping[str, str]) -> EnvFilePlan:
+    lines = (existing or b"").decode(errors="replace").splitlines()
+    added: list[str] = []
+    replaced: list[tuple[str, str]] = []
+    unwritable: list[str] = []
+    for name, value in wanted.items():
+        new = env_line(name, value)
+        if new is None:
+            unwritable.append(name)
+            continue
+        found = [i for i, line in enumerate(lines) if _env_value(line, name) is not None]
+        if not found:
+            lines.append(new)
+            added.append(new)
+            continue
+        last = found[-1]  # the one that counts
+        if _env_value(lines[last], name) != value:
+            replaced.append((lines[last], new))
+            lines[last] = new
+    content = ("\n".join(lines) + "\n").encode() if lines else b""
+    return EnvFilePlan(content, tuple(added), tuple(replaced), tuple(unwritable))
+
+
 def _write_atomically(path: Path, content: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -198,7 +286,8 @@ def _diff(path: Path, old: bytes, new: bytes) -> str:
     return "".join(lines)
 
 
-def _ensure_env_file(path: Path, out: TextIO) -> None:
+def _ensure_env_file(path: Path, plan: EnvFilePlan, out: TextIO) -> None:
+    same = " (so the service reads the same files as this shell)"
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -206,13 +295,28 @@ def _ensure_env_file(path: Path, out: TextIO) -> None:
                 f"warning: {path} is readable by others (mode {mode:o}): chmod 600 {path}",
                 file=out,
             )
-        print(f"Environment file: {path} (kept). {ENV_FILE_HELP}", file=out)
+        changed = plan.content != path.read_bytes()
+        if changed:
+            _write_atomically(path, plan.content, 0o600)
+        for line in plan.added:
+            print(f"Added {line} to {path}{same}.", file=out)
+        for old, line in plan.replaced:
+            print(f"Replaced {old} with {line} in {path}{same}.", file=out)
+        print(
+            f"Environment file: {path} ({'updated' if changed else 'kept'}). {ENV_FILE_HELP}",
+            file=out,
+        )
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-    print(f"Created the empty environment file {path} (mode 600). {ENV_FILE_HELP}", file=out)
+    _write_atomically(path, plan.content, 0o600)
+    if plan.added:
+        print(
+            f"Created the environment file {path} (mode 600) with {' and '.join(plan.added)}"
+            f"{same}. {ENV_FILE_HELP}",
+            file=out,
+        )
+    else:
+        print(f"Created the empty environment file {path} (mode 600). {ENV_FILE_HELP}", file=out)
 
 
 def install_service(
@@ -280,15 +384,48 @@ def install_service(
     command = enable_command(
         manager, socket_activation=socket_activation, gateway=gateway, plist_path=target / PLIST
     )
+    try:
+        existing_env = env_file.read_bytes() if env_file.exists() else None
+    except OSError as exc:
+        print(f"codexd: cannot read {env_file}: {exc.strerror or exc}", file=err)
+        return EXIT_FAILED
+    env_plan = plan_env_file(existing_env, shell_locations(manager, env))
+    for name in env_plan.unwritable:
+        print(
+            f"warning: {name} has a quote or a line break, which an environment file cannot "
+            f"hold alike for systemd and sh: the service will not see it; move {name} to a "
+            "plainer path",
+            file=err,
+        )
 
     if dry_run:
         for item in planned:
             print(f"# ---- {item.path}", file=out)
             out.write(item.content.decode())
-        print(f"# ---- {env_file} (created empty, mode 600, if missing)", file=out)
+        if env_plan.added or env_plan.replaced:
+            print(
+                f"# ---- {env_file} (mode 600), with this shell's locations, so the service "
+                "reads the same files:",
+                file=out,
+            )
+            for line in env_plan.added:
+                print(line, file=out)
+            for was, line in env_plan.replaced:
+                print(f"# instead of {was} (with --force):\n{line}", file=out)
+        else:
+            print(f"# ---- {env_file} (created empty, mode 600, if missing)", file=out)
         print(f"# {ENV_FILE_HELP}", file=out)
         print(f"# then run: {command}", file=out)
         return EXIT_OK
+
+    if env_plan.replaced and not force:
+        for was, line in env_plan.replaced:
+            print(
+                f"codexd: {env_file} has {was} but this shell has {line}: nothing was changed; "
+                "rerun with --force to write this shell's value, or change the line yourself",
+                file=err,
+            )
+        return EXIT_FAILED
 
     changed = [
         (item, item.path.read_bytes())
@@ -312,7 +449,7 @@ def install_service(
                 continue
             _write_atomically(item.path, item.content, item.mode)
             print(f"Wrote {item.path}", file=out)
-        _ensure_env_file(env_file, out)
+        _ensure_env_file(env_file, env_plan, out)
         if manager == "launchd":
             socket_dir = Path(default_socket_path(env)).parent
             socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -173,6 +173,49 @@ def test_launchd_shell_wrapper_loads_the_env_file_and_execs(tmp_path: Path) -> N
     assert (missing.returncode, missing.stdout) == (0, "run\n")
 
 
+def test_install_service_hands_the_shells_locations_to_the_service(tmp_path: Path) -> None:
+    """`codexd install-service` from a shell with its own CODEX_HOME and CODEXD_STATE_DIR:
+    the service, started with nothing but the environment file, resolves the same paths."""
+    home = tmp_path / "home"
+    home.mkdir()
+    codex_home, state = tmp_path / "my codex", tmp_path / "state"
+    shell = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "CODEX_HOME": str(codex_home),
+        "CODEXD_STATE_DIR": str(state),
+    }
+    install = [sys.executable, "-m", "codexd", "install-service"]
+    env_file = home / ".config" / "codexd" / "env"
+    lines = f"CODEX_HOME='{codex_home}'\nCODEXD_STATE_DIR={state}\n"
+
+    dry = subprocess.run(
+        [*install, "--dry-run"], env=shell, capture_output=True, text=True, timeout=60
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert f"# ---- {env_file} (mode 600), with this shell's locations" in dry.stdout
+    assert lines in dry.stdout
+    assert not env_file.exists()
+
+    done = subprocess.run(install, env=shell, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "(so the service reads the same files as this shell)" in done.stdout
+    assert env_file.read_text() == lines
+
+    # Started as launchd starts it (systemd reads the same KEY=value lines): no CODEX_HOME or
+    # CODEXD_STATE_DIR but what the file says.
+    template = plistlib.loads((REPO / "launchd" / "com.codexd.codexd.plist").read_bytes())
+    sh, dash_c, script = template["ProgramArguments"][:3]
+    where = "from codexd import paths; p = paths.resolve(); print(p.codex_home, p.state_dir)"
+    service = {"PATH": os.environ["PATH"], "HOME": str(home)}
+    seen = subprocess.run(
+        [sh, dash_c, script, str(env_file), sys.executable, "-c", where],
+        env=service, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout == f"{codex_home} {state}\n"
+
+
 # --------------------------------------------------------------------------- real socket activation
 
 SERVER = textwrap.dedent(

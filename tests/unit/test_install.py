@@ -223,3 +223,58 @@ def test_find_program_falls_back_to_python_m(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     assert find_program("-c", "/nonexistent/python3") == ["/nonexistent/python3", "-m", "codexd"]
+
+
+# --------------------------------------------------------------------------- the shell's locations
+
+
+def test_the_shells_locations_go_into_the_env_file(run: Run, tmp_path: Path) -> None:
+    home = tmp_path / "my codex"  # a blank: quoted
+    env = {"HOME": str(run.home), "CODEX_HOME": str(home), "CODEXD_STATE_DIR": "/srv/state"}
+    assert run(env=env) == 0
+    env_file = run.home / ".config" / "codexd" / "env"
+    assert env_file.read_text() == f"CODEX_HOME='{home}'\nCODEXD_STATE_DIR=/srv/state\n"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert (
+        f"Created the environment file {env_file} (mode 600) with CODEX_HOME='{home}' and "
+        "CODEXD_STATE_DIR=/srv/state (so the service reads the same files as this shell)."
+    ) in run.out.getvalue()
+
+    env_file.write_text("HTTPS_PROXY=http://proxy:3128\nCODEX_HOME=/old\n")
+    assert run(env=env) == 1  # a value set by hand is not overwritten without --force
+    assert env_file.read_text() == "HTTPS_PROXY=http://proxy:3128\nCODEX_HOME=/old\n"
+    assert f"{env_file} has CODEX_HOME=/old but this shell has CODEX_HOME='{home}'" in (
+        run.err.getvalue()
+    )
+    assert run(env=env, force=True) == 0
+    assert env_file.read_text() == (
+        f"HTTPS_PROXY=http://proxy:3128\nCODEX_HOME='{home}'\nCODEXD_STATE_DIR=/srv/state\n"
+    )
+    assert f"Replaced CODEX_HOME=/old with CODEX_HOME='{home}' in {env_file}" in run.out.getvalue()
+    assert run(env=env) == 0
+    assert f"Environment file: {env_file} (kept)." in run.out.getvalue()
+
+
+@pytest.mark.parametrize("manager", ["systemd", "launchd"])
+def test_default_locations_are_not_written(run: Run, manager: str) -> None:
+    state = (
+        run.home / "Library" / "Application Support" / "codexd"
+        if manager == "launchd"
+        else run.home / ".local" / "state" / "codexd"
+    )
+    env = {
+        "HOME": str(run.home),
+        "CODEX_HOME": str(run.home / ".codex"),
+        "CODEXD_STATE_DIR": str(state),
+    }
+    platform = "darwin" if manager == "launchd" else "linux"
+    assert run(manager, env=env, platform=platform, dry_run=True) == 0
+    assert "(created empty, mode 600, if missing)" in run.out.getvalue()
+    assert "CODEX_HOME=" not in run.out.getvalue()
+
+
+def test_a_value_sh_and_systemd_read_differently_is_not_written(run: Run) -> None:
+    env = {"HOME": str(run.home), "CODEX_HOME": "/tmp/it's here"}
+    assert run(env=env) == 0
+    assert (run.home / ".config" / "codexd" / "env").read_text() == ""
+    assert "warning: CODEX_HOME has a quote or a line break" in run.err.getvalue()
