@@ -231,7 +231,7 @@ def next_notification(client: Any, out: TextIO | None = None) -> Any:
         if note is not None:
             return note
         for fd, events in poller.poll():
-            if fd == reader and events & (select.POLLERR | select.POLLHUP):
+            if fd == reader and events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                 raise BrokenPipeError("the reader of stdout went away")
 
 
