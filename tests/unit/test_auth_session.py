@@ -586,3 +586,31 @@ async def test_a_rejected_credential_is_named_with_what_to_do_about_it(
         "codexctl login"
     )
     assert all("sk-rejected" not in text for text in [*said.values(), chatgpt])
+
+
+async def test_concurrent_callers_share_one_failing_refresh_and_its_retries(
+    tmp_path: Path, clock: Clock, expired: dict[str, str]
+) -> None:
+    # The state lock and the re-read of auth.json under it would hide a missing single-flight
+    # guard when the refresh succeeds (the next caller adopts the new tokens). When the issuer
+    # keeps failing, only the shared flight stops each caller from running its own retries.
+    issuer = FakeIssuer(clock, {expired["refresh_token"]})
+    issuer.failures = [(502, b"")] * 100
+    session = await make_session(tmp_path, issuer, clock)
+    errors: list[RpcError] = []
+
+    async def job() -> None:
+        try:
+            await session.credentials()
+        except RpcError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(job)
+    assert len(errors) == 10
+    assert all(e.kind == "upstream_error" and e.data.retryable for e in errors)
+    assert issuer.calls == 4  # one refresh, tried once and retried three times, for all ten
+    assert session.refresh_count == 4
+    assert disk_tokens(tmp_path) == expired
