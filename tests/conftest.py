@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,36 @@ if os.environ.get("CI"):
 
 if TYPE_CHECKING:
     from codexd.testing.fake_openai import FakeOpenAI
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there every area of the suite must run, none may skip for a tool."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(condition: object, reason: str) -> None:
+    """Go on when `condition` holds; else skip with `reason` locally, and fail under CI=true.
+
+    For what a test needs of the machine (a program, root, a service): a green CI run must
+    not hide a whole area that skipped because the runner lacked it."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true, so this test must run, but it {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_program(name: str) -> str:
+    """The path of the program `name` on PATH (see `require`)."""
+    path = shutil.which(name)
+    require(path, f"needs {name} on PATH")
+    assert path is not None
+    return path
+
+
+def require_root(why: str) -> None:
+    """Root, to fork a child of another uid (see `require`)."""
+    require(os.getuid() == 0, f"needs root {why}")
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ usage and cancellation side is checked through the control socket.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import pwd
 import re
 import socket
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from codexctl.cli import main as codexctl_main
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
-from tests.conftest import write_config
+from tests.conftest import require_root, write_config
 
 openai = pytest.importorskip("openai", minversion="3")
 httpx2 = pytest.importorskip("httpx2")
@@ -150,6 +152,78 @@ def raw_unix(daemon: DaemonProcess) -> httpx.Client:
 def test_gateway_socket_is_private_and_beside_the_control_socket(gateway: DaemonProcess) -> None:
     st = os.stat(gateway_socket(gateway))
     assert st.st_mode & 0o777 == 0o600
+
+
+def _ask_as_nobody(path: str, request: bytes) -> bytes:
+    """Fork a child that becomes `nobody`, connects to `path`, sends `request`; return what
+    happened: b"connected;" then b"eof", b"data:..." or the error.
+
+    The child keeps root's file access (saved uid 0, then setfsuid(0)), so connect() succeeds
+    despite the socket's 0600 in a 0700 directory, and only the peer-uid check can refuse it;
+    the kernel reports the child's effective uid (nobody) to SO_PEERCRED."""
+    nobody = pwd.getpwnam("nobody")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        report = b"?"
+        try:
+            os.setresgid(nobody.pw_gid, nobody.pw_gid, 0)
+            os.setresuid(nobody.pw_uid, nobody.pw_uid, 0)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.setfsuid(0)
+            libc.setfsgid(0)
+            assert os.geteuid() == nobody.pw_uid
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            report = b"connected;"
+            try:
+                s.sendall(request)
+            except OSError:
+                pass
+            try:
+                data = s.recv(65536)
+                report += b"eof" if data == b"" else b"data:" + data
+            except ConnectionResetError:
+                report += b"eof"
+            except TimeoutError:
+                report += b"timeout"
+        except BaseException as exc:  # report, never raise out of a forked test child
+            report += repr(exc).encode()
+        os.write(write_fd, report)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as r:
+        report = r.read()
+    os.waitpid(pid, 0)
+    return report
+
+
+def test_gateway_socket_refuses_another_uid_without_an_answer(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """gateway.sock admits only the daemon's uid and root: a request from `nobody` is closed
+    unanswered and never reaches upstream, while the same request from us is served."""
+    require_root("to fork a child of another uid")
+    body = b'{"model":"gpt-5","input":"from nobody"}'
+    request = (
+        b"POST /v1/responses HTTP/1.1\r\nhost: codexd\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    report = _ask_as_nobody(gateway_socket(gateway), request)
+    assert report == b"connected;eof"
+    # Barrier: our own request on the same socket is answered, so the daemon had read and
+    # judged the child's connection before; nothing of it went upstream or became a job.
+    with raw_unix(gateway) as client:
+        reply = client.post("/v1/responses", json={"model": "gpt-5", "input": "from us"})
+    assert reply.status_code == 200
+    inputs = [r.body.get("input") for r in fake_openai.model_requests("/v1/responses")]
+    assert inputs == ["from us"]
+    assert len(jobs_of(gateway)) == 1
+    uid = pwd.getpwnam("nobody").pw_uid
+    assert f"gateway refused a connection from uid {uid}" in gateway.stderr()
 
 
 def test_responses_not_streamed(gateway: DaemonProcess, fake_openai: FakeOpenAI) -> None:
