@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 )
 
 from codexd.limits.budget import (
+    ADMIT,
     MAX_TOKEN_LOG,
     Admission,
     Budget,
@@ -222,6 +223,37 @@ def test_reconfigure_keeps_the_window() -> None:
     b.reconfigure(BudgetLimits(requests_per_minute=2, tokens_per_minute=1000, max_concurrency=64))
     assert b.can_admit(0, T0 + 1) == Admission(False, T0 + 61, "requests")
     assert b.available_tokens(T0 + 1) == 700
+
+
+def test_a_lowered_rpm_waits_for_enough_starts_to_leave_the_window() -> None:
+    # Three starts in the window, then the limit drops to 2: a new start needs two of them
+    # gone, so it waits for the second start's expiry, not the first's.
+    b = budget(rpm=5)
+    for i, t in enumerate((T0, T0 + 10, T0 + 20)):
+        b.admit(i, 0, t)
+    b.reconfigure(BudgetLimits(requests_per_minute=2, max_concurrency=64))
+    assert b.can_admit(0, T0 + 21) == Admission(False, T0 + 71, "requests")
+    assert b.available_requests(T0 + 21) == 0
+    assert b.can_admit(0, T0 + 61) == Admission(False, T0 + 71, "requests")
+    assert b.can_admit(0, T0 + 71) == ADMIT
+    assert b.available_requests(T0 + 71) == 1
+
+
+def test_a_charge_merged_into_a_full_token_log_expires_with_the_newest_charge() -> None:
+    # A reload that adds rpm = 2 bounds the token log to two entries while it holds two
+    # charges: the third is merged into the newest entry, whose time moves to the third's, so
+    # its tokens stay in the window a full window after they were charged, never less.
+    b = budget(tpm=1000)
+    b.admit(1, 100, T0)
+    b.admit(2, 100, T0 + 10)
+    b.reconfigure(BudgetLimits(requests_per_minute=2, tokens_per_minute=1000, max_concurrency=64))
+    b.admit(3, 100, T0 + 30)
+    assert len(b._charges) == 2
+    assert b.available_tokens(T0 + 31) == 700
+    assert b.available_tokens(T0 + 61) == 800  # the first charge left the window
+    assert b.available_tokens(T0 + 75) == 800  # the merged 200 were last charged at T0 + 30
+    assert b.can_admit(900, T0 + 75) == Admission(False, T0 + 91, "tokens")
+    assert b.available_tokens(T0 + 91) == 1000
 
 
 @pytest.mark.parametrize(
