@@ -103,7 +103,7 @@ async def test_save_then_load_keeps_the_whole_document(make_store: Any) -> None:
     again = await make_store().load()  # a second instance: another program sees it too
     assert again is not None
     assert msgspec.json.decode(again.to_bytes()) == msgspec.json.decode(doc.to_bytes())
-    assert again.chatgpt_tokens is not None and again.chatgpt_tokens == again.chatgpt_tokens
+    assert again.chatgpt_tokens is not None and again.chatgpt_tokens == doc.chatgpt_tokens
 
 
 async def test_save_replaces(make_store: Any) -> None:
@@ -124,10 +124,17 @@ async def test_delete_reports_whether_there_was_a_login(make_store: Any) -> None
     assert await store.load() is None
 
 
-async def test_names_and_sources(make_store: Any) -> None:
+async def test_names_and_sources(make_store: Any, request: pytest.FixtureRequest) -> None:
+    # What `account/read` reports as `store` and `source` for each store, not either pair.
+    expected = {"file": ("file", "auth_file"), "keyring": ("keyring", "keyring")}
     store = make_store()
-    assert (store.name, store.source) in (("file", "auth_file"), ("keyring", "keyring"))
-    assert "rt-" not in repr(store)
+    assert (store.name, store.source) == expected[request.node.callspec.params["make_store"]]
+    doc = sample()
+    await store.save(doc)
+    assert doc.tokens is not None
+    shown = repr(store)
+    for secret in (doc.tokens.refresh_token, doc.tokens.access_token):
+        assert secret.reveal() not in shown
 
 
 # ---------------------------------------------------------------------- file specifics
