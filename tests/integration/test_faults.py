@@ -281,18 +281,20 @@ def test_headers_slower_than_the_idle_timeout(
     stream_idle_timeout_ms before its headers: each attempt gives up after the timeout, the
     job ends after request_max_retries, and the user is told who was silent."""
     provider_env(upstream_env, fake_openai.base_url, fake_openai)
-    fake_openai.script(Reply(first_byte_delay_s=5.0), times=3)
+    # Longer than the test may run: the job can only end because the daemon gave up waiting.
+    fake_openai.script(Reply(first_byte_delay_s=3600.0), times=3)
     with DaemonProcess(upstream_env) as d, Client(d.socket) as c:
-        started = time.monotonic()
         job_id, events = run_job(c, provider="x")
-        elapsed = time.monotonic() - started
-        assert events[-1]["type"] == "job.failed", (elapsed, events)
+        assert events[-1]["type"] == "job.failed", events
         error = events[-1]["error"]
         assert error["data"]["kind"] == "upstream_error", error
         assert "127.0.0.1 did not answer in time" in error["message"], error["message"]
         assert [e["attempt"] for e in events if e["type"] == "job.started"] == [1, 2, 3]
-        assert elapsed < 5.0  # neither attempt waited for the slow answer
         assert c.call("job/get", {"job_id": job_id})["state"] == "failed"
+    # Each attempt reached the fake and none was answered: the daemon gave up on all three.
+    stats = fake_openai.stats()
+    assert stats.model_requests == 3
+    assert stats.completed_streams == stats.completed_replies == 0
 
 
 # ----------------------------------------------------------------------------- SIGKILL
