@@ -124,11 +124,11 @@ async def test_delete_reports_whether_there_was_a_login(make_store: Any) -> None
     assert await store.load() is None
 
 
-async def test_names_and_sources(make_store: Any, request: pytest.FixtureRequest) -> None:
+async def test_names_and_sources(make_store: Any) -> None:
     # What `account/read` reports as `store` and `source` for each store, not either pair.
-    expected = {"file": ("file", "auth_file"), "keyring": ("keyring", "keyring")}
+    expected = {FileStore: ("file", "auth_file"), KeyringStore: ("keyring", "keyring")}
     store = make_store()
-    assert (store.name, store.source) == expected[request.node.callspec.params["make_store"]]
+    assert (store.name, store.source) == expected[type(store)]
     doc = sample()
     await store.save(doc)
     assert doc.tokens is not None
