@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import missing
 
 INSTALL_TIMEOUT_S = 600
 
@@ -28,7 +28,7 @@ def codex_binary() -> str:
         return str(binary)
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("npm is not installed: cannot install Codex CLI (@openai/codex)")
+        missing("needs npm to install Codex CLI (@openai/codex)")
     prefix.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(
@@ -38,8 +38,8 @@ def codex_binary() -> str:
             timeout=INSTALL_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        pytest.skip(f"npm install @openai/codex took over {INSTALL_TIMEOUT_S}s (no network?)")
+        missing(f"needs Codex CLI: npm install @openai/codex took over {INSTALL_TIMEOUT_S}s")
     if done.returncode != 0 or not binary.exists():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"npm install @openai/codex failed (no network?): {last}")
+        missing(f"needs Codex CLI: npm install @openai/codex failed: {last}")
     return str(binary)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 import pytest
@@ -30,24 +29,31 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def require(condition: object, reason: str) -> None:
-    """Go on when `condition` holds; else skip with `reason` locally, and fail under CI=true.
+def missing(reason: str) -> NoReturn:
+    """This machine lacks what the test needs: skip with `reason` locally, fail under CI=true.
 
     For what a test needs of the machine (a program, root, a service): a green CI run must
-    not hide a whole area that skipped because the runner lacked it."""
-    if condition:
-        return
+    not hide a whole area that skipped because the runner lacked it. Not for platform-only
+    tests (macOS paths, /proc): those keep their plain skip."""
     if in_ci():
         pytest.fail(f"CI=true, so this test must run, but it {reason}", pytrace=False)
     pytest.skip(reason)
 
 
-def require_program(name: str) -> str:
-    """The path of the program `name` on PATH (see `require`)."""
-    path = shutil.which(name)
-    require(path, f"needs {name} on PATH")
-    assert path is not None
-    return path
+def require(condition: object, reason: str) -> None:
+    """Go on when `condition` holds; else `missing(reason)`."""
+    if not condition:
+        missing(reason)
+
+
+def require_module(name: str, minversion: str | None = None) -> Any:
+    """`pytest.importorskip`, but a missing test dependency fails under CI=true."""
+    try:
+        return pytest.importorskip(name, minversion=minversion)
+    except pytest.skip.Exception as exc:  # raised with allow_module_level: keep it, locally
+        if in_ci():
+            pytest.fail(f"CI=true, so this test must run, but it needs {name}: {exc}")
+        raise
 
 
 def require_root(why: str) -> None:

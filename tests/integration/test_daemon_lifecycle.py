@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codexd.testing.daemon_process import DaemonProcess
-from tests.conftest import LineConn
+from tests.conftest import LineConn, require_root
 
 
 def run_daemon_once(env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -93,8 +93,7 @@ def test_runtime_dir_symlink_is_refused(daemon_env: dict[str, str], tmp_path: Pa
 
 
 def test_runtime_dir_of_another_user_is_refused(daemon_env: dict[str, str]) -> None:
-    if os.getuid() != 0:
-        pytest.skip("needs root to give the directory to another user")
+    require_root("to give the directory to another user")
     run_dir = os.path.dirname(daemon_env["CODEXD_SOCKET"])
     os.mkdir(run_dir, 0o700)
     os.chown(run_dir, pwd.getpwnam("nobody").pw_uid, -1)
@@ -123,8 +122,7 @@ def test_peer_of_another_uid_is_closed_without_an_answer(daemon: DaemonProcess) 
 
     The child keeps root's file access (saved uid 0, then setfsuid(0)) and the socket's modes
     are loosened, so connect() succeeds and only the peer check can refuse it."""
-    if os.getuid() != 0:
-        pytest.skip("needs root to fork a child of another uid")
+    require_root("to fork a child of another uid")
     nobody = pwd.getpwnam("nobody")
     run_dir = os.path.dirname(daemon.socket)
     os.chmod(run_dir, 0o711)

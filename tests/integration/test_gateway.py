@@ -24,11 +24,11 @@ from codexctl.cli import main as codexctl_main
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
-from tests.conftest import require_root, write_config
+from tests.conftest import require_module, require_root, write_config
 
-openai = pytest.importorskip("openai", minversion="3")
-httpx2 = pytest.importorskip("httpx2")
-pydantic = pytest.importorskip("pydantic")
+openai = require_module("openai", minversion="3")
+httpx2 = require_module("httpx2")
+pydantic = require_module("pydantic")
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 from openai.types.responses import Response  # noqa: E402

@@ -30,6 +30,7 @@ from codexd.auth.stores import (
     open_store,
 )
 from codexd.testing.daemon_process import DaemonProcess
+from tests.conftest import missing
 from tests.integration._secret_service import (
     SecretServiceSession,
     Unavailable,
@@ -63,7 +64,7 @@ def secret_service_backend() -> Any:
     try:
         import secretstorage  # noqa: F401
     except ImportError:
-        pytest.skip("secretstorage is not installed (keyring's Secret Service backend needs it)")
+        missing("needs secretstorage (keyring's Secret Service backend)")
     from keyring.backends import SecretService
 
     return SecretService.Keyring()  # type: ignore[no-untyped-call]
@@ -74,7 +75,7 @@ def start_or_skip(stack: ExitStack) -> SecretServiceSession:
     try:
         return stack.enter_context(private_secret_service())
     except Unavailable as exc:
-        pytest.skip(f"no private Secret Service: {exc}")
+        missing(f"needs a private Secret Service (gnome-keyring-daemon, dbus-daemon): {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from codexd.limits.redis import (
     RespConnection,
     parse_redis_url,
 )
+from tests.conftest import require
 from tests.unit.test_limiter import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -45,11 +46,12 @@ def free_port() -> int:
 def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
     """Start `redis-server` on a loopback port; returns its URL once it accepts connections."""
     exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip(
-            "redis-server is not installed (Debian: apt-get install -y redis-server); "
-            "the shared budget is tested against a real Redis only"
-        )
+    require(
+        exe,
+        "needs redis-server (Debian: apt-get install -y redis-server); "
+        "the shared budget is tested against a real Redis only",
+    )
+    assert exe is not None
     procs: list[subprocess.Popen[str]] = []
 
     def start(port: int) -> str:

@@ -19,7 +19,7 @@ import pytest
 from codexctl import Client, RpcError
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, Reply, stalled
-from tests.conftest import LineConn, write_config
+from tests.conftest import LineConn, require, write_config
 
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 
@@ -35,10 +35,8 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.skipif(
-    SOCKET_ACTIVATE is None, reason="systemd-socket-activate missing (apt-get install systemd)"
-)
 def test_socket_activation_serves_the_first_connection(short_tmp: Path) -> None:
+    require(SOCKET_ACTIVATE, "needs systemd-socket-activate (apt-get install systemd)")
     assert SOCKET_ACTIVATE is not None
     run_dir = short_tmp / "run"
     run_dir.mkdir(mode=0o700)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from codexd.install import find_program, install_service, render_systemd
+from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -88,10 +89,8 @@ def test_socket_units_contract() -> None:
     assert gateway["Service"] == "codexd.service"
 
 
-@pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None, reason="systemd-analyze missing (apt-get install systemd)"
-)
 def test_systemd_analyze_verify_accepts_the_installed_units(tmp_path: Path) -> None:
+    require(SYSTEMD_ANALYZE, "needs systemd-analyze (apt-get install systemd)")
     assert SYSTEMD_ANALYZE is not None
     program = find_program()
     assert os.access(program[0], os.X_OK)  # verify checks that ExecStart= is executable
@@ -113,8 +112,8 @@ def test_systemd_analyze_verify_accepts_the_installed_units(tmp_path: Path) -> N
 
 def test_systemd_analyze_verify_catches_a_bad_unit(tmp_path: Path) -> None:
     # The check above can fail: a misspelled key is reported.
-    if SYSTEMD_ANALYZE is None:
-        pytest.skip("systemd-analyze missing (apt-get install systemd)")
+    require(SYSTEMD_ANALYZE, "needs systemd-analyze (apt-get install systemd)")
+    assert SYSTEMD_ANALYZE is not None
     text = render_systemd(find_program(), socket_activation=False)["codexd.service"]
     (tmp_path / "codexd.service").write_text(text.replace("NotifyAccess", "NotifyAcess"))
     runtime = tmp_path / "runtime"
@@ -251,13 +250,11 @@ def short_dir() -> Iterator[Path]:
         yield Path(d)
 
 
-@pytest.mark.skipif(
-    SOCKET_ACTIVATE is None, reason="systemd-socket-activate missing (apt-get install systemd)"
-)
 @pytest.mark.parametrize("with_gateway", [False, True], ids=["unnamed", "control+gateway"])
 def test_socket_activation_serves_the_first_connection_and_notifies_ready(
     short_dir: Path, with_gateway: bool
 ) -> None:
+    require(SOCKET_ACTIVATE, "needs systemd-socket-activate (apt-get install systemd)")
     assert SOCKET_ACTIVATE is not None
     program = short_dir / "server.py"
     program.write_text(SERVER)

@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 
 from codexctl import AsyncClient, Client, DaemonUnreachable
+from tests.conftest import require_root
 
 KEY = "sk-proj-planted-test-key-0001"
 
 
 def other_user() -> pwd.struct_passwd:
-    if os.getuid() != 0:
-        pytest.skip("needs root to fork a child of another uid")
+    require_root("to fork a child of another uid")
     return pwd.getpwnam("nobody")
 
 

@@ -29,6 +29,7 @@ from codexd.auth.stores import (
     keyring_account,
     open_store,
 )
+from tests.conftest import missing
 from tests.unit.test_auth_support import chatgpt_doc, make_tokens
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +42,7 @@ except ImportError:  # pragma: no cover - depends on the test extras
 
 def alt_file_backend(path: Path) -> Any:
     if PlaintextKeyring is None:
-        pytest.skip("keyrings.alt is not installed (it belongs in the test extras)")
+        missing("needs keyrings.alt (it belongs in the test extras)")
     backend = PlaintextKeyring()
     backend.file_path = str(path)  # a private keyring file, not the user's
     return backend
