@@ -44,7 +44,6 @@ from codexd.upstream.wire import (
 log = logging.getLogger("codexd.upstream")
 
 _encoder = msgspec.json.Encoder()
-OPENAI_API_BASE = "https://api.openai.com/v1"
 USER_AGENT = f"codexd/{__version__}"  # ChatGPT mode sends Codex's own instead
 
 
@@ -146,18 +145,9 @@ def conversation_headers(job: Job, credentials: CredentialsLike) -> dict[str, st
     return {"session-id": conversation, "thread-id": conversation, "x-client-request-id": job.id}
 
 
-def base_url_for(provider_id: str, cfg: ProviderConfig, snapshot: ConfigSnapshot, mode: str) -> str:
-    if provider_id == "openai" and mode == "chatgpt":
-        return snapshot.chatgpt_base_url.rstrip("/") + "/codex"
-    if cfg.base_url:
-        return cfg.base_url
-    if provider_id == "openai":
-        return snapshot.openai_base_url or OPENAI_API_BASE
-    raise RpcError(
-        ErrorKind.BAD_REQUEST,
-        f"provider {provider_id!r} has no base_url: set model_providers.{provider_id}.base_url "
-        "in config.toml",
-    )
+def base_url_for(provider_id: str, snapshot: ConfigSnapshot, mode: str) -> str:
+    """Where requests for `provider_id` go under a login of `mode`: the config's one rule."""
+    return snapshot.base_url_for(provider_id, chatgpt_auth=mode == "chatgpt")
 
 
 class JobRunner:
@@ -223,7 +213,7 @@ class JobRunner:
                 try:
                     credentials = await self._auth.credentials(ref)
                     url = endpoint_url(
-                        base_url_for(job.provider, cfg, snapshot, credentials.mode),
+                        base_url_for(job.provider, snapshot, credentials.mode),
                         job.api,  # type: ignore[arg-type]
                         cfg.query_params,
                     )
@@ -313,7 +303,7 @@ class JobRunner:
         headers.pop("Content-Type", None)
         headers["Accept"] = "application/json"
         url = endpoint_url(
-            base_url_for("openai", cfg, snapshot, credentials.mode), "models", cfg.query_params
+            base_url_for("openai", snapshot, credentials.mode), "models", cfg.query_params
         )
         return await probe(
             self._http.transport("openai"),

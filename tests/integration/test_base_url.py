@@ -3,9 +3,8 @@
 Codex's rule: an explicit base URL wins (for `openai`: `openai_base_url`; for another provider
 its `base_url`); without one, a provider using the Codex login goes to `chatgpt_base_url` +
 `codex` under a ChatGPT login and to the public API (https://api.openai.com/v1) otherwise.
-The daemon applies `codexd.upstream.runner.base_url_for`; `ConfigSnapshot.base_url_for`
-(tests/unit/test_config_load.py) is a second copy that production never calls, so these tests
-check what is sent, not either function.
+The rule lives in `ConfigSnapshot.base_url_for` (the runner calls it); these tests check what
+is sent, not the function.
 
 The public API cannot be reached from a test: the daemon is given HTTPS_PROXY, pointing at a
 proxy here that records the CONNECT line it is sent and refuses it.
@@ -30,7 +29,6 @@ from tests.integration._chatgpt import chatgpt_setup, write_login
 
 TERMINAL = {"job.completed", "job.failed", "job.cancelled"}
 API_KEY = "sk-test-key-for-the-fake-0000"
-G3 = pytest.mark.xfail(strict=True, reason="G3 merges the base-URL rule: the runner's copy differs")
 
 
 def run_job(
@@ -170,7 +168,6 @@ def test_a_custom_provider_goes_to_its_base_url(
     assert sent[0].headers["authorization"] == f"Bearer {API_KEY}"
 
 
-@G3
 def test_openai_base_url_wins_over_a_chatgpt_login(daemon_env: dict[str, str]) -> None:
     with chatgpt_setup(daemon_env) as setup:
         path = f"{daemon_env['CODEX_HOME']}/config.toml"
@@ -183,7 +180,6 @@ def test_openai_base_url_wins_over_a_chatgpt_login(daemon_env: dict[str, str]) -
         assert [r.path for r in setup.fake.model_requests()] == ["/v1/responses"]
 
 
-@G3
 def test_a_custom_provider_without_base_url_uses_the_public_api(
     daemon_env: dict[str, str], proxy: RefusingProxy
 ) -> None:
@@ -202,5 +198,4 @@ def test_the_public_api_is_exactly_its_v1_root() -> None:
     a unit test of the function the daemon calls (`codexd.upstream.runner.base_url_for`), as
     https://api.openai.com/v1 cannot be reached from a test."""
     snap = load_config("/nonexistent-codex-home", {})
-    cfg = snap.providers["openai"]
-    assert base_url_for("openai", cfg, snap, "api_key") == "https://api.openai.com/v1"
+    assert base_url_for("openai", snap, "api_key") == "https://api.openai.com/v1"
