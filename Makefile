@@ -100,7 +100,9 @@ bench: $(TOOLCHAIN)
 
 # Long versions of what `make test` runs briefly: property fuzzing with many more examples,
 # atheris for 5 minutes when it installs, and the 10-minute soak (bench/soak.py).
+# atheris is not in the lock: the toolchain stamp goes, so the next target syncs it away.
 fuzz: $(TOOLCHAIN)
+	rm -f $(TOOLCHAIN)
 	CODEXD_FUZZ_EXAMPLES=20000 CODEXD_FUZZ_STEPS=200 $(BIN)/pytest -q -s tests/fuzz
 	$(UV) pip install --quiet --python $(BIN)/python atheris && mkdir -p .fuzz-corpus && \
 		$(BIN)/python fuzz/fuzz_decoders.py -max_total_time=300 -print_final_stats=1 .fuzz-corpus \

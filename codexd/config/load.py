@@ -681,10 +681,14 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
         if limits.backend is not None:
             try:
                 parse_redis_url(limits.backend)
-            except ValueError as exc:
+            except ValueError:
+                # Not the parser's words: they can quote a part of the URL (a password with a
+                # `?` or `/` in it is read as the port).
                 raise files.error(
                     ("codexd", "rate_limits", provider_id, "backend"),
-                    f"expected a redis:// (or rediss://, unix://) URL: {exc}",
+                    "expected a redis:// (or rediss://, unix://) URL such as "
+                    '"redis://user:password@host:6379/0"; characters such as ? # / @ in the '
+                    "password must be percent-encoded",
                 ) from None
     if settings.gateway.tcp is not None and not is_loopback(settings.gateway.tcp):
         raise files.error(

@@ -175,7 +175,9 @@ def _parse_body(body: bytes, scrub: Scrubber) -> _Parsed:
     try:
         doc = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        text = body[:4096].decode("utf-8", errors="replace")
+        # The whole (already bounded) body is scrubbed before it is cut: cut first, a secret
+        # straddling the cut would leave its head behind, and no longer match to be removed.
+        text = body.decode("utf-8", errors="replace")
         if _HTML.match(body):
             return _Parsed(is_html=True, raw_text=scrub(_TAGS.sub(" ", text), 200) or None)
         return _Parsed(raw_text=scrub(text) or None)

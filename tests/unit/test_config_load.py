@@ -690,3 +690,18 @@ def test_an_env_header_variable_holding_a_line_break_is_named_never_quoted(
     # Unset, or a value HTTP can carry: the file loads.
     load_config(str(tmp_path), {})
     load_config(str(tmp_path), {"TEAM_TOKEN": "tok-0123456789"})
+
+
+def test_an_unparseable_redis_url_is_named_without_quoting_its_password(tmp_path: Path) -> None:
+    # `?` in a password makes the rest of it look like a port; the parser's own message quotes
+    # that part, so the error must not carry the parser's words.
+    write(
+        tmp_path,
+        '[codexd.rate_limits.openai]\nbackend = "redis://default:Hunter2Secret?x@redis.example:6379/0"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path), {})
+    message = str(info.value)
+    assert "codexd.rate_limits.openai.backend" in message
+    assert "percent-encoded" in message
+    assert "Hunter2" not in message

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codexctl.protocol import ErrorKind, RpcError
-from codexd.scrub import scrub
+from codexd.scrub import Scrubber, scrub
 from codexd.upstream.errors import (
     UpstreamError,
     UpstreamFailure,
@@ -491,3 +491,15 @@ def test_json_on_200_names_what_came_and_what_upstream_said() -> None:
     err = classify_http(200, JSON, body(message="proxy says hello"), NOW)
     assert err.kind == ErrorKind.UPSTREAM_ERROR
     assert "200 with application/json instead of an event stream: proxy says hello" in err.message
+
+
+@pytest.mark.parametrize("padding", [4076, 4084, 4090])
+def test_a_sent_value_straddling_the_shown_length_leaves_no_piece_behind(padding: int) -> None:
+    # Whitespace collapses, so a secret far into the body lands inside what is shown; it must
+    # be cut from the whole body first, not from a prefix that ends inside it.
+    secret = "customSecretValue0123456789abcdef"
+    scrubber = Scrubber.for_request({"X-Api-Key": secret}, "https://up.example/v1/responses")
+    body = b" " * padding + secret.encode()
+    err = classify_http(500, {"content-type": "text/plain"}, body, 0.0, scrubber=scrubber)
+    assert "customSecret" not in repr(err)
+    assert "[redacted]" in err.message
