@@ -27,7 +27,7 @@ from codexd.upstream.wire import RequestDefaults
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
 from codexd.usage.cost import estimate_cost_usd
-from codexd.usage.ledger import LedgerWriter, UsageRecord
+from codexd.usage.ledger import UsageRecord
 
 Api = Literal["responses", "chat"]
 
@@ -126,6 +126,12 @@ class Spend(Protocol):
     async def spend(self, since: float, until: float) -> float: ...
 
 
+class JobLedger(Spend, Protocol):
+    """What the job service writes to the usage ledger: one row per started job."""
+
+    async def commit(self, row: UsageRecord) -> bool: ...
+
+
 class PricedJob(Protocol):
     """What admission reads of a running job."""
 
@@ -201,7 +207,7 @@ class JobService:
         *,
         limits: Callable[[], JobLimits],
         credentials: Callable[[ProviderAuth], RpcError | None],
-        ledger: LedgerWriter,
+        ledger: JobLedger,
         events: EventHub,
         snapshot: Callable[[], ConfigSnapshot],
         catalog: Callable[[ConfigSnapshot], Catalog],
