@@ -104,8 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         passed = activated_sockets()
         resolved = paths.resolve(getattr(args, "socket", None))
-        daemon = Daemon(resolved, passed=passed)
-        daemon.prepare()
+        daemon = Daemon.prepare(resolved, passed=passed)
         if args.log_level is None:
             configure_logging(daemon.config.snapshot.codexd.log_level, args.log_format)
         anyio.run(daemon.run)

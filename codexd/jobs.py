@@ -27,7 +27,9 @@ import anyio
 import anyio.abc
 import msgspec
 
-from codexctl.protocol import ErrorKind, ErrorObject, Notification, RpcError
+from codexctl.protocol import ErrorKind, Notification, RpcError
+from codexctl.protocol import JobView as JobView  # the wire types live with the client
+from codexctl.protocol import Usage as Usage
 from codexd.clock import Clock, SystemClock, rfc3339
 
 log = logging.getLogger("codexd.jobs")
@@ -91,33 +93,6 @@ def next_state(state: JobState, event_type: str) -> JobState:
 
 
 # --------------------------------------------------------------------------- wire types
-
-
-class Usage(msgspec.Struct):
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-
-
-class JobView(msgspec.Struct):
-    """The Job of `job/get` (SPEC §4); `output_text` is left out of `job/created|finished`."""
-
-    id: str
-    state: str
-    client: str
-    provider: str
-    model: str
-    api: str
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    attempts: int
-    output_text: str | msgspec.UnsetType | None
-    usage: Usage | None
-    cost_usd: float | None
-    error: ErrorObject | None
 
 
 class JobEventParams(msgspec.Struct):
@@ -258,7 +233,6 @@ class Job:
     log: EventLog
     config: Any = None  # the config snapshot taken when the job was created
     request: Any = None  # what the submit handler resolved (model, defaults, estimate)
-    cancel_with: Any = None  # the connection whose close cancels this job (cancel_on_disconnect)
     cost_estimated: bool = False
     state: JobState = JobState.QUEUED
     started_at: float | None = None

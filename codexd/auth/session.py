@@ -311,6 +311,12 @@ class AuthSession:
             return env_creds or stored_key or self._unauthenticated(provider, env_key)
         return tokens or env_creds or stored_key or self._unauthenticated(provider, env_key)
 
+    def check_credentials(self, provider: ProviderAuth) -> RpcError | None:
+        """Whether a request to `provider` has any credential at all (submit-time refusal):
+        the error a job would fail with, or None. Refreshes nothing."""
+        choice = self._choose(provider)
+        return choice if isinstance(choice, RpcError) else None
+
     def _chatgpt_credentials(self, tokens: TokenSet) -> Credentials:
         account_id = tokens.account_id or tokens.id_claims.account_id
         return Credentials("chatgpt", self._stored_source(), tokens.access_token, account_id)

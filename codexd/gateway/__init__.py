@@ -1,6 +1,5 @@
-"""The OpenAI-compatible HTTP front door (SPEC §9): `serve_gateway(daemon)` and the token."""
+"""The OpenAI-compatible HTTP front door: `serve_gateway(services)`."""
 
 from codexd.gateway.server import serve_gateway
-from codexd.gateway.token import TokenFile, gateway_token
 
-__all__ = ["TokenFile", "gateway_token", "serve_gateway"]
+__all__ = ["serve_gateway"]

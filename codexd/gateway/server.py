@@ -1,7 +1,8 @@
 """The gateway (SPEC §9): OpenAI's HTTP API on `gateway.sock` and, optionally, loopback TCP.
 
-Each model request becomes a job exactly as `job/submit` makes one (same checks, same
-config defaults, same budget and ledger), always cancelled when its HTTP client goes away.
+Each model request becomes a job through the same pipeline as `job/submit`
+(`JobService.submit` in service/submit.py: same checks, config defaults, budget and ledger),
+owned by the request and cancelled when its HTTP client goes away (`JobService.release`).
 The reply is read from the job's event log and translated (`translate.py`) into what the
 OpenAI API would have sent. The Unix socket admits the daemon's own uid (and root), as the
 control socket does; TCP admits requests carrying the bearer token of `gateway.token`.
@@ -38,7 +39,6 @@ from codexd.gateway.http import (
     Responder,
     serve_http,
 )
-from codexd.gateway.token import TokenFile
 from codexd.gateway.translate import (
     ChatJSON,
     ChatSSE,
@@ -57,11 +57,10 @@ from codexd.gateway.translate import (
     split_line,
 )
 from codexd.paths import StartupError
-from codexd.rpc.job_methods import SubmitParams, prepare_job
 from codexd.rpc.peer import peer_allowed, peer_credentials
+from codexd.service import Services, SubmitRequest
 
 if TYPE_CHECKING:
-    from codexd.daemon import Daemon
     from codexd.jobs import Job
 
 log = logging.getLogger("codexd.gateway")
@@ -84,6 +83,19 @@ def client_name(headers: dict[str, str] | Any) -> str:
         name = agent.split(None, 1)[0].split("/", 1)[0] if agent else ""
     name = _CLIENT_NAME_JUNK.sub("", name)[:MAX_CLIENT_NAME]
     return name or DEFAULT_CLIENT_NAME
+
+
+def submit_request(headers: Mapping[str, str], body: dict[str, Any], api: str) -> SubmitRequest:
+    """What a model request asks for: its body, the client and provider/profile headers.
+    The gateway has no client_request_id of its own (a retried HTTP request is a new job)."""
+    return SubmitRequest(
+        body=body,
+        client=client_name(headers),
+        api="chat" if api == "chat" else "responses",
+        provider=headers.get("x-codexd-provider") or None,
+        profile=headers.get("x-codexd-profile") or None,
+        cancel_on_disconnect=True,
+    )
 
 
 def parse_tcp_address(address: str) -> tuple[str, int]:
@@ -136,9 +148,10 @@ class _TcpPeer:
 
 
 class Gateway:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.tokens = TokenFile(daemon.paths.state_dir)
+    def __init__(self, services: Services, adopted: socket.socket | None = None) -> None:
+        self.services = services
+        self.adopted = adopted  # gateway.sock made by a service manager
+        self.tokens = services.tokens
         # The owner's connections: gateway.sock, and TCP ones that showed the token.
         self.connections = 0
         # TCP connections that have not shown the token yet, oldest first.
@@ -151,7 +164,7 @@ class Gateway:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        settings = self.daemon.config.snapshot.codexd.gateway
+        settings = self.services.config.snapshot.codexd.gateway
         unix, socket_ino = await self._listen_unix()
         listeners: list[tuple[anyio.abc.Listener[Any], bool]] = [(unix, False)]
         try:
@@ -163,21 +176,20 @@ class Gateway:
                     tg.start_soon(self._serve, listener, tcp)
                 log.info(
                     "gateway serving on %s%s",
-                    self.daemon.paths.gateway_socket,
+                    self.services.paths.gateway_socket,
                     f" and http://{settings.tcp}" if settings.tcp else "",
                 )
                 task_status.started()
         finally:
             if socket_ino is not None:
-                _unlink_if_ours(self.daemon.paths.gateway_socket, socket_ino)
+                _unlink_if_ours(self.services.paths.gateway_socket, socket_ino)
 
     async def _listen_unix(self) -> tuple[anyio.abc.SocketListener, int | None]:
-        passed = getattr(self.daemon, "passed", None)
-        adopted = getattr(passed, "gateway", None)
+        adopted = self.adopted
         if adopted is not None:
             # A service manager made it and owns its file: adopt, never unlink.
             return await anyio.abc.SocketListener.from_socket(adopted), None
-        path = self.daemon.paths.gateway_socket
+        path = self.services.paths.gateway_socket
         old_umask = os.umask(0o177)
         try:
             listener = await anyio.create_unix_listener(path, mode=0o600, backlog=LISTEN_BACKLOG)
@@ -208,7 +220,7 @@ class Gateway:
     async def _connection(self, stream: anyio.abc.SocketStream, tcp: bool) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            settings = self.daemon.config.snapshot.codexd
+            settings = self.services.config.snapshot.codexd
             if tcp:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 await self._tcp_connection(stream, settings)
@@ -312,7 +324,7 @@ class Gateway:
             await _send_error(responder, not_found_url(method, request.path))
 
     def _model_ids(self) -> list[str]:
-        return [m.slug for m in self.daemon.catalog().list_models()]
+        return [m.slug for m in self.services.catalogs.catalog().list_models()]
 
     # ---------------------------------------------------------------- model requests
 
@@ -333,41 +345,21 @@ class Gateway:
         if not isinstance(body, dict):
             await _send_error(responder, bad_body("The request body must be a JSON object."))
             return
-        headers = request.headers
-        daemon = self.daemon
-        client = client_name(headers)
-        params = SubmitParams(
-            body=body,
-            api=api,  # type: ignore[arg-type]
-            provider=headers.get("x-codexd-provider") or None,
-            profile=headers.get("x-codexd-profile") or None,
-            subscribe=False,
-            cancel_on_disconnect=True,
-        )
+        jobs = self.services.jobs
+        owner = object()  # this request: its job ends with it
         try:
-            prep = prepare_job(daemon, params)
-            await daemon.check_submit(client, prep)
-            job = daemon.jobs.create(
-                client=client,
-                provider=prep["provider"],
-                model=prep["model"],
-                api=prep["api"],
-                body=body,
-                config=prep["config"],
-                request=prep["request"],
-            )
+            job = await jobs.submit(submit_request(request.headers, body, api), owner=owner)
         except RpcError as err:
             await _send_error(responder, error_reply(err.to_object()))
             return
         try:
             await self._relay(job, _translator(job, api, body), responder)
         finally:
-            if not job.is_terminal:
-                daemon.jobs.cancel(job)
+            jobs.release(owner)
 
     async def _relay(self, job: Job, tr: Translator, responder: Responder) -> None:
         """Read the job's log from seq 1 as it grows and write the translation."""
-        jobs = self.daemon.jobs
+        jobs = self.services.jobs.manager
         waker = _Waker()
         request_id = ("x-request-id", job.id)
         await jobs.stream_to(job, waker, job.log.next_seq - 1)
@@ -482,8 +474,12 @@ def _unlink_if_ours(path: str, ino: int) -> None:
 
 
 async def serve_gateway(
-    daemon: Daemon, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    services: Services,
+    adopted: socket.socket | None = None,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the gateway until cancelled (started in the daemon's task group when
-    `[codexd.gateway] enabled = true`)."""
-    await Gateway(daemon).run(task_status=task_status)
+    `[codexd.gateway] enabled = true`); `adopted` is gateway.sock passed by a service
+    manager."""
+    await Gateway(services, adopted).run(task_status=task_status)

@@ -7,7 +7,6 @@ typo is -32602 naming the member, not a silently ignored field.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 import anyio
@@ -16,21 +15,23 @@ import msgspec
 from codexctl.protocol import (
     PROTOCOL_VERSION,
     ClientInfo,
+    DaemonStatus,
     ErrorKind,
     InitializeResult,
+    JobView,
+    ListResult,
     RpcError,
     ServerInfo,
+    SubmitResult,
+    SubscribeResult,
 )
 from codexd import __version__
 from codexd.auth.session import AccountInfo
 from codexd.config.redact import redact
-from codexd.gateway.token import TokenParams, TokenResult, gateway_token
-from codexd.jobs import JobView
 from codexd.limits.limiter import ProviderLimits
 from codexd.rpc import account_methods as account
 from codexd.rpc import job_methods as jobs
 from codexd.rpc.server import CallContext, Method, MethodTable
-from codexd.usage.budget import BudgetStatus
 from codexd.usage.catalog import ModelInfo
 from codexd.usage.ledger import UsageReadParams, UsageResult
 
@@ -45,42 +46,6 @@ class Empty(msgspec.Struct):
 
 class InitializeParams(msgspec.Struct, forbid_unknown_fields=True):
     client: ClientInfo
-
-
-class JobCounts(msgspec.Struct):
-    queued: int
-    running: int
-    retained: int
-
-
-class ConfigStatus(msgspec.Struct):
-    path: str
-    generation: int
-    loaded_at: str
-    error: str | None
-
-
-class AccountSummary(msgspec.Struct):
-    mode: str | None
-    email: str | None
-    plan_type: str | None
-
-
-class DaemonStatus(msgspec.Struct):
-    version: str
-    protocol_version: int
-    pid: int
-    started_at: str
-    started_by: str
-    uptime_s: float
-    socket: str
-    codex_home: str
-    state_dir: str
-    connections: int
-    jobs: JobCounts | None
-    config: ConfigStatus | None
-    account: AccountSummary | None
-    budget: BudgetStatus | None = None  # spend against [codexd.budget]; null without caps
 
 
 class MethodInfo(msgspec.Struct):
@@ -106,17 +71,12 @@ async def ping(ctx: CallContext, params: NoParams) -> Empty:
 
 
 async def status(ctx: CallContext, params: NoParams) -> DaemonStatus:
-    st = ctx.daemon.status()
-    caps = ctx.daemon.config.snapshot.codexd.budget
-    ledger = ctx.daemon.ledger
-    if ledger is not None and (caps.daily_usd is not None or caps.monthly_usd is not None):
-        st.budget = await ledger.budget_status(datetime.now().astimezone())
-    return st
+    return await ctx.services.status.status()
 
 
 async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
     async def stop() -> None:
-        ctx.daemon.request_shutdown()
+        ctx.services.request_shutdown()
 
     ctx.after_reply(stop)
     return Empty()
@@ -139,7 +99,7 @@ class ConfigReloadResult(msgspec.Struct):
 
 
 async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
-    store = ctx.daemon.config
+    store = ctx.services.config
     st = store.status()
     return ConfigRead(
         path=st.path,
@@ -151,12 +111,7 @@ async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
 
 
 async def config_reload(ctx: CallContext, params: NoParams) -> ConfigReloadResult:
-    daemon = ctx.daemon
-    daemon.notifier.reloading()
-    try:
-        outcome = await anyio.to_thread.run_sync(daemon.config.reload)
-    finally:
-        daemon.notifier.ready()
+    outcome = await ctx.services.reload_config()
     if outcome.error is not None:
         raise outcome.error.to_rpc_error()
     return ConfigReloadResult(generation=outcome.generation, changed=outcome.changed)
@@ -171,7 +126,7 @@ class ModelsResult(msgspec.Struct):
 
 
 async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
-    snapshot = ctx.daemon.config.snapshot
+    snapshot = ctx.services.config.snapshot
     if params.provider is not None and params.provider not in snapshot.providers:
         known = ", ".join(sorted(snapshot.providers))
         raise RpcError(
@@ -179,7 +134,7 @@ async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
             f"invalid params for models/list: unknown provider {params.provider!r} "
             f"(known: {known}) - at `$.provider`",
         )
-    return ModelsResult(models=ctx.daemon.catalog().list_models())
+    return ModelsResult(models=ctx.services.catalogs.catalog(snapshot).list_models())
 
 
 # --------------------------------------------------------------------------- events, limits, usage
@@ -190,7 +145,7 @@ class EventsParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def events_subscribe(ctx: CallContext, params: EventsParams) -> Empty:
-    ctx.daemon.events.subscribe(ctx.connection, list(params.topics))
+    ctx.services.events.subscribe(ctx.connection, list(params.topics))
     return Empty()
 
 
@@ -203,8 +158,8 @@ class RateLimitsResult(msgspec.Struct):
 
 
 async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLimitsResult:
-    daemon = ctx.daemon
-    snapshot = daemon.config.snapshot
+    services = ctx.services
+    snapshot = services.config.snapshot
     ids = [params.provider] if params.provider else sorted(snapshot.providers)
     for pid in ids:
         if pid not in snapshot.providers:
@@ -212,13 +167,13 @@ async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLim
                 ErrorKind.INVALID_PARAMS,
                 f"invalid params for ratelimits/read: unknown provider {pid!r} - at `$.provider`",
             )
-    return RateLimitsResult(providers=[daemon.limiter_for(p, snapshot).snapshot() for p in ids])
+    return RateLimitsResult(
+        providers=[services.limiters.limiter_for(p, snapshot).snapshot() for p in ids]
+    )
 
 
 async def usage_read(ctx: CallContext, params: UsageReadParams) -> UsageResult:
-    ledger = ctx.daemon.ledger
-    if ledger is None:
-        raise RpcError(ErrorKind.OVERLOADED, "the usage ledger is not open yet: retry")
+    ledger = ctx.services.ledger
     since, until = params.time_range(None)
     # Read your own writes: a job whose job.completed the caller has seen is counted. Bounded,
     # so a ledger stuck on a full disk still answers with what it has.
@@ -231,13 +186,11 @@ async def usage_read(ctx: CallContext, params: UsageReadParams) -> UsageResult:
 
 
 async def account_read(ctx: CallContext, params: NoParams) -> AccountInfo:
-    return ctx.daemon.auth_session().account_info()
+    return ctx.services.accounts.info()
 
 
 async def account_refresh(ctx: CallContext, params: NoParams) -> AccountInfo:
-    session = ctx.daemon.auth_session()
-    await session.refresh("proactive_expiry")
-    return session.account_info()
+    return await ctx.services.accounts.refresh()
 
 
 class LogoutResult(msgspec.Struct):
@@ -245,7 +198,21 @@ class LogoutResult(msgspec.Struct):
 
 
 async def account_logout(ctx: CallContext, params: NoParams) -> LogoutResult:
-    return LogoutResult(revoked=await ctx.daemon.logout())
+    return LogoutResult(revoked=await ctx.services.accounts.logout())
+
+
+class TokenParams(msgspec.Struct, forbid_unknown_fields=True):
+    rotate: bool = False
+
+
+class TokenResult(msgspec.Struct):
+    token: str
+
+
+async def gateway_token(ctx: CallContext, params: TokenParams) -> TokenResult:
+    """`gateway/token {rotate?}` → `{token}`; only on the control socket (peer-checked)."""
+    tokens = ctx.services.tokens
+    return TokenResult(token=tokens.rotate() if params.rotate else tokens.current())
 
 
 async def methods(ctx: CallContext, params: NoParams) -> list[MethodInfo]:
@@ -369,7 +336,7 @@ TABLE = MethodTable(
         Method(
             "job/submit",
             jobs.SubmitParams,
-            jobs.SubmitResult,
+            SubmitResult,
             jobs.submit,
             "Send a model request; its events follow on this connection unless subscribe=false.",
         ),
@@ -377,7 +344,7 @@ TABLE = MethodTable(
         Method(
             "job/list",
             jobs.ListParams,
-            jobs.ListResult,
+            ListResult,
             jobs.list_jobs,
             "Known jobs, newest first.",
             inline=True,
@@ -385,7 +352,7 @@ TABLE = MethodTable(
         Method(
             "job/subscribe",
             jobs.SubscribeParams,
-            jobs.SubscribeResult,
+            SubscribeResult,
             jobs.subscribe,
             "Replay a job's events after after_seq, then follow it live.",
         ),

@@ -37,7 +37,7 @@ from codexd.rpc.framing import LineFramer, Overflow
 from codexd.rpc.peer import PeerCred, peer_allowed, peer_credentials, process_name
 
 if TYPE_CHECKING:
-    from codexd.daemon import Daemon
+    from codexd.service import Services
 
 log = logging.getLogger("codexd.rpc")
 
@@ -125,8 +125,6 @@ class Connection:
         self.client_version: str | None = None
         self.connected_at = time.monotonic()
         self._send = send
-        self._on_close: list[Callable[[], None]] = []
-        self.jobs_to_cancel: set[Any] = set()  # running jobs submitted with cancel_on_disconnect
         # (lines queued before it, line): a notice goes out right after those, in order.
         self._deferred: list[tuple[int, bytes]] = []
         self._queued = 0  # lines handed to this connection so far
@@ -143,8 +141,9 @@ class Connection:
         self.scope: anyio.CancelScope | None = None  # cancelling it ends the connection
 
     def is_busy(self) -> bool:
-        """A request in flight, or a running job that ends with this connection."""
-        return self.inflight > 0 or bool(self.jobs_to_cancel)
+        """A request in flight (running jobs that end with this connection are among the
+        server's `waiting()`)."""
+        return self.inflight > 0
 
     def _write_direct(self, line: bytes) -> bool:
         """Write at once when nothing is waiting to be written before `line` (the common case
@@ -217,18 +216,8 @@ class Connection:
     def notify(self, method: str, params: Any) -> bool:
         return self.send_nowait(encode_line(Notification(method=method, params=params)))
 
-    def on_close(self, callback: Callable[[], None]) -> None:
-        """Run `callback` when the connection ends (subscriptions, cancel_on_disconnect)."""
-        self._on_close.append(callback)
-
     def _close(self) -> None:
         self.closed = True
-        callbacks, self._on_close = self._on_close, []
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:
-                log.exception("connection %d: close callback failed", self.id)
 
     def __repr__(self) -> str:
         return f"<Connection #{self.id} client={self.client_name!r} uid={self.peer.uid}>"
@@ -238,7 +227,7 @@ class Connection:
 class CallContext:
     """What a handler gets besides its params."""
 
-    daemon: Daemon
+    services: Services
     connection: Connection
     request_id: int | str | None
     _after_reply: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -260,7 +249,7 @@ class ServerStats:
 class RpcServer:
     def __init__(
         self,
-        daemon: Daemon,
+        services: Services,
         table: MethodTable,
         *,
         max_message_bytes: Callable[[], int],
@@ -269,9 +258,10 @@ class RpcServer:
         waiting: Callable[[], Collection[object]],
         on_close: Callable[[Connection], None] | None = None,
     ) -> None:
-        """`waiting()` names the connections that wait for notifications (subscribers of
-        running jobs and of topics, owners of logins in progress): never idle."""
-        self._daemon = daemon
+        """`waiting()` names the connections that wait for something (subscribers of running
+        jobs and of topics, owners of logins in progress or of jobs that end with them): never
+        idle. `on_close(conn)` runs once a connection has ended."""
+        self._services = services
         self._on_close = on_close
         self._table = table
         self._max_message_bytes = max_message_bytes
@@ -472,7 +462,7 @@ class RpcServer:
                 )
                 await conn.send(error_line(request_id, err))
             return
-        ctx = CallContext(self._daemon, conn, request_id)
+        ctx = CallContext(self._services, conn, request_id)
         if method.inline:
             conn.inflight += 1
             try:

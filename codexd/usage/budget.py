@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from codexctl.protocol import ErrorKind, RpcError
+from codexctl.protocol import BudgetStatus, ErrorKind, RpcError
 
 Period = Literal["daily", "monthly"]
 
@@ -128,17 +128,6 @@ def check(
             resets_at=day_bounds(now, tz)[1],
         )
     return None
-
-
-class BudgetStatus(msgspec.Struct):
-    """Spend against the caps, for `daemon/status` and `codexctl usage` (null: no cap)."""
-
-    daily_usd: float | None
-    monthly_usd: float | None
-    spent_today_usd: float
-    spent_month_usd: float
-    day_resets_at: str
-    month_resets_at: str
 
 
 def status(

@@ -34,9 +34,9 @@ from typing import Any, Final, Literal
 import anyio
 import msgspec
 
-from codexctl.protocol import ErrorKind, RpcError
+from codexctl.protocol import BudgetStatus, ErrorKind, RpcError
 from codexd.usage import budget as usage_budget
-from codexd.usage.budget import BudgetStatus, CapsLike
+from codexd.usage.budget import CapsLike
 
 log = logging.getLogger("codexd.usage")
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from codexctl.protocol import ErrorKind, RpcError
 from codexd.gateway.server import client_name, parse_tcp_address
-from codexd.gateway.token import TokenFile
 from codexd.gateway.translate import (
     ChatJSON,
     ChatSSE,
@@ -24,6 +23,7 @@ from codexd.gateway.translate import (
     error_reply,
     split_line,
 )
+from codexd.service.token import TokenFile
 
 
 def line(seq: int, event: dict[str, Any]) -> bytes:

@@ -261,3 +261,105 @@ class ServerInfo(msgspec.Struct):
 class InitializeResult(msgspec.Struct):
     server: ServerInfo
     protocol_version: int
+
+
+# --------------------------------------------------------------------------- job results
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+
+class JobView(msgspec.Struct):
+    """The Job of `job/get`; `output_text` is left out of `job/created|finished`."""
+
+    id: str
+    state: str
+    client: str
+    provider: str
+    model: str
+    api: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    output_text: str | msgspec.UnsetType | None
+    usage: Usage | None
+    cost_usd: float | None
+    error: ErrorObject | None
+
+
+class SubmitResult(msgspec.Struct):
+    """`job/submit`'s result."""
+
+    job_id: str
+    state: str
+
+
+class ListResult(msgspec.Struct):
+    """`job/list`'s result: newest first."""
+
+    jobs: list[JobView]
+
+
+class SubscribeResult(msgspec.Struct):
+    """`job/subscribe`'s result: events from `next_seq` on are live."""
+
+    job_id: str
+    next_seq: int
+
+
+# --------------------------------------------------------------------------- daemon/status
+
+
+class JobCounts(msgspec.Struct):
+    queued: int
+    running: int
+    retained: int
+
+
+class ConfigStatus(msgspec.Struct):
+    path: str
+    generation: int
+    loaded_at: str
+    error: str | None
+
+
+class AccountSummary(msgspec.Struct):
+    mode: str | None
+    email: str | None
+    plan_type: str | None
+
+
+class BudgetStatus(msgspec.Struct):
+    """Spend against the caps, for `daemon/status` and `codexctl usage` (null: no cap)."""
+
+    daily_usd: float | None
+    monthly_usd: float | None
+    spent_today_usd: float
+    spent_month_usd: float
+    day_resets_at: str
+    month_resets_at: str
+
+
+class DaemonStatus(msgspec.Struct):
+    """`daemon/status`'s result."""
+
+    version: str
+    protocol_version: int
+    pid: int
+    started_at: str
+    started_by: str
+    uptime_s: float
+    socket: str
+    codex_home: str
+    state_dir: str
+    connections: int
+    jobs: JobCounts | None
+    config: ConfigStatus | None
+    account: AccountSummary | None
+    budget: BudgetStatus | None = None  # spend against [codexd.budget]; null without caps

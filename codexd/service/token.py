@@ -1,4 +1,4 @@
-"""The gateway's bearer token (SPEC §9): a 0600 file `gateway.token` in the state dir.
+"""The gateway's bearer token (docs/gateway.md): a 0600 file `gateway.token` in the state dir.
 
 Created on first use with `secrets.token_urlsafe`, replaced atomically by `rotate`. The TCP
 listener compares in constant time and re-reads the file only when it changed on disk
@@ -11,14 +11,9 @@ import hmac
 import os
 import secrets
 import stat
-from typing import TYPE_CHECKING, Final
-
-import msgspec
+from typing import Final
 
 from codexd.auth.authfile import write_atomic
-
-if TYPE_CHECKING:
-    from codexd.rpc.server import CallContext
 
 TOKEN_FILE_NAME: Final = "gateway.token"
 TOKEN_BYTES: Final = 32
@@ -63,20 +58,3 @@ class TokenFile:
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(value.strip().encode(), self.current().encode())
-
-
-# --------------------------------------------------------------------------- gateway/token
-
-
-class TokenParams(msgspec.Struct, forbid_unknown_fields=True):
-    rotate: bool = False
-
-
-class TokenResult(msgspec.Struct):
-    token: str
-
-
-async def gateway_token(ctx: CallContext, params: TokenParams) -> TokenResult:
-    """`gateway/token {rotate?}` → `{token}`; only on the control socket (peer-checked)."""
-    tokens = TokenFile(ctx.daemon.paths.state_dir)
-    return TokenResult(token=tokens.rotate() if params.rotate else tokens.current())

@@ -1,0 +1,92 @@
+"""Per-provider rate limiters and the model catalog of the config snapshot in force.
+
+`Limiters.limiter_for` makes a provider's limiter on first use (with `[codexd.rate_limits]`
+or the defaults below) and runs it in the registry's own task group; a config reload
+reconfigures the ones that exist. `Catalogs` keeps the catalog of the last snapshot asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+import msgspec
+
+from codexd.config.schema import ConfigSnapshot
+from codexd.events import EventHub
+from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
+from codexd.limits.redis import RedisWindow
+from codexd.usage.catalog import Catalog
+
+
+class Catalogs:
+    def __init__(self, current: Callable[[], ConfigSnapshot]) -> None:
+        self._current = current
+        self._catalog: tuple[ConfigSnapshot, Catalog] | None = None
+
+    def catalog(self, snapshot: ConfigSnapshot | None = None) -> Catalog:
+        snapshot = snapshot or self._current()
+        cached = self._catalog
+        if cached is None or cached[0] is not snapshot:
+            cached = self._catalog = (snapshot, Catalog.for_snapshot(snapshot))
+        return cached[1]
+
+
+class Limiters:
+    """Every provider's limiter; `await tg.start(limiters.run)` runs them."""
+
+    def __init__(self, events: EventHub) -> None:
+        self.events = events
+        self.limiters: dict[str, Limiter] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with anyio.create_task_group() as tg:
+            for provider, limiter in self.limiters.items():
+                tg.start_soon(limiter.run, name=f"limiter {provider}")
+            self._tg = tg
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
+
+    def limiter_for(self, provider: str, snapshot: ConfigSnapshot) -> Limiter:
+        limiter = self.limiters.get(provider)
+        if limiter is None:
+            settings = snapshot.codexd.rate_limits.get(provider)
+            limits = budget_limits(settings) if settings else budget_limits(_DEFAULT_LIMITS)
+            backend = settings.backend if settings else None
+            limiter = Limiter(
+                provider,
+                limits,
+                max_queued=snapshot.codexd.max_queued_jobs,
+                on_change=self._ratelimits_changed,
+                watched=lambda: self.events.count("ratelimits") > 0,
+                remote=RedisWindow(backend, provider) if backend else None,
+            )
+            self.limiters[provider] = limiter
+            if self._tg is not None:
+                self._tg.start_soon(limiter.run, name=f"limiter {provider}")
+        return limiter
+
+    def reconfigure(self, snapshot: ConfigSnapshot) -> None:
+        """A reloaded config: each existing limiter takes its new limits."""
+        for provider, limiter in self.limiters.items():
+            settings = snapshot.codexd.rate_limits.get(provider) or _DEFAULT_LIMITS
+            limiter.reconfigure(budget_limits(settings))
+
+    def _ratelimits_changed(self, snapshot: ProviderLimits) -> None:
+        self.events.publish("ratelimits", "ratelimits/updated", snapshot)
+
+
+class _DefaultLimits(msgspec.Struct, frozen=True):
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrency: int = 64
+
+
+_DEFAULT_LIMITS = _DefaultLimits()

@@ -1,0 +1,337 @@
+"""Job submission, one pipeline for both front doors: resolve → admit → create.
+
+`resolve` turns a `SubmitRequest` (what a client asked for) into a frozen `ResolvedJob`
+against the config snapshot in force: provider, api, model, request defaults, the token
+estimate. `Admission` refuses at submit time what could never run (no credentials at all)
+or must not (a budget cap). The job manager creates it (or refuses: draining, queue full).
+`job/submit` (rpc/job_methods.py) and every model request of the gateway
+(gateway/server.py) call `JobService.submit`, so both get the same checks and fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from codexctl.protocol import ErrorKind, RpcError
+from codexd.auth.session import ProviderAuth
+from codexd.config.schema import ConfigSnapshot, overlay
+from codexd.events import EventHub
+from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
+from codexd.upstream.runner import JobRequest, estimate_for, provider_ref
+from codexd.upstream.wire import RequestDefaults
+from codexd.usage import budget as usage_budget
+from codexd.usage.catalog import Catalog
+from codexd.usage.cost import estimate_cost_usd
+from codexd.usage.ledger import UsageRecord
+
+Api = Literal["responses", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """What a front door decoded from its client: the body and the optional choices."""
+
+    body: dict[str, Any]
+    client: str
+    api: Api | None = None
+    provider: str | None = None
+    profile: str | None = None
+    client_request_id: str | None = None
+    # Cancel the job when its owner goes away (see `JobService.release`).
+    cancel_on_disconnect: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedJob:
+    """A request resolved against one config snapshot: everything a job is created from."""
+
+    provider: str
+    model: str
+    api: str
+    body: dict[str, Any]
+    profile: str | None
+    client: str
+    client_request_id: str | None
+    config: ConfigSnapshot
+    request: JobRequest
+
+
+def _invalid(member: str, message: str) -> RpcError:
+    return RpcError(
+        ErrorKind.INVALID_PARAMS, f"invalid params for job/submit: {message} - at `{member}`"
+    )
+
+
+def _check_body(body: dict[str, Any], api: str) -> None:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _invalid("$.body.model", "Expected `str`")
+    if api == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _invalid("$.body.messages", "a chat request needs a non-empty `messages` array")
+    else:
+        inp = body.get("input")
+        if not isinstance(inp, str | list) or not inp:
+            raise _invalid(
+                "$.body.input", "a responses request needs `input` (a string or an array)"
+            )
+
+
+def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> ResolvedJob:
+    """Provider, api, model and defaults from `snapshot` (raises invalid_params)."""
+    profile_name = req.profile or snapshot.profile
+    profile_cfg = snapshot.profiles.get(profile_name) if profile_name else None
+    if req.profile is not None and profile_cfg is None:
+        known = ", ".join(sorted(snapshot.profiles)) or "none"
+        raise _invalid("$.profile", f"unknown profile {req.profile!r} (known: {known})")
+    selection = overlay(snapshot.top_level, profile_name, profile_cfg)
+    provider_id = req.provider or selection.model_provider
+    provider = snapshot.providers.get(provider_id)
+    if provider is None:
+        known = ", ".join(sorted(snapshot.providers))
+        raise _invalid("$.provider", f"unknown provider {provider_id!r} (known: {known})")
+    api = req.api or provider.wire_api
+    _check_body(req.body, api)
+    model = req.body.get("model") or selection.model or catalog.default_model
+    defaults = RequestDefaults(
+        model=model,
+        reasoning_effort=selection.model_reasoning_effort,
+        reasoning_summary=selection.model_reasoning_summary,
+        verbosity=selection.model_verbosity,
+        model_params=msgspec.to_builtins(snapshot.model_params),
+    )
+    estimate = estimate_for(req.body, api, snapshot, provider_id)
+    return ResolvedJob(
+        provider=provider_id,
+        model=model,
+        api=api,
+        body=req.body,
+        profile=profile_name,
+        client=req.client,
+        client_request_id=req.client_request_id,
+        config=snapshot,
+        request=JobRequest(defaults=defaults, estimated_tokens=estimate),
+    )
+
+
+class Spend(Protocol):
+    """What admission reads of the usage ledger."""
+
+    async def spend(self, since: float, until: float) -> float: ...
+
+
+class JobLedger(Spend, Protocol):
+    """What the job service writes to the usage ledger: one row per started job."""
+
+    async def commit(self, row: UsageRecord) -> bool: ...
+
+
+class PricedJob(Protocol):
+    """What admission reads of a running job."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def request(self) -> Any: ...
+
+
+def running_cost_usd(jobs: Iterable[PricedJob], catalog: Catalog) -> float:
+    """What the running jobs are estimated to cost, each at its own model's price."""
+    total = 0.0
+    for job in jobs:
+        price = catalog.price_for(job.model) or catalog.default_price
+        total += estimate_cost_usd(job.request.estimated_tokens, price)
+    return total
+
+
+class Admission:
+    """Submit-time refusals: no credentials at all for the provider, a budget cap."""
+
+    def __init__(
+        self,
+        *,
+        credentials: Callable[[ProviderAuth], RpcError | None],
+        ledger: Spend,
+        catalog: Callable[[ConfigSnapshot], Catalog],
+        running: Callable[[], Iterable[PricedJob]],
+        now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    ) -> None:
+        self._credentials = credentials
+        self._ledger = ledger
+        self._catalog = catalog
+        self._running = running
+        self._now = now
+
+    async def check(self, job: ResolvedJob) -> None:
+        snapshot = job.config
+        cfg = snapshot.providers[job.provider]
+        missing = self._credentials(provider_ref(job.provider, cfg))
+        if missing is not None:
+            raise missing
+        caps = snapshot.codexd.budget
+        if caps.daily_usd is None and caps.monthly_usd is None:
+            return
+        catalog = self._catalog(snapshot)
+        price = catalog.price_for(job.model) or catalog.default_price
+        estimate = estimate_cost_usd(job.request.estimated_tokens, price)
+        now = self._now()
+        day_start, day_end = usage_budget.day_bounds(now)
+        month_start, month_end = usage_budget.month_bounds(now)
+        today = await self._ledger.spend(day_start.timestamp(), day_end.timestamp())
+        month = await self._ledger.spend(month_start.timestamp(), month_end.timestamp())
+        running = running_cost_usd(self._running(), catalog)
+        exceeded = usage_budget.check(estimate, today + running, month + running, caps, now=now)
+        if exceeded is not None:
+            raise exceeded.to_error()
+
+
+class JobService:
+    """Submit, look up, list and cancel jobs; cancel an owner's jobs when it goes away.
+
+    An owner is any hashable the front door names (a control connection, one HTTP request
+    of the gateway). A job submitted with `cancel_on_disconnect` belongs to its owner while
+    it runs; `release(owner)` cancels those still running. This is the one mechanism behind
+    cancel-on-disconnect, on both front doors.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        limits: Callable[[], JobLimits],
+        credentials: Callable[[ProviderAuth], RpcError | None],
+        ledger: JobLedger,
+        events: EventHub,
+        snapshot: Callable[[], ConfigSnapshot],
+        catalog: Callable[[ConfigSnapshot], Catalog],
+    ) -> None:
+        self.manager = JobManager(
+            runner,
+            limits=limits,
+            on_created=self._created,
+            on_finishing=self._finishing,
+            on_finished=self._finished,
+        )
+        self._admission = Admission(
+            credentials=credentials, ledger=ledger, catalog=catalog, running=self.manager.active
+        )
+        self._ledger = ledger
+        self._events = events
+        self._snapshot = snapshot
+        self._catalog = catalog
+        self._owned: dict[object, set[Job]] = {}
+        self._owner_of: dict[Job, object] = {}
+
+    async def submit(self, req: SubmitRequest, *, owner: object | None = None) -> Job:
+        """The job for `req`: the one already made for its `client_request_id`, else a new
+        one (raises RpcError: invalid_params, unauthenticated, budget, overloaded)."""
+        if req.client_request_id is not None:
+            existing = self.manager.find_by_request_id(req.client, req.client_request_id)
+            if existing is not None:
+                return existing
+        snapshot = self._snapshot()
+        resolved = resolve(snapshot, self._catalog(snapshot), req)
+        await self._admission.check(resolved)
+        job = self.create(resolved)
+        if req.cancel_on_disconnect and owner is not None:
+            self._own(owner, job)
+        return job
+
+    def create(self, job: ResolvedJob) -> Job:
+        return self.manager.create(
+            client=job.client,
+            provider=job.provider,
+            model=job.model,
+            api=job.api,
+            body=job.body,
+            config=job.config,
+            request=job.request,
+            client_request_id=job.client_request_id,
+        )
+
+    # ---------------------------------------------------------------- owners
+
+    def _own(self, owner: object, job: Job) -> None:
+        if job.is_terminal:
+            return
+        self._owned.setdefault(owner, set()).add(job)
+        self._owner_of[job] = owner
+
+    def release(self, owner: object) -> None:
+        """`owner` went away: cancel the jobs it owns that are still running."""
+        for job in self._owned.pop(owner, set()):
+            self._owner_of.pop(job, None)
+            self.manager.cancel(job)
+
+    def _disown(self, job: Job) -> None:
+        """A job ended: its owner no longer holds it (a long-lived connection does not keep
+        every job it ever submitted alive)."""
+        owner = self._owner_of.pop(job, None)
+        if owner is not None:
+            jobs = self._owned.get(owner)
+            if jobs is not None:
+                jobs.discard(job)
+                if not jobs:
+                    del self._owned[owner]
+
+    def owners(self) -> set[object]:
+        """Owners with running jobs that end with them (busy: never closed as idle)."""
+        return set(self._owned)
+
+    # ---------------------------------------------------------------- the job manager's hooks
+
+    def _created(self, job: Job) -> None:
+        if self._events.count("jobs"):  # a job's view is dear: built only when someone listens
+            self._events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
+
+    async def _finishing(self, job: Job, state: JobState, finished_at: float) -> None:
+        """A started job's ledger row is committed before its terminal event goes out (the
+        job manager awaits this first)."""
+        if job.started_at is None:
+            return
+        usage = job.usage or Usage()
+        await self._ledger.commit(
+            UsageRecord(
+                job_id=job.id,
+                finished_at=finished_at,
+                client=job.client,
+                provider=job.provider,
+                model=job.model,
+                api=job.api,
+                status=state.value,  # type: ignore[arg-type]
+                attempts=job.attempts,
+                input_tokens=usage.input_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                output_tokens=usage.output_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                cost_usd=job.cost_usd or 0.0,
+                estimated=job.cost_estimated,
+            )
+        )
+
+    def _finished(self, job: Job) -> None:
+        self._disown(job)
+        if self._events.count("jobs"):
+            self._events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
+
+    # ---------------------------------------------------------------- queries
+
+    def get(self, job_id: str) -> Job:
+        return self.manager.get(job_id)
+
+    def list(self, state: str | None, limit: int) -> list[Job]:
+        """Known jobs, newest first, optionally in one state."""
+        jobs = sorted(self.manager.jobs.values(), key=lambda j: j.created_at, reverse=True)
+        if state is not None:
+            jobs = [j for j in jobs if j.state.value == state]
+        return jobs[:limit]
+
+    def cancel(self, job: Job) -> None:
+        self.manager.cancel(job)
