@@ -1,4 +1,4 @@
-"""The one scrubber (codexd/scrub.py): what we sent is cut before anything else touches the
+"""The one scrubber (codexd/security/scrub.py): what we sent is cut before anything else touches the
 text, then token shapes and credentials in URLs are masked, then the length is bounded."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codexd.scrub import (
+from codexd.security.scrub import (
     MAX_TEXT,
     REDACTED,
     Scrubber,
