@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sqlite3
-import stat
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -45,6 +44,7 @@ from codexd.rpc.account_methods import Accounts
 from codexd.rpc.methods import TABLE, AccountSummary, ConfigStatus, DaemonStatus, JobCounts
 from codexd.rpc.server import Connection, RpcServer
 from codexd.sdnotify import Notifier, watchdog
+from codexd.security.listeners import listen_private, unlink_if_ours
 from codexd.upstream.runner import HttpClients, JobRunner, provider_ref
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
@@ -53,7 +53,6 @@ from codexd.usage.ledger import Ledger, LedgerWriter, UsageRecord
 
 log = logging.getLogger("codexd")
 
-LISTEN_BACKLOG = 4096
 LEDGER_CLOSE_TIMEOUT_S = 10.0
 # How often the file watcher's thread looks up: it bounds how long stopping it takes.
 WATCH_POLL_MS = 200
@@ -362,7 +361,9 @@ class Daemon:
                 raise StartupError(f"cannot open the usage ledger in {self.paths.state_dir}: {exc}")
             self.ledger = LedgerWriter(ledger, caps=lambda: self.config.snapshot.codexd.budget)
             await self._open_auth()
-            listener, socket_ino = await self._listen()
+            listener, socket_ino = await listen_private(
+                self.paths.socket, adopted=self.passed.control
+            )
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self.ledger.run, name="ledger writer")
@@ -387,8 +388,7 @@ class Daemon:
                 await self.server.flush(FLUSH_TIMEOUT_S)
                 tg.cancel_scope.cancel()
         finally:
-            if socket_ino is not None and self.passed.control is None:
-                _unlink_if_ours(self.paths.socket, socket_ino)
+            unlink_if_ours(self.paths.socket, socket_ino)
             with anyio.CancelScope(shield=True):
                 await self.http.aclose()
                 if self.ledger is not None:
@@ -431,22 +431,6 @@ class Daemon:
     def _status_line(self) -> str:
         queued, running, _ = self.jobs.counts()
         return f"{running} running, {queued} queued"
-
-    async def _listen(self) -> tuple[anyio.abc.SocketListener, int | None]:
-        if self.passed.control is not None:
-            # A service manager made the socket and owns its file: adopt it, never unlink it.
-            listener = await anyio.abc.SocketListener.from_socket(self.passed.control)
-            return listener, None
-        old_umask = os.umask(0o177)
-        try:
-            listener = await anyio.create_unix_listener(
-                self.paths.socket, mode=0o600, backlog=LISTEN_BACKLOG
-            )
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {self.paths.socket}: {exc.strerror}") from None
-        finally:
-            os.umask(old_umask)
-        return listener, os.lstat(self.paths.socket).st_ino
 
     async def _signals(
         self,
@@ -507,13 +491,3 @@ def detect_started_by(passed: ActivatedSockets, env: Mapping[str, str]) -> str:
 
 def _forced(method: str | None) -> Any:
     return {"chatgpt": "chatgpt", "api": "api"}.get(method or "")
-
-
-def _unlink_if_ours(path: str, ino: int) -> None:
-    """Remove the socket only if it is still the one we created."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISSOCK(st.st_mode) and st.st_ino == ino:
-        os.unlink(path)
