@@ -39,11 +39,12 @@ from codexd.jobs import Job, JobLimits, JobManager, JobState, Usage
 from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
 from codexd.limits.redis import RedisWindow
 from codexd.lock import InstanceLock
-from codexd.paths import Paths, StartupError, check_codex_home, ensure_private_dir
+from codexd.paths import Paths, StartupError, check_codex_home
 from codexd.rpc.account_methods import Accounts
 from codexd.rpc.methods import TABLE, AccountSummary, ConfigStatus, DaemonStatus, JobCounts
 from codexd.rpc.server import Connection, RpcServer
 from codexd.sdnotify import Notifier, watchdog
+from codexd.security.files import ensure_private_dir
 from codexd.security.listeners import listen_private, unlink_if_ours
 from codexd.upstream.runner import HttpClients, JobRunner, provider_ref
 from codexd.usage import budget as usage_budget
