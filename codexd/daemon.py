@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sqlite3
-import stat
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -34,10 +33,12 @@ from codexd.events import EventHub
 from codexd.gateway import serve_gateway
 from codexd.jobs import Job, JobLimits, Usage
 from codexd.lock import InstanceLock
-from codexd.paths import Paths, StartupError, check_codex_home, ensure_private_dir
+from codexd.paths import Paths, StartupError, check_codex_home
 from codexd.rpc.methods import TABLE
 from codexd.rpc.server import RpcServer
 from codexd.sdnotify import Notifier, watchdog
+from codexd.security.files import ensure_private_dir
+from codexd.security.listeners import listen_private, unlink_if_ours
 from codexd.service import (
     Accounts,
     Catalogs,
@@ -54,7 +55,6 @@ from codexd.usage.ledger import Ledger, LedgerWriter
 
 log = logging.getLogger("codexd")
 
-LISTEN_BACKLOG = 4096
 LEDGER_CLOSE_TIMEOUT_S = 10.0
 # How often the file watcher's thread looks up: it bounds how long stopping it takes.
 WATCH_POLL_MS = 200
@@ -261,7 +261,9 @@ class Daemon:
             auth = await self._open_auth(http)
             services, server = self._build(auth, ledger, http)
             self.config.subscribe(lambda event: self._config_event(services, event))
-            listener, socket_ino = await self._listen()
+            listener, socket_ino = await listen_private(
+                self.paths.socket, adopted=self.passed.control
+            )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ledger.run, name="ledger writer")
                 tg.start_soon(self._usage_retention, ledger, name="usage retention")
@@ -284,8 +286,7 @@ class Daemon:
                 await server.flush(FLUSH_TIMEOUT_S)
                 tg.cancel_scope.cancel()
         finally:
-            if socket_ino is not None and self.passed.control is None:
-                _unlink_if_ours(self.paths.socket, socket_ino)
+            unlink_if_ours(self.paths.socket, socket_ino)
             with anyio.CancelScope(shield=True):
                 await http.aclose()
                 if ledger is not None:
@@ -325,22 +326,6 @@ class Daemon:
             await services.ledger.flush()
         log.info("drained; stopping")
 
-    async def _listen(self) -> tuple[anyio.abc.SocketListener, int | None]:
-        if self.passed.control is not None:
-            # A service manager made the socket and owns its file: adopt it, never unlink it.
-            listener = await anyio.abc.SocketListener.from_socket(self.passed.control)
-            return listener, None
-        old_umask = os.umask(0o177)
-        try:
-            listener = await anyio.create_unix_listener(
-                self.paths.socket, mode=0o600, backlog=LISTEN_BACKLOG
-            )
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {self.paths.socket}: {exc.strerror}") from None
-        finally:
-            os.umask(old_umask)
-        return listener, os.lstat(self.paths.socket).st_ino
-
     async def _signals(
         self,
         services: Services,
@@ -376,13 +361,3 @@ def detect_started_by(passed: ActivatedSockets, env: Mapping[str, str]) -> str:
 
 def _forced(method: str | None) -> Any:
     return {"chatgpt": "chatgpt", "api": "api"}.get(method or "")
-
-
-def _unlink_if_ours(path: str, ino: int) -> None:
-    """Remove the socket only if it is still the one we created."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISSOCK(st.st_mode) and st.st_ino == ino:
-        os.unlink(path)

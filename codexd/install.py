@@ -17,7 +17,6 @@ import os
 import plistlib
 import re
 import shutil
-import stat
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from codexctl.protocol import default_socket_path
+from codexd.security.files import open_problem
 
 Manager = Literal["systemd", "launchd"]
 
@@ -289,12 +289,6 @@ def _diff(path: Path, old: bytes, new: bytes) -> str:
 def _ensure_env_file(path: Path, plan: EnvFilePlan, out: TextIO) -> None:
     same = " (so the service reads the same files as this shell)"
     if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            print(
-                f"warning: {path} is readable by others (mode {mode:o}): chmod 600 {path}",
-                file=out,
-            )
         changed = plan.content != path.read_bytes()
         if changed:
             _write_atomically(path, plan.content, 0o600)
@@ -386,8 +380,13 @@ def install_service(
     )
     try:
         existing_env = env_file.read_bytes() if env_file.exists() else None
+        env_mode = env_file.stat().st_mode if existing_env is not None else 0
     except OSError as exc:
         print(f"codexd: cannot read {env_file}: {exc.strerror or exc}", file=err)
+        return EXIT_FAILED
+    problem = open_problem(str(env_file), "environment file", env_mode)
+    if problem is not None:  # it holds API keys: nothing is written while others can read it
+        print(f"codexd: {problem}", file=err)
         return EXIT_FAILED
     env_plan = plan_env_file(existing_env, shell_locations(manager, env))
     for name in env_plan.unwritable:

@@ -18,7 +18,7 @@ from typing import Any, Literal, TextIO
 
 import msgspec
 
-from codexd.scrub import mask
+from codexd.security.scrub import mask
 
 LogFormat = Literal["plain", "json"]
 
@@ -45,7 +45,7 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, None, None, None).__
     "taskName",
 }
 
-mask_secrets = mask  # token-shaped strings and credentials inside URLs (codexd/scrub.py)
+mask_secrets = mask  # token-shaped strings and credentials inside URLs (codexd/security/scrub.py)
 
 
 def parse_level(level: str) -> int:

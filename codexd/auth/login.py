@@ -46,7 +46,7 @@ from codexd.auth.oauth import (
 from codexd.auth.pkce import generate_pkce, generate_state
 from codexd.auth.stores import StoreError
 from codexd.auth.tokens import Secret
-from codexd.scrub import scrub
+from codexd.security.scrub import scrub
 
 log = logging.getLogger("codexd.auth")
 

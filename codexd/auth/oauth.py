@@ -4,7 +4,7 @@ and `OAuthClient`, a thin httpx shell over them.
 Failures are `OAuthFailure` values: `permanent` ones (a spent, expired or revoked refresh token;
 any 401 on refresh) mean the user must sign in again; the rest are transient and worth a retry.
 No message or code carries a token: what the issuer says passes the request's `Scrubber`
-(codexd/scrub.py), which cuts the secrets the request carried before it bounds the text.
+(codexd/security/scrub.py), which cuts the secrets the request carried before it bounds the text.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import httpx
 import msgspec
 
 from codexd.auth.tokens import Secret
-from codexd.scrub import GENERIC, Scrubber, request_values
+from codexd.security.scrub import GENERIC, Scrubber, request_values
 
 CLIENT_ID: Final = "app_EMoamEEZ73f0CkXaXp7hrann"
 DEFAULT_ISSUER: Final = "https://auth.openai.com"

@@ -39,7 +39,7 @@ from codexd.config.schema import (
 )
 from codexd.httpfields import name_problem, value_problem
 from codexd.limits.redis import parse_redis_url
-from codexd.scrub import looks_like_secret, redact_urls
+from codexd.security.scrub import looks_like_secret, redact_urls
 
 CONFIG_NAME: Final = "config.toml"
 CODEXD_NAME: Final = "codexd.toml"

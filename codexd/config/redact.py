@@ -2,9 +2,10 @@
 
 The snapshot never holds environment values (only the names of variables), so what remains to
 hide is what a user wrote into the file: `experimental_bearer_token`, header and query values
-that look like credentials, and credentials and query values inside any URL (`base_url`,
-`openai_base_url`, `chatgpt_base_url`, a Redis backend). What counts as a secret is decided
-in codexd/scrub.py.
+that look like credentials (or whose name says they are one), credentials and query values
+inside any URL (`base_url`, `openai_base_url`, `chatgpt_base_url`, a Redis backend), and a
+key- or token-shaped string anywhere. What counts as a secret is decided in
+codexd/security/scrub.py: this module only chooses the marker and which names to hide.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from codexd.config.schema import ConfigSnapshot
-from codexd.scrub import looks_like_secret, redact_urls, secret_name
+from codexd.security.scrub import looks_like_secret, mask, secret_name
 
 REDACTED: Final = "<redacted>"
 
@@ -28,14 +29,15 @@ def _redact_values(values: dict[str, str] | None) -> dict[str, str] | None:
     }
 
 
-def _redact_urls(value: Any) -> Any:
-    """Every string of a JSON tree with the credentials and query values of its URLs hidden."""
+def _mask_strings(value: Any) -> Any:
+    """Every string of a JSON tree `mask`ed: the credentials and query values of its URLs and
+    key- or token-shaped strings hidden."""
     if isinstance(value, str):
-        return redact_urls(value, REDACTED)
+        return mask(value, REDACTED)
     if isinstance(value, dict):
-        return {k: _redact_urls(v) for k, v in value.items()}
+        return {k: _mask_strings(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact_urls(v) for v in value]
+        return [_mask_strings(v) for v in value]
     return value
 
 
@@ -49,5 +51,5 @@ def redact(snapshot: ConfigSnapshot) -> dict[str, Any]:
             provider["experimental_bearer_token"] = REDACTED
         provider["http_headers"] = _redact_values(provider.get("http_headers"))
         provider["query_params"] = _redact_values(provider.get("query_params"))
-    redacted: dict[str, Any] = _redact_urls(effective)
+    redacted: dict[str, Any] = _mask_strings(effective)
     return redacted

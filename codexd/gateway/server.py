@@ -18,10 +18,8 @@ soon as it is whole; a wrong one gets 401 before its body is read.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
-import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -57,7 +55,8 @@ from codexd.gateway.translate import (
     split_line,
 )
 from codexd.paths import StartupError
-from codexd.rpc.peer import peer_allowed, peer_credentials
+from codexd.security.listeners import LISTEN_BACKLOG, listen_private, unlink_if_ours
+from codexd.security.peer import admit
 from codexd.service import Services, SubmitRequest
 
 if TYPE_CHECKING:
@@ -65,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("codexd.gateway")
 
-LISTEN_BACKLOG: Final = 4096
 MAX_CLIENT_NAME: Final = 64
 DEFAULT_CLIENT_NAME: Final = "gateway"
 _CLIENT_NAME_JUNK: Final = re.compile(r"[^A-Za-z0-9._+-]")
@@ -165,7 +163,8 @@ class Gateway:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         settings = self.services.config.snapshot.codexd.gateway
-        unix, socket_ino = await self._listen_unix()
+        path = self.services.paths.gateway_socket
+        unix, socket_ino = await listen_private(path, adopted=self.adopted)
         listeners: list[tuple[anyio.abc.Listener[Any], bool]] = [(unix, False)]
         try:
             if settings.tcp is not None:
@@ -181,23 +180,7 @@ class Gateway:
                 )
                 task_status.started()
         finally:
-            if socket_ino is not None:
-                _unlink_if_ours(self.services.paths.gateway_socket, socket_ino)
-
-    async def _listen_unix(self) -> tuple[anyio.abc.SocketListener, int | None]:
-        adopted = self.adopted
-        if adopted is not None:
-            # A service manager made it and owns its file: adopt, never unlink.
-            return await anyio.abc.SocketListener.from_socket(adopted), None
-        path = self.services.paths.gateway_socket
-        old_umask = os.umask(0o177)
-        try:
-            listener = await anyio.create_unix_listener(path, mode=0o600, backlog=LISTEN_BACKLOG)
-        except OSError as exc:
-            raise StartupError(f"cannot listen on {path}: {exc.strerror}") from None
-        finally:
-            os.umask(old_umask)
-        return listener, os.lstat(path).st_ino
+            unlink_if_ours(path, socket_ino)
 
     async def _listen_tcp(self, address: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
         host, port = parse_tcp_address(address)
@@ -225,13 +208,7 @@ class Gateway:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 await self._tcp_connection(stream, settings)
                 return
-            try:
-                cred = peer_credentials(raw)
-            except OSError as exc:
-                log.warning("gateway refused a connection: no credentials (%s)", exc)
-                return
-            if not peer_allowed(cred):
-                log.warning("gateway refused a connection from uid %d", cred.uid)
+            if admit(raw, "gateway", log) is None:
                 return
             if self.connections >= settings.max_connections:
                 await _send_overloaded(stream, settings.max_connections)
@@ -462,15 +439,6 @@ async def _send_overloaded(stream: anyio.abc.ByteStream, limit: int) -> None:
         await stream.send(head + body)
     except SOCKET_ERRORS:
         pass
-
-
-def _unlink_if_ours(path: str, ino: int) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISSOCK(st.st_mode) and st.st_ino == ino:
-        os.unlink(path)
 
 
 async def serve_gateway(

@@ -25,7 +25,7 @@ from typing import Final
 
 import msgspec
 
-from codexd.scrub import GENERIC, Scrubber
+from codexd.security.scrub import GENERIC, Scrubber
 
 # --------------------------------------------------------------------------- values
 

@@ -34,7 +34,7 @@ from codexctl.protocol import (
 )
 from codexd.rpc.envelope import Rejected, parse_request
 from codexd.rpc.framing import LineFramer, Overflow
-from codexd.rpc.peer import PeerCred, peer_allowed, peer_credentials, process_name
+from codexd.security.peer import PeerCred, admit, process_name
 
 if TYPE_CHECKING:
     from codexd.service import Services
@@ -328,14 +328,8 @@ class RpcServer:
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            try:
-                cred = peer_credentials(raw)
-            except OSError as exc:
-                log.warning("refused a connection: cannot read its credentials (%s)", exc)
-                self.stats.refused_peer += 1
-                return
-            if not peer_allowed(cred):
-                log.warning("refused a connection from uid %d (pid %s)", cred.uid, cred.pid)
+            cred = admit(raw, "control socket", log)
+            if cred is None:
                 self.stats.refused_peer += 1
                 return
             if self.stats.connections >= self._max_connections():

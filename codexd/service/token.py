@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import stat
 from typing import Final
 
 from codexd.auth.authfile import write_atomic
+from codexd.security.files import restore_private
 
 TOKEN_FILE_NAME: Final = "gateway.token"
 TOKEN_BYTES: Final = 32
@@ -33,9 +33,8 @@ class TokenFile:
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(self.path, 0o600)
         with open(self.path, encoding="ascii", errors="replace") as f:
+            restore_private(f.fileno(), self.path, "gateway token file")
             token = f.read().strip()
         if not token:
             return self.rotate()

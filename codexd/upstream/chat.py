@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from codexd.scrub import GENERIC, Scrubber
+from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import classify_stream_event
 from codexd.upstream.wire import (
     Event,

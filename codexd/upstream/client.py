@@ -18,7 +18,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from codexd.scrub import GENERIC, Scrubber
+from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import (
     UpstreamError,
     UpstreamFailure,

@@ -21,7 +21,7 @@ import msgspec
 
 from codexctl.protocol import ERROR_TABLE, ErrorKind, RpcError
 from codexd.clock import rfc3339
-from codexd.scrub import GENERIC, MAX_WORD, Scrubber
+from codexd.security.scrub import GENERIC, MAX_WORD, Scrubber
 
 BILLING_URL: Final = "platform.openai.com/account/billing"
 PLUS_URL: Final = "https://chatgpt.com/explore/plus"
@@ -35,7 +35,7 @@ class UpstreamError(msgspec.Struct, frozen=True, kw_only=True):
     is upstream's own text, kept for retry hints such as "try again in 1.5s".
 
     Every string upstream had a say in (`message`, `upstream_code`, `request_id`,
-    `upstream_message`) went through the attempt's `Scrubber` (codexd/scrub.py) before it
+    `upstream_message`) went through the attempt's `Scrubber` (codexd/security/scrub.py) before it
     was put here."""
 
     kind: ErrorKind
@@ -291,7 +291,7 @@ def classify_http(
     whose body is not `text/event-stream` (a captive portal's HTML page, a proxy's JSON).
 
     `body` is what the shell read of it (bounded). `tz` is for tests; the daemon's local time
-    zone is used otherwise. `scrubber` knows what the request carried (codexd/scrub.py).
+    zone is used otherwise. `scrubber` knows what the request carried (codexd/security/scrub.py).
     """
     parsed = _parse_body(body, scrubber)
     code = parsed.code or parsed.type

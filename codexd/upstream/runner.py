@@ -29,7 +29,7 @@ from codexd.jobs import Job, JobManager, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
 from codexd.limits.limiter import Limiter
-from codexd.scrub import GENERIC, Scrubber
+from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.client import Attempt, new_http_client, new_transport, probe, run_attempt
 from codexd.upstream.errors import UpstreamError
 from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide

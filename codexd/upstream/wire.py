@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from codexd.scrub import GENERIC, Scrubber
+from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import UpstreamError, stream_ended_early, stream_malformed
 from codexd.upstream.sse import SSEEvent
 

@@ -35,6 +35,7 @@ import anyio
 import msgspec
 
 from codexctl.protocol import BudgetStatus, ErrorKind, RpcError
+from codexd.security.files import restore_private
 from codexd.usage import budget as usage_budget
 from codexd.usage.budget import CapsLike
 
@@ -334,7 +335,7 @@ class Ledger:
         # Created 0600 before SQLite sees it; SQLite gives -wal and -shm the same mode.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            os.fchmod(fd, 0o600)
+            restore_private(fd, path, "usage ledger")
             st = os.fstat(fd)
             self._ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
         finally:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codexctl.protocol import ErrorKind, RpcError
-from codexd.scrub import Scrubber, scrub
+from codexd.security.scrub import Scrubber, scrub
 from codexd.upstream.errors import (
     UpstreamError,
     UpstreamFailure,

@@ -12,7 +12,9 @@ in this order:
 4. the length is bounded last, so a bound can never cut a secret in half and leave a part.
 
 `mask` alone serves log lines (no values are known there). `looks_like_secret`,
-`secret_name` and `redact_url` decide what the config view hides.
+`secret_name` and `redact_url` decide what the config view hides: by a value's shape (the
+same `_TOKENS` pattern `mask` uses, or a long unspaced string with digits), by a header or
+parameter name, and inside URLs.
 """
 
 from __future__ import annotations
@@ -44,24 +46,28 @@ PUBLIC_HEADERS: Final = frozenset(
     }
 )
 
-# Credentials in text we did not send ourselves: OpenAI keys (also masked ones such as
-# `sk-proj-abcd****wxyz`), JWTs (ChatGPT tokens) and an HTTP auth scheme's parameter.
+# What a credential looks like, wherever it is met (the one pattern: text, log lines and a
+# config value are all judged by it): OpenAI keys (also masked ones such as
+# `sk-proj-abcd****wxyz`) and session keys, JWTs (ChatGPT tokens), GitHub and Slack tokens,
+# and an HTTP auth scheme's parameter. Each needs enough characters after its prefix to be a
+# credential, so that words such as `sk-short` or `bearer` alone are left as they are.
 _TOKENS: Final = re.compile(
     r"(?P<scheme>\b(?i:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}"
-    r"|\bsk-[A-Za-z0-9_*.-]{6,}"
+    r"|\b(?:sk|sess)-[A-Za-z0-9_*.-]{6,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{8,}"
+    r"|\bxox[a-z]-[A-Za-z0-9-]{6,}"
     r"|\beyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}"
 )
 # A URL in text ends before whitespace, quotes and brackets, and before closing punctuation.
 _URL: Final = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]*[^\s\"'<>`.,;:!?)\]}]")
 _SPACES: Final = re.compile(r"\s+")
-_SECRET_PREFIXES: Final = ("sk-", "sess-", "bearer ", "basic ", "ghp_", "xox", "eyj")
 _SECRET_NAME_PARTS: Final = ("auth", "token", "secret", "key", "password", "cookie", "signature")
 
 
 def looks_like_secret(value: str) -> bool:
-    """A string that may be a key or token (prefix, or long and without spaces)."""
-    lowered = value.strip().lower()
-    if lowered.startswith(_SECRET_PREFIXES):
+    """A value that may be a key or token: it holds what `mask` would cut out of text
+    (`_TOKENS`), or it is long, without spaces and holds a digit (a random token)."""
+    if _TOKENS.search(value):
         return True
     return len(value) >= 32 and " " not in value and any(c.isdigit() for c in value)
 
@@ -101,10 +107,11 @@ def redact_urls(text: str, marker: str = REDACTED) -> str:
     return _URL.sub(lambda m: redact_url(m.group(), marker), text)
 
 
-def mask(text: str) -> str:
-    """Credentials inside URLs and key- or token-shaped strings replaced; nothing else."""
-    text = redact_urls(text)
-    return _TOKENS.sub(lambda m: (m.group("scheme") or "") + REDACTED, text)
+def mask(text: str, marker: str = REDACTED) -> str:
+    """Credentials inside URLs and key- or token-shaped strings replaced by `marker`; nothing
+    else."""
+    text = redact_urls(text, marker)
+    return _TOKENS.sub(lambda m: (m.group("scheme") or "") + marker, text)
 
 
 def _forms(value: str) -> Iterator[str]:
