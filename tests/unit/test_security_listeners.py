@@ -86,13 +86,13 @@ async def test_the_gateway_socket_is_made_private_and_removed_on_close(
 ) -> None:
     path = str(tmp_path / "gateway.sock")
     settings = SimpleNamespace(gateway=SimpleNamespace(tcp=None), max_connections=8)
-    daemon: Any = SimpleNamespace(
+    services: Any = SimpleNamespace(
         paths=SimpleNamespace(gateway_socket=path, state_dir=str(tmp_path)),
         config=SimpleNamespace(snapshot=SimpleNamespace(codexd=settings)),
-        passed=None,
+        tokens=None,
     )
     async with anyio.create_task_group() as tg:
-        await tg.start(serve_gateway, daemon)
+        await tg.start(serve_gateway, services)
         assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
         tg.cancel_scope.cancel()
     assert not present(path)

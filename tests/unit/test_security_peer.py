@@ -86,13 +86,13 @@ async def control_socket(tmp_path: Path) -> AsyncIterator[tuple[str, RpcServer]]
 async def gateway_socket(tmp_path: Path) -> AsyncIterator[tuple[str, None]]:
     path = str(tmp_path / "gateway.sock")
     settings = SimpleNamespace(gateway=SimpleNamespace(tcp=None), max_connections=8)
-    daemon: Any = SimpleNamespace(
+    services: Any = SimpleNamespace(
         paths=SimpleNamespace(gateway_socket=path, state_dir=str(tmp_path)),
         config=SimpleNamespace(snapshot=SimpleNamespace(codexd=settings)),
-        passed=None,
+        tokens=None,
     )
     async with anyio.create_task_group() as tg:
-        await tg.start(serve_gateway, daemon)
+        await tg.start(serve_gateway, services)
         yield path, None
         tg.cancel_scope.cancel()
 
