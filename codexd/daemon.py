@@ -165,7 +165,7 @@ class Daemon:
             self.events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
 
     async def _job_finishing(self, job: Job, state: JobState, finished_at: float) -> None:
-        """SPEC §7: a started job's ledger row is committed before its terminal event goes
+        """A started job's ledger row is committed before its terminal event goes
         out (the job manager awaits this first)."""
         if self.ledger is None or job.started_at is None:
             return
@@ -197,7 +197,7 @@ class Daemon:
             self.events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
 
     async def check_submit(self, client: str, prep: dict[str, Any]) -> None:
-        """Submit-time refusals (SPEC §4): no credentials at all, a budget cap."""
+        """Submit-time refusals: no credentials at all, a budget cap."""
         snapshot: ConfigSnapshot = prep["config"]
         cfg = snapshot.providers[prep["provider"]]
         choice = self.auth_session()._choose(provider_ref(prep["provider"], cfg))
@@ -495,7 +495,7 @@ class _LazyAuth:
 
 
 def detect_started_by(passed: ActivatedSockets, env: Mapping[str, str]) -> str:
-    """SPEC §4 `daemon/status.started_by`: socket_activation whenever a socket was passed in."""
+    """`daemon/status.started_by`: socket_activation whenever a socket was passed in."""
     if passed.control is not None or passed.gateway is not None:
         return "socket_activation"
     if env.get("INVOCATION_ID"):

@@ -1,4 +1,4 @@
-"""Jobs: the state machine, the seq-numbered event log, and subscriptions (SPEC §4).
+"""Jobs: the state machine, the seq-numbered event log, and subscriptions.
 
 Everything that affects a job's transitions lives in `TRANSITIONS` and `apply()`. The log is
 append-only and bounded: past `max_events` the oldest events after the first are dropped
@@ -64,7 +64,7 @@ TRANSITIONS: Final[Mapping[tuple[JobState, str], JobState]] = {
 }
 
 
-# The `error` of a cancelled job in `job/get` (SPEC §4: -32041).
+# The `error` of a cancelled job in `job/get` (-32041).
 CANCELLED_ERROR: Final = RpcError(
     ErrorKind.CANCELLED,
     "the job was cancelled (by job/cancel, by its client going away with "
@@ -102,7 +102,7 @@ class Usage(msgspec.Struct):
 
 
 class JobView(msgspec.Struct):
-    """The Job of `job/get` (SPEC §4); `output_text` is left out of `job/created|finished`."""
+    """The Job of `job/get`; `output_text` is left out of `job/created|finished`."""
 
     id: str
     state: str

@@ -1,4 +1,4 @@
-"""Every daemon-side location (SPEC §2) and the checks that guard them.
+"""Every daemon-side location and the checks that guard them.
 
 The socket rule itself is `codexctl.protocol.default_socket_path` (stdlib only), so client and
 daemon always agree on where the socket is.

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP front door (SPEC §9): `serve_gateway(daemon)` and the token."""
+"""The OpenAI-compatible HTTP front door: `serve_gateway(daemon)` and the token."""
 
 from codexd.gateway.server import serve_gateway
 from codexd.gateway.token import TokenFile, gateway_token

@@ -1,4 +1,4 @@
-"""The gateway (SPEC §9): OpenAI's HTTP API on `gateway.sock` and, optionally, loopback TCP.
+"""The gateway: OpenAI's HTTP API on `gateway.sock` and, optionally, loopback TCP.
 
 Each model request becomes a job exactly as `job/submit` makes one (same checks, same
 config defaults, same budget and ledger), always cancelled when its HTTP client goes away.

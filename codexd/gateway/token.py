@@ -1,4 +1,4 @@
-"""The gateway's bearer token (SPEC §9): a 0600 file `gateway.token` in the state dir.
+"""The gateway's bearer token: a 0600 file `gateway.token` in the state dir.
 
 Created on first use with `secrets.token_urlsafe`, replaced atomically by `rotate`. The TCP
 listener compares in constant time and re-reads the file only when it changed on disk

@@ -1,4 +1,4 @@
-"""`account/login` and `account/login/cancel` (SPEC §4), and `Accounts`, the daemon's glue
+"""`account/login` and `account/login/cancel`, and `Accounts`, the daemon's glue
 between the login flows, the auth-file watcher and the notifications they cause.
 
 A login's end is `account/login_completed {login_id, success, error?}`, sent to the connection

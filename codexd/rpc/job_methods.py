@@ -1,4 +1,4 @@
-"""`job/*` methods (SPEC §4): submit-time checks, then the job manager does the rest."""
+"""`job/*` methods: submit-time checks, then the job manager does the rest."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def peer_allowed(cred: PeerCred, own_uid: int | None = None) -> bool:
 
 
 def process_name(pid: int | None) -> str | None:
-    """The peer's executable name, or for an interpreter its script's file name (SPEC §4)."""
+    """The peer's executable name, or for an interpreter its script's file name."""
     if pid is None:
         return None
     try:

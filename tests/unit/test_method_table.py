@@ -1,4 +1,4 @@
-"""The method table is SPEC §4's method list: nothing extra, nothing missing."""
+"""The method table is the protocol's method list: nothing extra, nothing missing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request bodies from body + config defaults, and both wire APIs normalised to SPEC §4 events."""
+"""Request bodies from body + config defaults, and both wire APIs normalised to job events."""
 
 from __future__ import annotations
 
@@ -309,7 +309,7 @@ USAGE = Usage(
 
 
 def spec_view(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    """The SPEC §4 event types with what a client reads of them."""
+    """The job event types with what a client reads of them."""
     out: list[tuple[str, Any]] = []
     for e in events:
         if e["type"] not in SPEC_TYPES:
