@@ -1,4 +1,4 @@
-"""Adopt listening sockets passed in by a service manager (SPEC §3, §8).
+"""Adopt listening sockets passed in by a service manager.
 
 systemd (`sd_listen_fds(3)`): `LISTEN_PID` names the process the fds are for, `LISTEN_FDS`
 counts them from fd 3, `LISTEN_FDNAMES` names them (`FileDescriptorName=`). codexd takes a

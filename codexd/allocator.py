@@ -4,10 +4,10 @@ Every socket read allocates a buffer of the transport's maximum read size (256 K
 asyncio) and shrinks it to what arrived. glibc serves allocations that large with mmap, but
 its *dynamic* threshold rises to the size of the largest mmapped block freed so far, after
 which those buffers come from the heap; shrunk and freed among long-lived objects, they leave
-holes that the heap never gives back. In the soak (bench/soak.py, ~400 jobs/s) RSS kept
-rising, 170 → 237 MB over 150 s, while the Python heap stayed flat (tracemalloc: ~25 MB);
-with the threshold pinned at glibc's default of 128 KiB it stayed at 156–160 MB. Pinning it
-also turns off the dynamic adjustment, which is the point.
+holes that the heap never gives back. Under sustained load (bench/soak.py) RSS kept
+rising while the Python heap stayed flat (tracemalloc); with the threshold pinned at glibc's
+default of 128 KiB it stays level. Pinning it also turns off the dynamic adjustment, which
+is the point.
 """
 
 from __future__ import annotations

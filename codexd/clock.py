@@ -1,4 +1,4 @@
-"""Time in one place: a monotonic clock for intervals, wall time only for display (SPEC §2)."""
+"""Time in one place: a monotonic clock for intervals, wall time only for display."""
 
 from __future__ import annotations
 

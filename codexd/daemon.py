@@ -349,7 +349,7 @@ class Daemon:
 
 
 def detect_started_by(passed: ActivatedSockets, env: Mapping[str, str]) -> str:
-    """SPEC §4 `daemon/status.started_by`: socket_activation whenever a socket was passed in."""
+    """`daemon/status.started_by`: socket_activation whenever a socket was passed in."""
     if passed.control is not None or passed.gateway is not None:
         return "socket_activation"
     if env.get("INVOCATION_ID"):

@@ -1,4 +1,4 @@
-"""Daemon notifications by topic (`events/subscribe`, SPEC §4).
+"""Daemon notifications by topic (`events/subscribe`).
 
 Each notification is encoded once and offered to every subscribed connection without
 waiting; a connection whose outbound buffer is full loses that topic with

@@ -1,4 +1,4 @@
-"""`codexd install-service`: put the systemd units or the LaunchAgent plist in place (SPEC §8).
+"""`codexd install-service`: put the systemd units or the LaunchAgent plist in place.
 
 The sources are the top-level `systemd/` and `launchd/` folders; an installed package carries an
 identical copy in `codexd/servicefiles/` (a test keeps them equal). Rendering is pure; the one

@@ -1,4 +1,4 @@
-"""Jobs: the state machine, the seq-numbered event log, and subscriptions (SPEC §4).
+"""Jobs: the state machine, the seq-numbered event log, and subscriptions.
 
 Everything that affects a job's transitions lives in `TRANSITIONS` and `apply()`. The log is
 append-only and bounded: past `max_events` the oldest events after the first are dropped
@@ -66,7 +66,7 @@ TRANSITIONS: Final[Mapping[tuple[JobState, str], JobState]] = {
 }
 
 
-# The `error` of a cancelled job in `job/get` (SPEC §4: -32041).
+# The `error` of a cancelled job in `job/get` (-32041).
 CANCELLED_ERROR: Final = RpcError(
     ErrorKind.CANCELLED,
     "the job was cancelled (by job/cancel, by its client going away with "

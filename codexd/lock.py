@@ -1,4 +1,4 @@
-"""The single-instance lock: `codexd.lock` beside the socket (SPEC §2).
+"""The single-instance lock: `codexd.lock` beside the socket.
 
 Taken before the listener is created, because creating a Unix listener unlinks whatever
 socket is at the path: without the lock a second daemon would steal a live daemon's socket.

@@ -1,4 +1,4 @@
-"""Logging for `codexd run`: one line per event on stderr (SPEC §3).
+"""Logging for `codexd run`: one line per event on stderr.
 
 Plain lines carry a UTC timestamp, except under journald (`JOURNAL_STREAM` names our stderr),
 which stamps lines itself and reads a `<N>` syslog priority prefix instead. `--log-format json`

@@ -1,4 +1,4 @@
-"""sd_notify without libsystemd: one datagram to `$NOTIFY_SOCKET` (SPEC §3, §8).
+"""sd_notify without libsystemd: one datagram to `$NOTIFY_SOCKET`.
 
 No `NOTIFY_SOCKET` means no service manager is listening: every call is a no-op.
 With `WatchdogSec=` systemd sets `WATCHDOG_USEC` (and `WATCHDOG_PID`); the `watchdog` task then

@@ -1,6 +1,6 @@
 """Codex CLI (npm `@openai/codex`) for the tests that run it as a real second program.
 
-It is installed with npm into a cache dir once (reference/codex-cli.md: ~300 MB); a test that
+It is installed with npm into a cache dir once (~300 MB); a test that
 needs it skips, saying why, where npm is missing or the install fails (no network).
 `CODEXD_TEST_CODEX_BIN` points at an existing binary instead.
 """

@@ -1,4 +1,4 @@
-"""The client identity Codex sends with ChatGPT-mode requests (reference codex.md §4.3).
+"""The client identity Codex sends with ChatGPT-mode requests.
 
 `originator: codex_cli_rs` (Codex's `CODEX_INTERNAL_ORIGINATOR_OVERRIDE` honoured), a
 `User-Agent` of Codex's form `{originator}/{version} ({os} {os version}; {arch}) {terminal}`

@@ -60,7 +60,7 @@ MAX_REQUEST_HEAD: Final = 8192
 CONNECTION_TIMEOUT_S: Final = 10.0
 MAX_CALLBACK_CONNECTIONS: Final = 16
 RECENT_LOGINS: Final = 256  # finished login ids remembered for account/login/cancel
-# How long a finished login waits for the reply that announced it (SPEC §4: a reply comes
+# How long a finished login waits for the reply that announced it (a reply comes
 # before the notifications it causes); bounded so a lost reply cannot hold a login forever.
 ANNOUNCE_WAIT_S: Final = 5.0
 MAX_API_KEY_LEN: Final = 4096
@@ -145,7 +145,7 @@ def parse_request_line(head: bytes) -> tuple[str, str] | None:
 
 
 def interpret_callback(method: str, target: str, expected_state: str) -> CallbackResult:
-    """Codex's callback rules (reference codex.md §3.1), as a value."""
+    """Codex's callback rules, as a value."""
     if method != "GET":
         return CallbackIgnored(405, "Method not allowed.")
     parts = urllib.parse.urlsplit(target)

@@ -36,7 +36,7 @@ MAX_DETAIL: Final = 300
 
 RefreshReason = Literal["proactive_expiry", "unauthorized_recovery"]
 
-# Codex's texts (codex.md §2.4), followed by what to run here.
+# Codex's texts, followed by what to run here.
 _SIGN_IN_AGAIN: Final = "Please log out and sign in again (codexctl login)."
 REFRESH_MESSAGES: Final[Mapping[str, str]] = {
     "refresh_token_expired": "Your access token could not be refreshed because your refresh "

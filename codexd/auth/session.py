@@ -92,7 +92,7 @@ class Credentials:
 
 
 class AccountInfo(msgspec.Struct, frozen=True):
-    """`account/read`'s result (SPEC §4): who is logged in, never a secret."""
+    """`account/read`'s result: who is logged in, never a secret."""
 
     mode: Literal["api_key", "chatgpt"] | None
     source: CredentialSource | None
@@ -290,7 +290,12 @@ class AuthSession:
         return self.store.source
 
     def _choose(self, provider: ProviderAuth) -> Credentials | TokenSet | RpcError:
-        """Pure precedence of SPEC §6. A TokenSet means: the stored ChatGPT login."""
+        """Which credential a request uses (pure).
+
+        A stored ChatGPT login first, then the provider's environment variable, then a stored
+        API key; `forced_login_method` narrows the choice. A TokenSet means: the stored
+        ChatGPT login.
+        """
         env_key = provider.env_key or DEFAULT_ENV_KEY
         env_value = self._env.get(env_key)
         env_creds = Credentials("api_key", "env", Secret(env_value)) if env_value else None

@@ -1,4 +1,4 @@
-"""Configuration: config.toml (+ codexd.toml) → one immutable snapshot, hot reload (SPEC §5)."""
+"""Configuration: config.toml (+ codexd.toml) → one immutable snapshot, hot reload."""
 
 from codexd.config.load import ConfigError, load_config, load_file
 from codexd.config.redact import redact

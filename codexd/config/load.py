@@ -43,7 +43,7 @@ from codexd.security.scrub import looks_like_secret, redact_urls
 
 CONFIG_NAME: Final = "config.toml"
 CODEXD_NAME: Final = "codexd.toml"
-# The tables codexd.toml may hold (SPEC §5: for `codex --strict-config` users).
+# The tables codexd.toml may hold (for `codex --strict-config` users).
 CODEXD_FILE_TABLES: Final = ("codexd", "model_params")
 _LOOPBACK_NAMES: Final = ("localhost",)
 

@@ -1,4 +1,4 @@
-"""config.toml as frozen msgspec Structs (SPEC §5), with Codex's defaults and bounds.
+"""config.toml as frozen msgspec Structs, with Codex's defaults and bounds.
 
 Two kinds of table live here. Codex's own (the top level, `[profiles.*]`,
 `[model_providers.*]`) tolerate every key codexd does not read, because the same file feeds

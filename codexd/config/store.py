@@ -1,4 +1,4 @@
-"""The snapshot in force, its generation, and reloads that swap only when valid (SPEC §5).
+"""The snapshot in force, its generation, and reloads that swap only when valid.
 
 `ConfigStore.reload()` builds the new snapshot off to the side with the same loader as start-up;
 an invalid file leaves the old snapshot in force, records the located error for

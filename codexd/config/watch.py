@@ -1,4 +1,4 @@
-"""Watch `$CODEX_HOME` for edits of config.toml / codexd.toml (SPEC §5); how the directory is
+"""Watch `$CODEX_HOME` for edits of config.toml / codexd.toml; how the directory is
 watched (renames, a missing directory, readiness) is `codexd.watch`'s."""
 
 from __future__ import annotations

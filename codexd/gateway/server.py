@@ -1,4 +1,4 @@
-"""The gateway (SPEC §9): OpenAI's HTTP API on `gateway.sock` and, optionally, loopback TCP.
+"""The gateway: OpenAI's HTTP API on `gateway.sock` and, optionally, loopback TCP.
 
 Each model request becomes a job through the same pipeline as `job/submit`
 (`JobService.submit` in service/submit.py: same checks, config defaults, budget and ledger),

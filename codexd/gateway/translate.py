@@ -1,4 +1,4 @@
-"""Job events → what the OpenAI API would have sent (SPEC §9). Pure: bytes in, bytes out.
+"""Job events → what the OpenAI API would have sent. Pure: bytes in, bytes out.
 
 A gateway request is a job; its reply is rebuilt from the job's event log:
 
@@ -126,7 +126,7 @@ _ERRORS: Final[Mapping[str, tuple[int, str, str | None, bool]]] = {
 
 
 def error_reply(error: ErrorObject) -> HttpError:
-    """The status, OpenAI body and headers for a codexd error (SPEC §4 kinds).
+    """The status, OpenAI body and headers for a codexd error (by its kind).
 
     The daemon has already retried what it retries, so errors it gave up on carry
     `x-should-retry: false` (the SDK honours it); a rate limit keeps its Retry-After so the

@@ -1,4 +1,4 @@
-"""Shared per-provider rate limits (SPEC §7): a pure rolling-window budget, fair waiting
+"""Shared per-provider rate limits: a pure rolling-window budget, fair waiting
 across clients, rate-limit header parsing, the token estimate, and the anyio `Limiter`."""
 
 from codexd.limits.budget import Admission, Budget, BudgetLimits, BudgetSnapshot

@@ -1,4 +1,4 @@
-"""A provider's rate-limit budget as a pure rolling window (SPEC §7); time is an argument.
+"""A provider's rate-limit budget as a pure rolling window; time is an argument.
 
 Rules, all at once:
 
@@ -82,7 +82,7 @@ ADMIT: Final = Admission(True)
 
 
 class BudgetSnapshot(msgspec.Struct, frozen=True):
-    """`ratelimits/read` → `providers[].budget` (SPEC §4)."""
+    """`ratelimits/read` → `providers[].budget`."""
 
     requests_per_minute: int | None
     tokens_per_minute: int | None
@@ -402,7 +402,7 @@ class Budget:
         return min(values) if values else None
 
     def snapshot(self, now: float, *, wall_now: float, queued: int = 0) -> BudgetSnapshot:
-        """The SPEC §4 budget; `wall_now` (epoch seconds) turns the pause into RFC 3339."""
+        """The `ratelimits/read` budget; `wall_now` (epoch s) turns the pause into RFC 3339."""
         now = self._advance(now)
         paused: str | None = None
         if now < self._paused_until:

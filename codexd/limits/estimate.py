@@ -1,4 +1,4 @@
-"""The token cost of a request before it runs (SPEC §7).
+"""The token cost of a request before it runs.
 
 OpenAI charges a request against TPM as "the maximum of `max_tokens` and the estimated number
 of tokens based on the character count of your request"; we estimate the same way, so the

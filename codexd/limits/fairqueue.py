@@ -1,4 +1,4 @@
-"""Fair waiting for a provider's budget, across clients (SPEC §7); no I/O, time is an argument.
+"""Fair waiting for a provider's budget, across clients; no I/O, time is an argument.
 
 Policy: plain round-robin by job across client names. Each client has its own FIFO; the
 clients form a rotation, and each turn serves the head job of the client whose turn it is,
@@ -11,7 +11,7 @@ Strict turns: when the job whose turn it is does not fit the budget, nothing beh
 granted either, so a large job is never starved by a stream of small ones. Everything except
 tokens (pause, concurrency, requests) blocks every job alike, so this costs little.
 
-Bounded: at most `max_queued` jobs wait; `push` past that is `overloaded` (SPEC §4 -32001).
+Bounded: at most `max_queued` jobs wait; `push` past that is `overloaded` (-32001).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class ProviderLimits(msgspec.Struct, frozen=True, omit_defaults=True):
     """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params.
 
     `backend` is there only when the budget is shared (it says whether Redis answers); a
-    local budget has exactly SPEC §4's members."""
+    local budget has exactly the members `ratelimits/read` reports."""
 
     provider: str
     budget: BudgetSnapshot

@@ -1,4 +1,4 @@
-"""One line in, one request envelope or one precise rejection out (SPEC §4); no I/O."""
+"""One line in, one request envelope or one precise rejection out; no I/O."""
 
 from __future__ import annotations
 

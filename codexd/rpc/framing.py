@@ -1,4 +1,4 @@
-"""NDJSON framing without I/O: bytes in, complete lines out (SPEC §4).
+"""NDJSON framing without I/O: bytes in, complete lines out.
 
 The shell reads from the socket and feeds; the framer never buffers more than `max_line`
 bytes of an unfinished line, and remembers how far it searched so that a peer dripping a

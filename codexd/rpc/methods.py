@@ -1,4 +1,4 @@
-"""The method table (SPEC §4): name → params type → result type → handler.
+"""The method table: name → params type → result type → handler.
 
 This one literal table is what the server dispatches from, what `daemon/methods` renders as
 JSON Schema, and what `codexctl rpc --list` prints. Params types forbid unknown members, so a

@@ -1,4 +1,4 @@
-"""The control socket: accept, check the peer, frame, dispatch, reply (SPEC §4).
+"""The control socket: accept, check the peer, frame, dispatch, reply.
 
 One task per connection, with a writer task that owns the socket's send side and a bounded
 outbound stream in front of it. Requests run concurrently (replies may come out of order),
@@ -46,7 +46,7 @@ R = TypeVar("R")
 
 READ_CHUNK = 65536
 # Outbound messages waiting for the writer. Replies wait for room; notifications that find it
-# full are the subscriber's problem (the job layer drops the slow subscription, SPEC §4).
+# full are the subscriber's problem (the job layer drops the slow subscription).
 OUTBOUND_BUFFER = 1024
 # Requests of one connection being handled at once; past it the reader stops reading.
 MAX_INFLIGHT_PER_CONNECTION = 64

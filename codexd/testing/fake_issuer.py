@@ -1,6 +1,6 @@
 """A fake of OpenAI's OAuth issuer (auth.openai.com) on 127.0.0.1, as Codex uses it.
 
-Endpoints (reference/codex.md §2.4, §2.7, §3.1, §3.2):
+Endpoints (as the real issuer serves them):
 - `GET /oauth/authorize`: checks client id, redirect URI (only Codex's registered
   http://localhost:1455|1457/auth/callback), PKCE S256 challenge; redirects straight back with
   `code` and `state`, so tests need no browser.
@@ -11,7 +11,7 @@ Endpoints (reference/codex.md §2.4, §2.7, §3.1, §3.2):
   `POST /api/accounts/deviceauth/token` (403 `authorization_pending` until `approve_device()`),
   `GET /codex/device` (the verification page).
 
-Tokens are unsigned but well formed JWTs with the claims Codex reads (§2.3). Serve it alone
+Tokens are unsigned but well formed JWTs with the claims Codex reads. Serve it alone
 (`FakeIssuer.running()`, `await tg.start(issuer.serve)`) or on a FakeOpenAI's server
 (`FakeOpenAI(issuer=FakeIssuer())`), which then also accepts only this issuer's live access
 tokens on its ChatGPT paths.
@@ -69,7 +69,7 @@ RefreshFailure = Literal[
 ]
 
 REFRESH_FAILURE_MESSAGES: Mapping[str, str] = {
-    # The reused text is the real server's (codex.md §2.4); the other two follow its form.
+    # The reused text is the real server's; the other two follow its form.
     "refresh_token_reused": (
         "Your refresh token has already been used to generate a new access token. Please try"
         " signing in again."

@@ -2,8 +2,8 @@
 
 Endpoints: `POST /v1/responses`, `POST /v1/chat/completions` (streamed as SSE with the real
 event sequence, or one JSON object), `GET /v1/models[/{id}]`, and the ChatGPT backend's
-`POST /backend-api/codex/responses` (same wire as /v1/responses). Shapes follow
-reference/codex.md §4–§7 and reference/peers.md §A4–§A6.
+`POST /backend-api/codex/responses` (same wire as /v1/responses). Shapes follow what
+OpenAI's API and the ChatGPT backend send.
 
 Control API (thread-safe): `script()` queues outcomes for the next model requests (FIFO,
 optionally per path), `requests` is the request log, `stats()` the counters, `wait_for()` /
@@ -180,7 +180,7 @@ def usage_limit_reached(
     now: float | None = None,
     active_limit: str = "codex",
 ) -> RawReply:
-    """The ChatGPT backend's 429 (codex.md §6.1, §7.1): both `resets_at` and
+    """The ChatGPT backend's 429: both `resets_at` and
     `resets_in_seconds`, with the x-codex-* headers of a spent primary window."""
     wall = time.time() if now is None else now
     resets_at = int(wall) + resets_in_seconds
@@ -472,7 +472,7 @@ class RollingWindow:
 
 @dataclass(frozen=True, slots=True)
 class CodexLimits:
-    """The ChatGPT backend's x-codex-* headers (codex.md §7.1), sent on /backend-api/ paths."""
+    """The ChatGPT backend's x-codex-* headers, sent on /backend-api/ paths."""
 
     primary_used_percent: float = 12.0
     primary_window_minutes: int = 300

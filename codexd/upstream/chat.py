@@ -1,8 +1,8 @@
-"""The Chat Completions stream (`POST /chat/completions`) as SPEC §4 events.
+"""The Chat Completions stream (`POST /chat/completions`) as job events.
 
 Chunks carry `choices[0].delta.{content, reasoning|reasoning_content, tool_calls}`, a
 `finish_reason`, and (with `stream_options.include_usage`) a last chunk with `usage` and no
-choices; `data: [DONE]` ends the stream (reference/codex.md §4.6, peers.md §A4). They become
+choices; `data: [DONE]` ends the stream. They become
 the event types a Responses stream gives for the same reply:
 `response.output_text.delta {delta}`, `response.reasoning_text.delta {delta}` and, when the
 choice finishes, `response.output_item.done {item}` per message and function call, with the

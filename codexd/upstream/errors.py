@@ -1,9 +1,9 @@
-"""Every upstream failure as a value with a SPEC §4 kind and a message a person can act on.
+"""Every upstream failure as a value with an error kind and a message a person can act on.
 
 This is the one module that looks at httpx exceptions and upstream error bodies. Classifiers
 are pure: status, headers, body bytes and the wall clock (`now`, UNIX seconds) in, an
-`UpstreamError` out. Shapes and codes: reference/codex.md §4.4, §6 and reference/peers.md
-§A3–§A5.
+`UpstreamError` out. The error bodies and codes are those OpenAI's API, the ChatGPT backend
+and OpenAI-compatible servers send (tests/unit/test_upstream_errors.py has one of each).
 """
 
 from __future__ import annotations
@@ -417,7 +417,7 @@ def classify_stream_event(
             upstream_code=code,
             **common,
         )
-    # Codex retries every other `response.failed` (reference/codex.md §6.1): server_error,
+    # Codex retries every other `response.failed`: server_error,
     # overload and codes we do not know yet.
     return _error(
         ErrorKind.UPSTREAM_ERROR,

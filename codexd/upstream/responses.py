@@ -1,4 +1,4 @@
-"""The Responses stream (`POST /responses`, reference/codex.md §4.4) as SPEC §4 events.
+"""The Responses stream (`POST /responses`) as job events.
 
 Every event passes through as upstream sent it (members kept, `sequence_number` included),
 so `response.output_text.delta {delta}`, `response.reasoning_summary_text.delta {delta}` and

@@ -1,4 +1,4 @@
-"""The retry policy of SPEC §7 as one pure function: what to do after a failed attempt.
+"""The retry policy as one pure function: what to do after a failed attempt.
 
 Request-level failures (429 `rate_limit_exceeded`, 5xx, connection errors before the stream
 starts) spend `request_max_retries`; failures after the stream started (drops, idle timeouts,
@@ -7,8 +7,8 @@ never reset, so a job makes at most 1 + request_max_retries + stream_max_retries
 
 Delay, first that applies: `retry-after-ms`, `retry-after` (seconds or an HTTP date), "try
 again in Xs|Xms" in upstream's message, else exponential backoff with jitter. Backoff numbers
-are Codex's (reference/codex.md §5: 200 ms × 2^(n−1) × U(0.9, 1.1)), capped at the OpenAI
-SDK's 8 s ceiling (reference/peers.md §A2) so that a large retry count cannot mean hours.
+are Codex CLI's (200 ms × 2^(n−1) × U(0.9, 1.1)), capped at the OpenAI
+SDK's 8 s ceiling so that a large retry count cannot mean hours.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 It implements httpx's seam, `AsyncBaseTransport.handle_async_request(Request) -> Response`,
 so the shell (`client.py`) and its tests keep httpx's request, response and exception types,
 and `httpx.MockTransport` still stands in for it. It exists because httpx's `AsyncClient`
-over httpcore's pool spends ~1.0–1.5 ms of CPU on one streamed request, most of it in layers
-the daemon does not use (auth and redirect flows, cookies) and in a pool that re-examines
-every connection it holds, with a syscall each, on every request and every release; the
-same exchange here costs ~0.55 ms (bench/upstream_transport.py prints both).
+over httpcore's pool spends most of its CPU per streamed request in layers the daemon does
+not use (auth and redirect flows, cookies) and in a pool that re-examines every connection
+it holds, with a syscall each, on every request and every release; this transport does the
+same exchange in about half the CPU (bench/upstream_transport.py prints both).
 
 What it does: one request per connection at a time; idle connections kept per origin (LIFO,
 at most `max_idle` of them, none older than `keepalive_expiry`); before reuse a connection is

@@ -1,7 +1,7 @@
 """What both wire APIs share: request bodies from a job's body plus config defaults, the
 endpoint URL, normalised usage, the result of a finished stream, and the normaliser base.
 
-SPEC §4 (`job/submit`): fill what the body leaves out, force `stream: true` (and
+`job/submit`: fill what the body leaves out, force `stream: true` (and
 `stream_options.include_usage` on Chat), pass through every member we do not know.
 """
 
@@ -124,7 +124,7 @@ def endpoint_url(
 
 
 class Usage(msgspec.Struct, frozen=True):
-    """SPEC §4: `input_tokens` includes the cached ones, `output_tokens` the reasoning ones."""
+    """`input_tokens` includes the cached ones, `output_tokens` the reasoning ones."""
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
@@ -172,7 +172,7 @@ def _usage(
 
 
 def usage_from_responses(raw: Any) -> Usage | None:
-    """`response.usage` of `response.completed` (reference/codex.md §4.5)."""
+    """`response.usage` of `response.completed`."""
     try:
         u = msgspec.convert(raw, _ResponsesUsage)
     except msgspec.ValidationError:
@@ -218,7 +218,7 @@ _decoder = msgspec.json.Decoder()
 
 
 class StreamNormalizer:
-    """Decoded SSE events of one attempt in, SPEC §4 upstream events out.
+    """Decoded SSE events of one attempt in, job events out.
 
     The shell feeds every `SSEEvent` to `feed_sse` and appends what it returns to the job
     log; once `outcome` is set it stops reading (a `response.failed` ends the attempt at

@@ -1,4 +1,4 @@
-"""`[codexd.budget]` caps (SPEC §5): pure checks over the local day and the local month.
+"""`[codexd.budget]` caps: pure checks over the local day and the local month.
 
 Nothing here reads the clock or the ledger: the caller passes `now`, the spend so far (from
 `Ledger.spend` over `day_bounds` / `month_bounds`) and the job's estimated cost, and gets back

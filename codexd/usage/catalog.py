@@ -3,7 +3,7 @@
 Later layers win: the bundled file (OpenAI's published prices, each with its source and date),
 then the user's `model_catalog_json` (Codex's format; fields it gives replace the bundled ones),
 then `[codexd.prices."slug"]`, which adds a price for any slug or overrides a listed one.
-`[codexd.prices."*"]` is the default price for a model with none (SPEC §5, §7).
+`[codexd.prices."*"]` is the default price for a model with none.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of `models/list` (SPEC §4), member for member."""
+    """One entry of `models/list`, member for member."""
 
     slug: str
     display_name: str

@@ -1,4 +1,4 @@
-"""What a job cost, from its token usage and a model's price (SPEC §7).
+"""What a job cost, from its token usage and a model's price.
 
 Prices are USD per 1M tokens, as OpenAI publishes them. As in OpenAI's usage object,
 `input_tokens` includes the cached ones and `output_tokens` includes the reasoning ones, so
@@ -29,7 +29,7 @@ class PriceLike(Protocol):
 
 
 class UsageLike(Protocol):
-    """The token counts of SPEC §4's `usage` that cost depends on."""
+    """The token counts of a job's `usage` that cost depends on."""
 
     @property
     def input_tokens(self) -> int: ...
@@ -49,13 +49,13 @@ class Price(msgspec.Struct, frozen=True):
     output: float
 
 
-# SPEC §5: the price of a model with none, unless `[codexd.prices."*"]` says otherwise.
+# The price of a model with none, unless `[codexd.prices."*"]` says otherwise.
 DEFAULT_PRICE: Final = Price(input=1.25, cached_input=0.125, output=10.0)
 DEFAULT_PRICE_KEY: Final = "*"
 
 
 def default_price(configured: Mapping[str, PriceLike]) -> PriceLike:
-    """`[codexd.prices."*"]` when the config sets it, else SPEC §5's 1.25 / 0.125 / 10.0."""
+    """`[codexd.prices."*"]` when the config sets it, else 1.25 / 0.125 / 10.0."""
     return configured.get(DEFAULT_PRICE_KEY, DEFAULT_PRICE)
 
 

@@ -1,4 +1,4 @@
-"""The usage ledger (SPEC §7): one SQLite row per finished job, shared by every tool.
+"""The usage ledger: one SQLite row per finished job, shared by every tool.
 
 `Ledger` is the blocking part (sqlite3): schema and migrations, batch inserts, the
 `usage/read` aggregation, spend for the budget caps, and retention. `LedgerWriter` is the
@@ -208,7 +208,7 @@ class UsageRow(UsageTotals, kw_only=True):
 
 class UsageResult(msgspec.Struct, omit_defaults=True):
     """`usage/read`'s result. Through the daemon it also carries `budget`: today's and this
-    month's spend against the `[codexd.budget]` caps (SPEC §7: `codexctl usage` shows them),
+    month's spend against the `[codexd.budget]` caps (`codexctl usage` shows them),
     whatever `since`/`until` asked for."""
 
     rows: list[UsageRow]
@@ -258,7 +258,7 @@ def parse_time_bound(value: str, *, member: str, end_of_day: bool, tz: tzinfo | 
 
 
 def local_day(epoch: float, tz: tzinfo | None) -> str:
-    """The daemon's local day (SPEC §2) of a UTC epoch time, as YYYY-MM-DD."""
+    """The daemon's local day of a UTC epoch time, as YYYY-MM-DD."""
     return datetime.fromtimestamp(epoch, tz).strftime("%Y-%m-%d")
 
 

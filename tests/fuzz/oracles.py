@@ -1,7 +1,7 @@
 """Reference models and checks shared by the hypothesis fuzz tests and the atheris harnesses.
 
 Each `check_*` takes raw fuzz input, runs the real decoder on it (at arbitrary chunk
-boundaries) and compares with a naive model written from the spec text alone (SPEC §4 for
+boundaries) and compares with a naive model written from the spec text alone (the protocol for
 NDJSON, WHATWG "event stream interpretation" for SSE). A failed check raises AssertionError.
 """
 
@@ -32,7 +32,7 @@ def chunks_at(data: bytes, cuts: Sequence[int]) -> list[bytes]:
 
 
 def reference_lines(stream: bytes, max_line: int) -> list[bytes | Overflow]:
-    """SPEC §4: lines end at LF, blank ones are skipped, a line (finished or not) longer than
+    """Lines end at LF, blank ones are skipped, a line (finished or not) longer than
     the bound ends the connection with one overflow."""
     *complete, tail = stream.split(b"\n")
     out: list[bytes | Overflow] = []

@@ -1,5 +1,5 @@
 """Byte-level fuzzing of the two decoders that read untrusted bytes: the control socket's
-NDJSON framer + request parser (SPEC §4) and the upstream SSE decoder. Each input is compared
+NDJSON framer + request parser and the upstream SSE decoder. Each input is compared
 with a naive model written from the spec, fed at arbitrary chunk boundaries."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`codexctl login | logout | whoami` against a real daemon and the fake issuer (SPEC §3)."""
+"""`codexctl login | logout | whoami` against a real daemon and the fake issuer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config hot reload through a real daemon (SPEC §5, F2): edits, SIGHUP, config/reload,
+"""Config hot reload through a real daemon: edits, SIGHUP, config/reload,
 located errors, profiles, and a `config/read` without secrets."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
 from tests.integration.test_jobs_upstream import run_job
 
-# The hang guard for every wait on a notification; SPEC's promise is "within 2 s" of a save
+# The hang guard for every wait on a notification; the promise is "within 2 s" of a save
 # (bench/config.py measures it), the guard only keeps a broken watcher from hanging the suite.
 HANG_GUARD_S = 5.0
 
@@ -207,7 +207,7 @@ def test_deletion_then_recreation_reloads_both_times(
     path = config_path(upstream_env)
     with Client(upstream_daemon.socket) as c:
         path.unlink()
-        # A missing file means all defaults (SPEC §5): no model is set any more.
+        # A missing file means all defaults: no model is set any more.
         wait_reloaded_with(c, events_for, None)  # type: ignore[arg-type]
         path.write_text(base_config(fake_openai, model="gpt-4o-mini"))
         wait_reloaded_with(c, events_for, "gpt-4o-mini")

@@ -1,4 +1,4 @@
-"""The gateway (SPEC §9) with the official `openai` SDK against a real daemon and the fake.
+"""The gateway with the official `openai` SDK against a real daemon and the fake.
 
 Every reply is validated with the SDK's own pydantic types (strictly, not the SDK's lax
 construction), errors must arrive as the SDK's matching exception classes, and the job,

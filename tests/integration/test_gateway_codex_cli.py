@@ -1,6 +1,6 @@
 """Codex CLI (npm `@openai/codex`) through the gateway's TCP address against the fake.
 
-The CLI is installed with npm into a cache dir once (reference/codex-cli.md: ~300 MB); the
+The CLI is installed with npm into a cache dir once (~300 MB); the
 test skips, saying why, where npm is missing or the install fails (no network).
 """
 

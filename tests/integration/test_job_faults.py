@@ -1,5 +1,5 @@
 """Every upstream fault through a real daemon and the fake OpenAI: the terminal event, the
-error kind and the exact number of upstream attempts (SPEC §4, §7)."""
+error kind and the exact number of upstream attempts."""
 
 from __future__ import annotations
 

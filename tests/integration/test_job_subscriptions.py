@@ -1,5 +1,5 @@
 """Subscriptions, replay, slow consumers, cancellation, idempotent submits, queue limits, the
-Job's members and its cost, through a real daemon and the fake OpenAI (SPEC §4)."""
+Job's members and its cost, through a real daemon and the fake OpenAI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Jobs through a real daemon against the fake OpenAI on loopback (SPEC §4, §7)."""
+"""Jobs through a real daemon against the fake OpenAI on loopback."""
 
 from __future__ import annotations
 

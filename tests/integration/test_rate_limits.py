@@ -1,4 +1,4 @@
-"""Shared rate limits through a real daemon against the fake upstream (SPEC §7, F5).
+"""Shared rate limits through a real daemon against the fake upstream.
 
 The fake enforces its own rolling 60 s window (`FakeOpenAI(rpm_limit=N)`) and answers 429 past
 it, as a strict server does; the daemon holds the same budget. Two tests cross one window

@@ -1,4 +1,4 @@
-"""SPEC §4 over a real socket: every error row reachable, framing, ordering, status."""
+"""JSON-RPC over a real socket: every error row reachable, framing, ordering, status."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The real daemon under service-manager conditions (SPEC §3, §8): socket activation,
+"""The real daemon under service-manager conditions: socket activation,
 readiness, reload notifications, and the drain on SIGTERM."""
 
 from __future__ import annotations

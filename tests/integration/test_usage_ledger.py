@@ -1,4 +1,4 @@
-"""The usage ledger, cost and budgets through a real daemon (SPEC §7, F6).
+"""The usage ledger, cost and budgets through a real daemon.
 
 What the fake upstream reported (its request log keeps each reply's usage) is the truth the
 ledger's totals are checked against.
@@ -26,7 +26,7 @@ from tests.integration.test_jobs_upstream import run_job
 
 HANG_GUARD_S = 5.0
 UNPRICED = "acme-unpriced-1"
-DEFAULT_PRICE = {"input": 1.25, "cached_input": 0.125, "output": 10.0}  # SPEC §5
+DEFAULT_PRICE = {"input": 1.25, "cached_input": 0.125, "output": 10.0}
 PER_TOKEN = 1e-6  # prices are USD per 1M tokens
 
 
@@ -72,7 +72,7 @@ def as_reported(total: dict[str, Any]) -> dict[str, int]:
 
 
 def cost_of(req: RecordedRequest, price: dict[str, float]) -> float:
-    """SPEC §7: uncached input × input + cached × cached price + output × output."""
+    """Uncached input × input + cached × cached price + output × output."""
     assert req.usage is not None
     u = req.usage
     return (
@@ -243,7 +243,7 @@ def _requests_after_restart(env: dict[str, str]) -> int:
 def test_a_job_told_completed_is_in_the_ledger_when_the_daemon_dies_at_once(
     upstream_env: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
-    # SPEC §7: the row is committed before the terminal event is delivered, so no usage/read
+    # The row is committed before the terminal event is delivered, so no usage/read
     # (which would commit it) and no drain come between the client's job.completed and the kill.
     with daemon_at(upstream_env) as d, tool(d.socket, "told-then-killed") as c:
         _, events = run_job(c, {"input": "the reply, then the kill"})

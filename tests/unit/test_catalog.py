@@ -1,4 +1,4 @@
-"""The model catalog: bundled data, model_catalog_json, [codexd.prices] (SPEC §4 models/list)."""
+"""The model catalog: bundled data, model_catalog_json, [codexd.prices] (`models/list`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""config.toml / codexd.toml → one snapshot, or one located error (SPEC §5)."""
+"""config.toml / codexd.toml → one snapshot, or one located error."""
 
 from __future__ import annotations
 

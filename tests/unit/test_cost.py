@@ -1,4 +1,4 @@
-"""Cost per SPEC §7: uncached input, cached input and output (reasoning included) per 1M tokens."""
+"""Cost: uncached input, cached input and output (reasoning included) per 1M tokens."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The method table is SPEC §4's method list: nothing extra, nothing missing."""
+"""The method table is the protocol's method list: nothing extra, nothing missing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from codexctl.protocol import ErrorKind, RpcError
 from codexd.rpc.envelope import Rejected, parse_request
 from codexd.rpc.methods import TABLE, describe
 
-SPEC_METHODS = {
+PROTOCOL_METHODS = {
     "initialize",
     "daemon/ping",
     "daemon/status",
@@ -39,11 +39,11 @@ SPEC_METHODS = {
 
 
 def test_every_method_is_a_spec_method() -> None:
-    assert set(TABLE.methods) <= SPEC_METHODS
+    assert set(TABLE.methods) <= PROTOCOL_METHODS
 
 
 def test_no_spec_method_is_missing() -> None:
-    assert SPEC_METHODS - set(TABLE.methods) == set()
+    assert PROTOCOL_METHODS - set(TABLE.methods) == set()
 
 
 def test_every_method_has_schemas_and_a_summary() -> None:

@@ -125,7 +125,7 @@ def test_retry_after_http_date() -> None:
 
 
 def test_chatgpt_429_headers_as_seen_upstream() -> None:
-    # The header set of a real ChatGPT-plan 429 (codex.md §7.1), in its original letter case.
+    # The header set of a real ChatGPT-plan 429, in its original letter case.
     parsed = parse_rate_limit_headers(
         {
             "X-Codex-Active-Limit": "premium",

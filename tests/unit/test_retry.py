@@ -1,4 +1,4 @@
-"""The retry policy of SPEC §7: one row per case, exact attempt counts, injected randomness."""
+"""The retry policy: one row per case, exact attempt counts, injected randomness."""
 
 from __future__ import annotations
 

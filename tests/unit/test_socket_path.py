@@ -1,4 +1,4 @@
-"""SPEC §2's socket rule, in the one function client and daemon share."""
+"""The socket rule, in the one function client and daemon share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classification of upstream failures into SPEC §4 kinds, with messages a person can act on."""
+"""Classification of upstream failures into error kinds, with messages a person can act on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request bodies from body + config defaults, and both wire APIs normalised to SPEC §4 events."""
+"""Request bodies from body + config defaults, and both wire APIs normalised to job events."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ DEFAULTS = RequestDefaults(
         "max_tokens": 512,
     },
 )
-SPEC_TYPES = {
+JOB_EVENT_TYPES = {
     "response.output_text.delta",
     "response.reasoning_summary_text.delta",
     "response.output_item.done",
@@ -309,10 +309,10 @@ USAGE = Usage(
 
 
 def spec_view(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    """The SPEC §4 event types with what a client reads of them."""
+    """The job event types with what a client reads of them."""
     out: list[tuple[str, Any]] = []
     for e in events:
-        if e["type"] not in SPEC_TYPES:
+        if e["type"] not in JOB_EVENT_TYPES:
             continue
         if e["type"] == "response.output_item.done":
             item = e["item"]

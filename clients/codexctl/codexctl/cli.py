@@ -1,4 +1,4 @@
-"""`codexctl`: the command line of codexd (SPEC §3).
+"""`codexctl`: the command line of codexd.
 
 Exit codes: 0 ok · 1 the call failed · 2 usage error · 3 daemon unreachable · 4 authentication
 needed · 5 rate/quota/usage limit · 130 interrupted · 141 stdout closed. Errors are one line on

@@ -1,6 +1,6 @@
 """The blocking client of the codexd control socket (`codexctl.aio` has the asyncio one).
 
-Both speak NDJSON JSON-RPC 2.0 (SPEC §4), raise `RpcError` with the daemon's kind for a
+Both speak NDJSON JSON-RPC 2.0, raise `RpcError` with the daemon's kind for a
 failed call and `DaemonUnreachable` when nothing answers at the socket, or (`UntrustedSocket`)
 when the socket is not provably the user's own daemon (`codexctl.trust`, checked before a byte
 is sent). Neither imports anything beyond msgspec and the standard library.

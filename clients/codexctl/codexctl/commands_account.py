@@ -1,4 +1,4 @@
-"""`codexctl login`, `logout` and `whoami` (SPEC §3).
+"""`codexctl login`, `logout` and `whoami`.
 
 `login` starts a login in the daemon and waits for its `account/login_completed`: the browser
 login prints the sign-in URL (and opens it when this machine has a browser to open, or says to

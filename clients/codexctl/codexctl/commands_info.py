@@ -1,4 +1,4 @@
-"""`codexctl models | limits | usage | config show|check|reload | events` (SPEC §3)."""
+"""`codexctl models | limits | usage | config show|check|reload | events`."""
 
 from __future__ import annotations
 

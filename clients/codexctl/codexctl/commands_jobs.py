@@ -1,4 +1,4 @@
-"""`codexctl ask | submit | watch | cancel | jobs` (SPEC §3): model requests as jobs.
+"""`codexctl ask | submit | watch | cancel | jobs`: model requests as jobs.
 
 `ask` and `watch` render a job the same way (`show_job`): on a terminal the text streams and a
 retry that restarts the output takes back what was shown, then a usage line follows; to a pipe

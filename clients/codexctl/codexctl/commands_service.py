@@ -1,6 +1,6 @@
 """`codexctl start` and `codexctl shutdown`: the daemon on machines without a service manager
-(SPEC §3). `start` launches `codexd run` in the background and waits until it answers
-`daemon/status` (SPEC §3's readiness); `shutdown` asks it to drain and waits until it is gone.
+`start` launches `codexd run` in the background and waits until it answers
+`daemon/status`; `shutdown` asks it to drain and waits until it is gone.
 """
 
 from __future__ import annotations

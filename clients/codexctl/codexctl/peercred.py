@@ -1,7 +1,7 @@
 """Who is at the other end of a connected Unix socket (stdlib only).
 
 The daemon reads its clients' uid here before it answers them, and the client reads the
-daemon's before it sends a byte (SPEC §2, §4): one reader for both sides.
+daemon's before it sends a byte: one reader for both sides.
 """
 
 from __future__ import annotations

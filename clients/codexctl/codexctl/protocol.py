@@ -1,4 +1,4 @@
-"""The wire contract shared by codexd and its clients (SPEC §2 and §4).
+"""The wire contract shared by codexd and its clients.
 
 Only msgspec and the standard library may be imported here: the daemon imports this module,
 and so does the thin `codexctl` client, which must start in tens of milliseconds.
@@ -31,7 +31,7 @@ def default_socket_path(
     *,
     run_user_root: str = "/run/user",
 ) -> str:
-    """The control socket of SPEC §2: the first rule that applies.
+    """The control socket: the first rule that applies.
 
     `--socket PATH` is the caller's business (it wins over everything); this function covers
     `$CODEXD_SOCKET`, `$XDG_RUNTIME_DIR`, `/run/user/<uid>` (when it exists and is ours) and
@@ -87,7 +87,7 @@ class ErrorKind(enum.StrEnum):
     CONFIG_INVALID = "config_invalid"
 
 
-# kind -> (JSON-RPC code, retryable): SPEC §4's error table, in one place for both sides.
+# kind -> (JSON-RPC code, retryable): the error table, in one place for both sides.
 ERROR_TABLE: Final[Mapping[ErrorKind, tuple[int, bool]]] = {
     ErrorKind.PARSE_ERROR: (-32700, False),
     ErrorKind.INVALID_REQUEST: (-32600, False),
@@ -114,7 +114,7 @@ KIND_BY_CODE: Final[Mapping[int, ErrorKind]] = {
     code: kind for kind, (code, _) in ERROR_TABLE.items()
 }
 
-# codexctl's exit status for a failed call, by kind (SPEC §3).
+# codexctl's exit status for a failed call, by kind.
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -141,7 +141,7 @@ def exit_code_for(kind: str) -> int:
 
 
 class ErrorData(msgspec.Struct, omit_defaults=True):
-    """`error.data` of SPEC §4. Optional members are left out when they do not apply."""
+    """`error.data` of an error reply. Optional members are left out when they do not apply."""
 
     kind: str
     retryable: bool  # always present, even when false (no default, so never omitted)
@@ -163,7 +163,7 @@ class ErrorObject(msgspec.Struct):
 
 
 class RpcError(Exception):
-    """An error as a value with a kind (SPEC §4); raised by handlers and by clients alike."""
+    """An error as a value with a kind; raised by handlers and by clients alike."""
 
     def __init__(self, kind: ErrorKind, message: str, **data: Any) -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""Is the socket the user's own daemon? Checked before the client sends a byte (SPEC §2).
+"""Is the socket the user's own daemon? Checked before the client sends a byte.
 
 Without a private runtime dir (SSH without pam_systemd, cron, containers) the socket falls
 back to `${TMPDIR:-/tmp}/codexd-<uid>/`, a name any local user can take first. So the socket's
