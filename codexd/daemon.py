@@ -141,7 +141,6 @@ class Daemon:
             limiter = Limiter(
                 provider,
                 limits,
-                max_queued=snapshot.codexd.max_queued_jobs,
                 on_change=self._ratelimits_changed,
                 watched=lambda: self.events.count("ratelimits") > 0,
                 remote=RedisWindow(backend, provider) if backend else None,
