@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
-import msgspec
 
 from codexctl.protocol import PROTOCOL_VERSION, ErrorKind, RpcError
 from codexd import __version__
@@ -135,9 +134,9 @@ class Daemon:
     def limiter_for(self, provider: str, snapshot: ConfigSnapshot) -> Limiter:
         limiter = self.limiters.get(provider)
         if limiter is None:
-            settings = snapshot.codexd.rate_limits.get(provider)
-            limits = budget_limits(settings) if settings else budget_limits(_DEFAULT_LIMITS)
-            backend = settings.backend if settings else None
+            settings = snapshot.rate_limit(provider)
+            limits = budget_limits(settings)
+            backend = settings.backend
             limiter = Limiter(
                 provider,
                 limits,
@@ -303,7 +302,7 @@ class Daemon:
         if isinstance(event, ConfigReloaded):
             snapshot = self.config.snapshot
             for provider, limiter in self.limiters.items():
-                settings = snapshot.codexd.rate_limits.get(provider) or _DEFAULT_LIMITS
+                settings = snapshot.rate_limit(provider)
                 limiter.reconfigure(budget_limits(settings))
             logging.getLogger().setLevel(snapshot.codexd.log_level.upper())
             self.events.publish("config", "config/reloaded", event)
@@ -466,15 +465,6 @@ class Daemon:
                     return
                 log.info("%s: draining", signal.Signals(signum).name)
                 self.request_shutdown()
-
-
-class _DefaultLimits(msgspec.Struct, frozen=True):
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_concurrency: int = 64
-
-
-_DEFAULT_LIMITS = _DefaultLimits()
 
 
 class _LazyAuth:

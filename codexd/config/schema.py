@@ -273,7 +273,8 @@ class ConfigSnapshot(Struct, frozen=True, kw_only=True):
         return overlay(self.top_level, profile, self.profiles[profile])
 
     def rate_limit(self, provider_id: str) -> RateLimitSettings:
-        """The budget settings of a provider (defaults when `[codexd.rate_limits.ID]` is absent)."""
+        """The budget settings of a provider (defaults when `[codexd.rate_limits.ID]` is absent):
+        the one place the limiter, the token estimate and `ratelimits/read` read them from."""
         return self.codexd.rate_limits.get(provider_id, DEFAULT_RATE_LIMIT)
 
     def base_url_for(self, provider_id: str, *, chatgpt_auth: bool) -> str:

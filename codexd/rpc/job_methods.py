@@ -8,7 +8,6 @@ import anyio
 import msgspec
 
 from codexctl.protocol import ErrorKind, RpcError
-from codexd.config.schema import overlay
 from codexd.jobs import TERMINAL_STATES, Job, JobState, JobView
 from codexd.rpc.server import CallContext
 from codexd.upstream.runner import JobRequest, estimate_for
@@ -90,12 +89,14 @@ def _check_body(body: dict[str, Any], api: str) -> None:
 def prepare_job(daemon: Daemon, params: SubmitParams) -> dict[str, Any]:
     """Resolve provider, api, model and defaults from the config snapshot in force."""
     snapshot = daemon.config.snapshot
-    profile_name = params.profile or snapshot.profile
-    profile_cfg = snapshot.profiles.get(profile_name) if profile_name else None
-    if params.profile is not None and profile_cfg is None:
+    try:
+        selection = snapshot.selection(params.profile or None)
+    except KeyError:
         known = ", ".join(sorted(snapshot.profiles)) or "none"
-        raise _invalid("$.profile", f"unknown profile {params.profile!r} (known: {known})")
-    selection = overlay(snapshot.top_level, profile_name, profile_cfg)
+        raise _invalid(
+            "$.profile", f"unknown profile {params.profile!r} (known: {known})"
+        ) from None
+    profile_name = selection.profile
     provider_id = params.provider or selection.model_provider
     provider = snapshot.providers.get(provider_id)
     if provider is None:

@@ -359,6 +359,4 @@ def default_normalizer(api: str, scrubber: Scrubber = GENERIC) -> StreamNormaliz
 
 
 def estimate_for(body: Mapping[str, Any], api: str, snapshot: ConfigSnapshot, provider: str) -> int:
-    rl = snapshot.codexd.rate_limits.get(provider)
-    default_output = rl.default_output_tokens if rl is not None else 4096
-    return estimate_tokens(body, api, default_output)
+    return estimate_tokens(body, api, snapshot.rate_limit(provider).default_output_tokens)
