@@ -44,7 +44,7 @@ from codexd.rpc.account_methods import Accounts
 from codexd.rpc.methods import TABLE, AccountSummary, ConfigStatus, DaemonStatus, JobCounts
 from codexd.rpc.server import Connection, RpcServer
 from codexd.sdnotify import Notifier, watchdog
-from codexd.upstream.runner import HttpClients, JobRunner, provider_ref
+from codexd.upstream.runner import HttpClients, JobRunner
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
 from codexd.usage.cost import cost_usd, estimate_cost_usd
@@ -197,8 +197,7 @@ class Daemon:
     async def check_submit(self, client: str, prep: dict[str, Any]) -> None:
         """Submit-time refusals (SPEC §4): no credentials at all, a budget cap."""
         snapshot: ConfigSnapshot = prep["config"]
-        cfg = snapshot.providers[prep["provider"]]
-        choice = self.auth_session()._choose(provider_ref(prep["provider"], cfg))
+        choice = self.auth_session()._choose(snapshot.provider_ref(prep["provider"]))
         if isinstance(choice, RpcError):
             raise choice
         caps = snapshot.codexd.budget
