@@ -60,7 +60,7 @@ async def local_admissions(n: int) -> None:
         ("rpm + tpm + concurrency", limited),
     )
     for label, limits in runs:
-        limiter = Limiter("bench", limits, max_queued=1000)
+        limiter = Limiter("bench", limits)
         clients = [f"tool-{i}" for i in range(8)]
         t0 = time.perf_counter()
         for i in range(n):
@@ -136,7 +136,7 @@ async def redis_admissions(url: str, n: int) -> None:
         f" script call (EVALSHA) median {script_us:.0f} µs"
     )
     for label, correct in (("admission", False), ("admission + usage correction", True)):
-        limiter = Limiter("bench", limits, max_queued=1000, remote=RedisWindow(url, label))
+        limiter = Limiter("bench", limits, remote=RedisWindow(url, label))
         admissions: list[float] = []
         async with anyio.create_task_group() as tg:
             await tg.start(limiter.run)

@@ -333,61 +333,99 @@ def install_service(
     err = sys.stderr if err is None else err
     native: Manager = "launchd" if platform == "darwin" else "systemd"
     manager = native if manager is None else manager
-    if manager != native and not dry_run:
-        where = "macOS" if manager == "launchd" else "Linux"
-        print(
-            f"codexd: {manager} runs on {where}, not here: use --{native}, "
-            "or --dry-run to see the files",
-            file=err,
-        )
-        return EXIT_USAGE
-    if gateway and not socket_activation:
-        print(
-            "codexd: --gateway needs --socket-activation (it adds codexd-gateway.socket)", file=err
-        )
+    usage = _usage_problem(manager, native, socket_activation, gateway, dry_run)
+    if usage is not None:
+        print(usage, file=err)
         return EXIT_USAGE
     program = find_program() if program is None else list(program)
     target = Path(service_dir) if service_dir is not None else default_service_dir(manager, env)
     env_file = env_file_path(env)
-
-    planned: list[PlannedFile] = []
-    if manager == "systemd":
-        for name, text in render_systemd(
-            program, socket_activation=socket_activation, gateway=gateway
-        ).items():
-            planned.append(PlannedFile(target / name, text.encode()))
-    else:
-        socket_path = default_socket_path(env)
-        if len(socket_path.encode()) > MAX_SOCKET_PATH:
-            print(
-                f"codexd: the socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes, "
-                "too long for a Unix socket on macOS: set CODEXD_SOCKET to a shorter path and "
-                "run install-service again",
-                file=err,
-            )
-            return EXIT_FAILED
-        log_file = _home(env) / "Library" / "Logs" / "codexd.log"
-        content = render_launchd(
-            program,
-            socket_path=socket_path,
-            env_file=str(env_file),
-            log_file=str(log_file),
-            socket_activation=socket_activation,
-        )
-        planned.append(PlannedFile(target / PLIST, content))
+    planned = _plan_service_files(manager, program, target, env, socket_activation, gateway, err)
+    if planned is None:
+        return EXIT_FAILED
     command = enable_command(
         manager, socket_activation=socket_activation, gateway=gateway, plist_path=target / PLIST
     )
+    env_plan = _plan_env(manager, env, env_file, err)
+    if env_plan is None:
+        return EXIT_FAILED
+    if dry_run:
+        _show_plan(planned, env_file, env_plan, command, out)
+        return EXIT_OK
+    if _refused(planned, env_file, env_plan, force, err):
+        return EXIT_FAILED
+    if not _write_service_files(planned, env_file, env_plan, manager, env, out, err):
+        return EXIT_FAILED
+    _print_next_steps(manager, target, socket_activation, command, out)
+    return EXIT_OK
+
+
+def _usage_problem(
+    manager: Manager, native: Manager, socket_activation: bool, gateway: bool, dry_run: bool
+) -> str | None:
+    """What is wrong with the options asked for (exit 2), or None."""
+    if manager != native and not dry_run:
+        where = "macOS" if manager == "launchd" else "Linux"
+        return (
+            f"codexd: {manager} runs on {where}, not here: use --{native}, "
+            "or --dry-run to see the files"
+        )
+    if gateway and not socket_activation:
+        return "codexd: --gateway needs --socket-activation (it adds codexd-gateway.socket)"
+    return None
+
+
+def _plan_service_files(
+    manager: Manager,
+    program: list[str],
+    target: Path,
+    env: Mapping[str, str],
+    socket_activation: bool,
+    gateway: bool,
+    err: TextIO,
+) -> list[PlannedFile] | None:
+    """The unit files (systemd) or the plist (launchd) to write; None when they cannot be."""
+    if manager == "systemd":
+        return [
+            PlannedFile(target / name, text.encode())
+            for name, text in render_systemd(
+                program, socket_activation=socket_activation, gateway=gateway
+            ).items()
+        ]
+    socket_path = default_socket_path(env)
+    if len(socket_path.encode()) > MAX_SOCKET_PATH:
+        print(
+            f"codexd: the socket path {socket_path} is longer than {MAX_SOCKET_PATH} bytes, "
+            "too long for a Unix socket on macOS: set CODEXD_SOCKET to a shorter path and "
+            "run install-service again",
+            file=err,
+        )
+        return None
+    log_file = _home(env) / "Library" / "Logs" / "codexd.log"
+    content = render_launchd(
+        program,
+        socket_path=socket_path,
+        env_file=str(env_file_path(env)),
+        log_file=str(log_file),
+        socket_activation=socket_activation,
+    )
+    return [PlannedFile(target / PLIST, content)]
+
+
+def _plan_env(
+    manager: Manager, env: Mapping[str, str], env_file: Path, err: TextIO
+) -> EnvFilePlan | None:
+    """What the environment file gains (this shell's locations); None when it is unreadable."""
     try:
         existing_env = env_file.read_bytes() if env_file.exists() else None
         env_mode = env_file.stat().st_mode if existing_env is not None else 0
     except OSError as exc:
         print(f"codexd: cannot read {env_file}: {exc.strerror or exc}", file=err)
-        return EXIT_FAILED
+        return None
     problem = open_problem(str(env_file), "environment file", env_mode)
     if problem is not None:  # it holds API keys: nothing is written while others can read it
         print(f"codexd: {problem}", file=err)
-        return EXIT_FAILED
+        return None
     env_plan = plan_env_file(existing_env, shell_locations(manager, env))
     for name in env_plan.unwritable:
         print(
@@ -396,51 +434,72 @@ def install_service(
             "plainer path",
             file=err,
         )
+    return env_plan
 
-    if dry_run:
-        for item in planned:
-            print(f"# ---- {item.path}", file=out)
-            out.write(item.content.decode())
-        if env_plan.added or env_plan.replaced:
-            print(
-                f"# ---- {env_file} (mode 600), with this shell's locations, so the service "
-                "reads the same files:",
-                file=out,
-            )
-            for line in env_plan.added:
-                print(line, file=out)
-            for was, line in env_plan.replaced:
-                print(f"# instead of {was} (with --force):\n{line}", file=out)
-        else:
-            print(f"# ---- {env_file} (created empty, mode 600, if missing)", file=out)
-        print(f"# {ENV_FILE_HELP}", file=out)
-        print(f"# then run: {command}", file=out)
-        return EXIT_OK
 
-    if env_plan.replaced and not force:
+def _show_plan(
+    planned: list[PlannedFile], env_file: Path, env_plan: EnvFilePlan, command: str, out: TextIO
+) -> None:
+    """--dry-run: every file as it would be written, and the command to run next."""
+    for item in planned:
+        print(f"# ---- {item.path}", file=out)
+        out.write(item.content.decode())
+    if env_plan.added or env_plan.replaced:
+        print(
+            f"# ---- {env_file} (mode 600), with this shell's locations, so the service "
+            "reads the same files:",
+            file=out,
+        )
+        for line in env_plan.added:
+            print(line, file=out)
+        for was, line in env_plan.replaced:
+            print(f"# instead of {was} (with --force):\n{line}", file=out)
+    else:
+        print(f"# ---- {env_file} (created empty, mode 600, if missing)", file=out)
+    print(f"# {ENV_FILE_HELP}", file=out)
+    print(f"# then run: {command}", file=out)
+
+
+def _refused(
+    planned: list[PlannedFile], env_file: Path, env_plan: EnvFilePlan, force: bool, err: TextIO
+) -> bool:
+    """Without --force, nothing a user has (an env line, a changed file) is overwritten: True
+    (and why, on `err`) when something would be."""
+    if force:
+        return False
+    if env_plan.replaced:
         for was, line in env_plan.replaced:
             print(
                 f"codexd: {env_file} has {was} but this shell has {line}: nothing was changed; "
                 "rerun with --force to write this shell's value, or change the line yourself",
                 file=err,
             )
-        return EXIT_FAILED
-
+        return True
     changed = [
         (item, item.path.read_bytes())
         for item in planned
         if item.path.exists() and item.path.read_bytes() != item.content
     ]
-    if changed and not force:
-        for item, old in changed:
-            err.write(_diff(item.path, old, item.content))
-            print(
-                f"codexd: {item.path} differs from what codexd would write: nothing was "
-                "changed; rerun with --force to replace it (or --dry-run to see the new file)",
-                file=err,
-            )
-        return EXIT_FAILED
+    for item, old in changed:
+        err.write(_diff(item.path, old, item.content))
+        print(
+            f"codexd: {item.path} differs from what codexd would write: nothing was "
+            "changed; rerun with --force to replace it (or --dry-run to see the new file)",
+            file=err,
+        )
+    return bool(changed)
 
+
+def _write_service_files(
+    planned: list[PlannedFile],
+    env_file: Path,
+    env_plan: EnvFilePlan,
+    manager: Manager,
+    env: Mapping[str, str],
+    out: TextIO,
+    err: TextIO,
+) -> bool:
+    """Write what changed, the environment file and launchd's directories; False on failure."""
     try:
         for item in planned:
             if item.path.exists() and item.path.read_bytes() == item.content:
@@ -455,8 +514,13 @@ def install_service(
             (_home(env) / "Library" / "Logs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"codexd: cannot install the service files: {exc}", file=err)
-        return EXIT_FAILED
+        return False
+    return True
 
+
+def _print_next_steps(
+    manager: Manager, target: Path, socket_activation: bool, command: str, out: TextIO
+) -> None:
     stale = target / SOCKET
     if manager == "systemd" and not socket_activation and stale.exists():
         print(
@@ -467,4 +531,3 @@ def install_service(
     print(f"To enable and start it now, run:\n  {command}", file=out)
     if manager == "systemd":
         print("To keep it running when you are logged out: loginctl enable-linger $USER", file=out)
-    return EXIT_OK

@@ -232,6 +232,103 @@ class _ApiKeyFlow:
     key: Secret
 
 
+class _CallbackServer:
+    """The browser login's local callback server: accepts connections (a bounded number at
+    once), reads each request, answers it, and on the redirect with a code exchanges it. The
+    first outcome (signed in, failed, cancelled) stops it."""
+
+    def __init__(self, flows: LoginManager, flow: _BrowserFlow) -> None:
+        self._flows = flows
+        self._flow = flow
+        self._result: list[LoginOutcome] = []
+        self._slots = anyio.Semaphore(MAX_CALLBACK_CONNECTIONS)
+        self._exchanging = anyio.Lock()
+
+    async def run(self) -> LoginOutcome:
+        """Serve until an outcome (or the listener closes)."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                try:
+                    stream = await self._flow.listener.accept()
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                    break
+                if self._slots.value == 0:
+                    await stream.aclose()
+                    continue
+                await self._slots.acquire()
+                tg.start_soon(self._serve_one, stream, tg.cancel_scope)
+        if self._result:
+            return self._result[0]
+        return LoginOutcome(False, "the sign-in callback server stopped")
+
+    async def _serve_one(self, stream: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
+        try:
+            await self._handle(stream, scope)
+        finally:
+            self._slots.release()
+
+    def _finish(self, outcome: LoginOutcome, scope: anyio.CancelScope) -> None:
+        if not self._result:
+            self._result.append(outcome)
+        scope.cancel()
+
+    async def _handle(self, stream: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
+        """One connection: read its request head (bounded in time), then answer it."""
+        async with stream:
+            try:
+                with anyio.fail_after(CONNECTION_TIMEOUT_S):
+                    head = await _read_head(stream)
+            except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return
+            request = parse_request_line(head) if head else None
+            if request is None:
+                await _reply(stream, 400, page("Bad request", "This is not an HTTP request."))
+                return
+            await self._answer(stream, interpret_callback(*request, self._flow.state), scope)
+
+    async def _answer(
+        self, stream: anyio.abc.SocketStream, answer: CallbackResult, scope: anyio.CancelScope
+    ) -> None:
+        match answer:
+            case CallbackIgnored(status, message):
+                await _reply(stream, status, page("codexd sign-in", message))
+            case CallbackCancel():
+                await _reply(stream, 200, page("Login cancelled", "Login cancelled."))
+                self._finish(
+                    LoginOutcome(False, "the login was cancelled by another sign-in"), scope
+                )
+            case CallbackFailure(message):
+                await _reply(stream, 200, page("Sign-in failed", message))
+                self._finish(LoginOutcome(False, message), scope)
+            case CallbackCode(code):
+                await self._exchange(stream, code, scope)
+
+    async def _exchange(
+        self, stream: anyio.abc.SocketStream, code: Secret, scope: anyio.CancelScope
+    ) -> None:
+        """The redirect with a code: exchange it (once) and tell the browser how it went."""
+        if self._exchanging.locked() or self._result:
+            await _reply(stream, 400, page("codexd sign-in", "This sign-in is already done."))
+            return
+        async with self._exchanging:
+            flow = self._flow
+            outcome = await self._flows._exchange_and_save(
+                code, redirect=flow.redirect, verifier=flow.verifier, api_key=True
+            )
+        if outcome.success:
+            await _reply(
+                stream,
+                200,
+                page(
+                    "Signed in to codexd",
+                    "You are signed in. You may close this window and return to your terminal.",
+                ),
+            )
+        else:
+            await _reply(stream, 200, page("Sign-in failed", outcome.error or ""))
+        self._finish(outcome, scope)
+
+
 class LoginManager:
     """Runs logins as tasks of its own group (`await tg.start(manager.run)`)."""
 
@@ -500,84 +597,7 @@ class LoginManager:
         return LoginOutcome(True)
 
     async def _browser(self, login: Login, flow: _BrowserFlow) -> LoginOutcome:
-        result: list[LoginOutcome] = []
-        slots = anyio.Semaphore(MAX_CALLBACK_CONNECTIONS)
-        exchanging = anyio.Lock()
-
-        async def finish(outcome: LoginOutcome, scope: anyio.CancelScope) -> None:
-            if not result:
-                result.append(outcome)
-            scope.cancel()
-
-        async def handle(stream: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
-            async with stream:
-                try:
-                    with anyio.fail_after(CONNECTION_TIMEOUT_S):
-                        head = await _read_head(stream)
-                except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                    return
-                request = parse_request_line(head) if head else None
-                if request is None:
-                    await _reply(stream, 400, page("Bad request", "This is not an HTTP request."))
-                    return
-                answer = interpret_callback(*request, flow.state)
-                match answer:
-                    case CallbackIgnored(status, message):
-                        await _reply(stream, status, page("codexd sign-in", message))
-                    case CallbackCancel():
-                        await _reply(stream, 200, page("Login cancelled", "Login cancelled."))
-                        await finish(
-                            LoginOutcome(False, "the login was cancelled by another sign-in"),
-                            scope,
-                        )
-                    case CallbackFailure(message):
-                        await _reply(stream, 200, page("Sign-in failed", message))
-                        await finish(LoginOutcome(False, message), scope)
-                    case CallbackCode(code):
-                        if exchanging.locked() or result:
-                            await _reply(
-                                stream, 400, page("codexd sign-in", "This sign-in is already done.")
-                            )
-                            return
-                        async with exchanging:
-                            outcome = await self._exchange_and_save(
-                                code, redirect=flow.redirect, verifier=flow.verifier, api_key=True
-                            )
-                        if outcome.success:
-                            await _reply(
-                                stream,
-                                200,
-                                page(
-                                    "Signed in to codexd",
-                                    "You are signed in. You may close this window and return to "
-                                    "your terminal.",
-                                ),
-                            )
-                        else:
-                            await _reply(stream, 200, page("Sign-in failed", outcome.error or ""))
-                        await finish(outcome, scope)
-
-        async with anyio.create_task_group() as tg:
-            while True:
-                try:
-                    stream = await flow.listener.accept()
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                    break
-                if slots.value == 0:
-                    await stream.aclose()
-                    continue
-                await slots.acquire()
-
-                async def serve_one(s: anyio.abc.SocketStream = stream) -> None:
-                    try:
-                        await handle(s, tg.cancel_scope)
-                    finally:
-                        slots.release()
-
-                tg.start_soon(serve_one)
-        if result:
-            return result[0]
-        return LoginOutcome(False, "the sign-in callback server stopped")
+        return await _CallbackServer(self, flow).run()
 
     async def _device(self, flow: _DeviceFlow) -> LoginOutcome:
         oauth = self._oauth()

@@ -44,12 +44,16 @@ DEFAULT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0)
 
 Refresher = Callable[[Secret, RefreshReason], Awaitable[TokenGrant | OAuthFailure]]
 CredentialMode = Literal["api_key", "chatgpt", "none"]
-CredentialSource = Literal["env", "auth_file", "keyring"]
+# "config": a provider's `experimental_bearer_token` (never the OpenAI login's source).
+CredentialSource = Literal["env", "auth_file", "keyring", "config"]
 ForcedLoginMethod = Literal["chatgpt", "api"]
 
 
 class ProviderAuth(Protocol):
-    """What the session needs to know of a provider (config's provider table fits)."""
+    """What the session needs to know of a provider (config.schema.ProviderRef fits).
+
+    `requires_openai_auth`: the provider takes the OpenAI login (the built-in `openai` and
+    custom providers that say so); `bearer_token`: its `experimental_bearer_token`."""
 
     @property
     def id(self) -> str: ...
@@ -60,14 +64,18 @@ class ProviderAuth(Protocol):
     @property
     def requires_openai_auth(self) -> bool: ...
 
+    @property
+    def bearer_token(self) -> str | None: ...
+
 
 class Provider(msgspec.Struct, frozen=True):
     id: str = "openai"
     env_key: str | None = DEFAULT_ENV_KEY
     requires_openai_auth: bool = False
+    bearer_token: str | None = None
 
 
-OPENAI: Final = Provider()
+OPENAI: Final = Provider(requires_openai_auth=True)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -247,7 +255,7 @@ class AuthSession:
             f"set {env_key} in the daemon's environment (a service does not inherit your "
             "shell's: put it in ~/.config/codexd/env and restart codexd)"
         )
-        if provider.id == "openai" or provider.requires_openai_auth:
+        if provider.requires_openai_auth:
             if self.forced_login_method == "chatgpt":
                 return RpcError(
                     ErrorKind.UNAUTHENTICATED,
@@ -266,6 +274,11 @@ class AuthSession:
     def rejected(self, credentials: Credentials, provider: ProviderAuth, status: str) -> str:
         """What to tell a person when upstream refused `credentials` (`status` is e.g. `401
         invalid_api_key`): which credential it was, and what to do about that one."""
+        if credentials.source == "config":
+            return (
+                f"upstream rejected the experimental_bearer_token of provider {provider.id} "
+                f"({status}): correct it in config.toml"
+            )
         if credentials.source == "env":
             env_key = provider.env_key or DEFAULT_ENV_KEY
             return (
@@ -299,7 +312,11 @@ class AuthSession:
         env_key = provider.env_key or DEFAULT_ENV_KEY
         env_value = self._env.get(env_key)
         env_creds = Credentials("api_key", "env", Secret(env_value)) if env_value else None
-        if not (provider.id == "openai" or provider.requires_openai_auth):
+        if provider.bearer_token and not (provider.env_key and env_value):
+            # Codex's order: the provider's env_key when it is set, else its bearer token,
+            # and only then a login.
+            return Credentials("api_key", "config", Secret(provider.bearer_token))
+        if not provider.requires_openai_auth:
             if provider.env_key is None:
                 return Credentials("none", None, None)
             return env_creds or self._unauthenticated(provider, env_key)

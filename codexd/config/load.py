@@ -30,10 +30,12 @@ from codexd.config.schema import (
     OPENAI_API_BASE_URL,
     RESERVED_PROVIDER_IDS,
     CatalogModel,
+    CodexdSettings,
     ConfigSnapshot,
     ConfigToml,
     ModelSelection,
     Price,
+    ProfileConfig,
     ProviderConfig,
     overlay,
 )
@@ -618,6 +620,44 @@ def decode_catalog(raw: bytes) -> tuple[CatalogModel, ...]:
 
 
 def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str) -> ConfigSnapshot:
+    """Every check past the types, one table at a time (in the order their errors are
+    reported), then the snapshot."""
+    providers = _check_providers(cfg, files, env)
+    top, active, effective = _check_selection(cfg, files, providers)
+    settings = cfg.codexd
+    _check_codexd(settings, files, providers)
+    catalog_path, catalog_models = _check_catalog(cfg, files, base_dir)
+    return ConfigSnapshot(
+        path=files.main_path,
+        codexd_path=os.path.join(os.path.dirname(files.main_path), CODEXD_NAME),
+        profile=cfg.profile,
+        model=effective.model,
+        model_provider=effective.model_provider,
+        model_context_window=effective.model_context_window,
+        model_reasoning_effort=effective.model_reasoning_effort,
+        model_reasoning_summary=effective.model_reasoning_summary,
+        model_verbosity=effective.model_verbosity,
+        openai_base_url=cfg.openai_base_url,
+        chatgpt_base_url=(active.chatgpt_base_url if active and active.chatgpt_base_url else None)
+        or cfg.chatgpt_base_url
+        or DEFAULT_CHATGPT_BASE_URL,
+        cli_auth_credentials_store=cfg.cli_auth_credentials_store,
+        forced_login_method=cfg.forced_login_method,
+        model_catalog_json=catalog_path,
+        model_params=cfg.model_params,
+        providers=providers,
+        profiles=dict(cfg.profiles),
+        codexd=settings,
+        top_level=top,
+        catalog_models=catalog_models,
+    )
+
+
+def _check_providers(
+    cfg: ConfigToml, files: _Files, env: Mapping[str, str]
+) -> dict[str, ProviderConfig]:
+    """`[model_providers.*]`: no built-in id, a non-empty name, sendable headers; the result
+    is the built-ins plus these."""
     for provider_id in cfg.model_providers:
         if provider_id in RESERVED_PROVIDER_IDS:
             raise files.error(
@@ -638,7 +678,15 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
             if provider.name is not None
             else msgspec.structs.replace(provider, name=provider_id)
         )
+    return providers
 
+
+def _check_selection(
+    cfg: ConfigToml, files: _Files, providers: Mapping[str, ProviderConfig]
+) -> tuple[ModelSelection, ProfileConfig | None, ModelSelection]:
+    """`profile`, `[profiles.*]` and `model_provider`: the active profile exists and the
+    effective provider is defined. Returns the top-level settings, the active profile and
+    the effective settings."""
     active = None
     if cfg.profile is not None:
         active = cfg.profiles.get(cfg.profile)
@@ -670,7 +718,14 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
             + ", ".join(sorted(providers)),
         )
 
-    settings = cfg.codexd
+    return top, active, effective
+
+
+def _check_codexd(
+    settings: CodexdSettings, files: _Files, providers: Mapping[str, ProviderConfig]
+) -> None:
+    """`[codexd]` and its sub-tables: rate limits name a provider and a valid backend; the
+    gateway stays on loopback; the issuer is an http(s) URL."""
     for provider_id, limits in settings.rate_limits.items():
         if provider_id not in providers:
             raise files.error(
@@ -702,6 +757,11 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
             ("codexd", "auth_issuer"), f"expected an http(s) URL, got {_show(settings.auth_issuer)}"
         )
 
+
+def _check_catalog(
+    cfg: ConfigToml, files: _Files, base_dir: str
+) -> tuple[str | None, tuple[CatalogModel, ...]]:
+    """`model_catalog_json`: readable and in Codex's format (its path, and its models)."""
     catalog_path = None
     catalog_models: tuple[CatalogModel, ...] = ()
     if cfg.model_catalog_json:
@@ -721,31 +781,7 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
             raise files.error(
                 ("model_catalog_json",), f"the model catalog {catalog_path} is not valid: {exc}"
             )
-
-    return ConfigSnapshot(
-        path=files.main_path,
-        codexd_path=os.path.join(os.path.dirname(files.main_path), CODEXD_NAME),
-        profile=cfg.profile,
-        model=effective.model,
-        model_provider=effective.model_provider,
-        model_context_window=effective.model_context_window,
-        model_reasoning_effort=effective.model_reasoning_effort,
-        model_reasoning_summary=effective.model_reasoning_summary,
-        model_verbosity=effective.model_verbosity,
-        openai_base_url=cfg.openai_base_url,
-        chatgpt_base_url=(active.chatgpt_base_url if active and active.chatgpt_base_url else None)
-        or cfg.chatgpt_base_url
-        or DEFAULT_CHATGPT_BASE_URL,
-        cli_auth_credentials_store=cfg.cli_auth_credentials_store,
-        forced_login_method=cfg.forced_login_method,
-        model_catalog_json=catalog_path,
-        model_params=cfg.model_params,
-        providers=providers,
-        profiles=dict(cfg.profiles),
-        codexd=settings,
-        top_level=top,
-        catalog_models=catalog_models,
-    )
+    return catalog_path, catalog_models
 
 
 def _check_headers(

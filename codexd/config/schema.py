@@ -209,6 +209,36 @@ class CatalogModel(Struct, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- the snapshot
 
 
+class ProviderRef(Struct, frozen=True, kw_only=True):
+    """What the auth session needs to know of a provider.
+
+    `requires_openai_auth` is the one answer to "does this provider take the OpenAI login
+    (auth.json, the keyring, OPENAI_API_KEY)?": the built-in `openai` has it set (see
+    config.load.builtin_providers), a custom provider when its table says so.
+    `bearer_token` is the table's `experimental_bearer_token`; `repr` never shows it.
+    """
+
+    id: str
+    env_key: str | None
+    requires_openai_auth: bool
+    bearer_token: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderRef(id={self.id!r}, env_key={self.env_key!r}, "
+            f"requires_openai_auth={self.requires_openai_auth})"
+        )
+
+
+class Route(Struct, frozen=True, kw_only=True):
+    """Where a provider's requests go under a given login (`ConfigSnapshot.route`)."""
+
+    base_url: str
+    wire_api: WireApi
+    query_params: dict[str, str] | None
+    provider: ProviderRef
+
+
 class ModelSelection(Struct, frozen=True, kw_only=True):
     """What a request gets from config when its body leaves the model settings out."""
 
@@ -273,17 +303,35 @@ class ConfigSnapshot(Struct, frozen=True, kw_only=True):
         return overlay(self.top_level, profile, self.profiles[profile])
 
     def rate_limit(self, provider_id: str) -> RateLimitSettings:
-        """The budget settings of a provider (defaults when `[codexd.rate_limits.ID]` is absent)."""
+        """The budget settings of a provider (defaults when `[codexd.rate_limits.ID]` is absent):
+        the one place the limiter, the token estimate and `ratelimits/read` read them from."""
         return self.codexd.rate_limits.get(provider_id, DEFAULT_RATE_LIMIT)
 
-    def base_url_for(self, provider_id: str, *, chatgpt_auth: bool) -> str:
-        """Where requests for `provider_id` go, as Codex decides it.
+    def provider_ref(self, provider_id: str) -> ProviderRef:
+        """What the auth session needs of `provider_id` (KeyError when unknown)."""
+        cfg = self.providers[provider_id]
+        return ProviderRef(
+            id=provider_id,
+            env_key=cfg.env_key,
+            requires_openai_auth=cfg.requires_openai_auth,
+            bearer_token=cfg.experimental_bearer_token,
+        )
 
-        An explicit base URL wins (for `openai`: `openai_base_url`); otherwise a provider using
-        the Codex login goes to `chatgpt_base_url` + `codex` under a ChatGPT login and to the
-        public API under an API key.
-        """
-        provider = self.providers[provider_id]
+    def route(self, provider_id: str, *, chatgpt_auth: bool) -> Route:
+        """Where and how requests for `provider_id` go under a login that is (or is not) a
+        ChatGPT one: the one rule the job runner and the API-key check follow."""
+        cfg = self.providers[provider_id]
+        return Route(
+            base_url=self._base_url(provider_id, cfg, chatgpt_auth),
+            wire_api=cfg.wire_api,
+            query_params=cfg.query_params,
+            provider=self.provider_ref(provider_id),
+        )
+
+    def _base_url(self, provider_id: str, provider: ProviderConfig, chatgpt_auth: bool) -> str:
+        """As Codex decides it: an explicit base URL wins (for `openai`: `openai_base_url`);
+        otherwise a provider using the Codex login goes to `chatgpt_base_url` + `codex` under
+        a ChatGPT login and to the public API under an API key."""
         if provider_id == "openai":
             if self.openai_base_url:
                 return self.openai_base_url

@@ -11,7 +11,9 @@ Strict turns: when the job whose turn it is does not fit the budget, nothing beh
 granted either, so a large job is never starved by a stream of small ones. Everything except
 tokens (pause, concurrency, requests) blocks every job alike, so this costs little.
 
-Bounded: at most `max_queued` jobs wait; `push` past that is `overloaded` (-32001).
+Unbounded by design: the one bound of waiting jobs is `[codexd] max_queued_jobs`, applied at
+submit (`JobManager.create`). Every ticket here belongs to a job already taken — a new one, or
+one back in line before a retry — and a taken job is never turned away while it runs.
 """
 
 from __future__ import annotations
@@ -19,20 +21,16 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 
-from codexctl.protocol import ErrorKind, RpcError
 from codexd.limits.budget import Admission, Budget
 
 Ticket = Hashable
 
 
 class FairQueue:
-    __slots__ = ("_budget", "_clients", "_costs", "_max_queued", "_name", "_owner")
+    __slots__ = ("_budget", "_clients", "_costs", "_name", "_owner")
 
-    def __init__(self, budget: Budget, *, max_queued: int, name: str = "") -> None:
-        if max_queued <= 0:
-            raise ValueError("max_queued must be positive")
+    def __init__(self, budget: Budget, *, name: str = "") -> None:
         self._budget = budget
-        self._max_queued = max_queued
         self._name = name
         # Rotation order: the first client is the one whose turn it is.
         self._clients: OrderedDict[str, deque[Ticket]] = OrderedDict()
@@ -54,16 +52,9 @@ class FairQueue:
         return self._budget
 
     def push(self, ticket: Ticket, client: str, cost: int) -> None:
-        """Queue `ticket` behind its client's jobs; when full, raise `RpcError(overloaded)`."""
+        """Queue `ticket` behind its client's jobs."""
         if ticket in self._owner:
             raise ValueError(f"ticket {ticket!r} is already queued")
-        if len(self._owner) >= self._max_queued:
-            where = f" for provider {self._name!r}" if self._name else ""
-            raise RpcError(
-                ErrorKind.OVERLOADED,
-                f"The rate-limit queue{where} is full ({self._max_queued} jobs waiting); "
-                "retry later, or raise [codexd] max_queued_jobs.",
-            )
         self._clients.setdefault(client, deque()).append(ticket)
         self._owner[ticket] = client
         self._costs[ticket] = cost

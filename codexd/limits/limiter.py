@@ -110,7 +110,6 @@ class Limiter:
         provider: str,
         limits: BudgetLimits,
         *,
-        max_queued: int,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -122,7 +121,7 @@ class Limiter:
     ) -> None:
         self._provider = provider
         self._budget = Budget(limits, margin_s=margin_s)
-        self._queue = FairQueue(self._budget, max_queued=max_queued, name=provider)
+        self._queue = FairQueue(self._budget, name=provider)
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -168,7 +167,8 @@ class Limiter:
         """Wait fairly for a slot of `cost` tokens; the slot is freed when the block exits.
 
         `on_queued(position)` is called once, before any wait: 0 when granted at once, else the
-        1-based place in line (for `job.queued`). A full queue raises `RpcError(overloaded)`.
+        1-based place in line (for `job.queued`). The line has no bound of its own: jobs are
+        counted against `max_queued_jobs` when they are submitted (`JobManager.create`).
         """
         ticket = next(self._tickets)
         event = anyio.Event()

@@ -1,7 +1,7 @@
 """Per-provider rate limiters and the model catalog of the config snapshot in force.
 
-`Limiters.limiter_for` makes a provider's limiter on first use (with `[codexd.rate_limits]`
-or the defaults below) and runs it in the registry's own task group; a config reload
+`Limiters.limiter_for` makes a provider's limiter on first use (with the settings
+`ConfigSnapshot.rate_limit` gives) and runs it in the registry's own task group; a config reload
 reconfigures the ones that exist. `Catalogs` keeps the catalog of the last snapshot asked for.
 """
 
@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
-import msgspec
 
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
@@ -57,13 +56,11 @@ class Limiters:
     def limiter_for(self, provider: str, snapshot: ConfigSnapshot) -> Limiter:
         limiter = self.limiters.get(provider)
         if limiter is None:
-            settings = snapshot.codexd.rate_limits.get(provider)
-            limits = budget_limits(settings) if settings else budget_limits(_DEFAULT_LIMITS)
-            backend = settings.backend if settings else None
+            settings = snapshot.rate_limit(provider)
+            backend = settings.backend
             limiter = Limiter(
                 provider,
-                limits,
-                max_queued=snapshot.codexd.max_queued_jobs,
+                budget_limits(settings),
                 on_change=self._ratelimits_changed,
                 watched=lambda: self.events.count("ratelimits") > 0,
                 remote=RedisWindow(backend, provider) if backend else None,
@@ -76,17 +73,7 @@ class Limiters:
     def reconfigure(self, snapshot: ConfigSnapshot) -> None:
         """A reloaded config: each existing limiter takes its new limits."""
         for provider, limiter in self.limiters.items():
-            settings = snapshot.codexd.rate_limits.get(provider) or _DEFAULT_LIMITS
-            limiter.reconfigure(budget_limits(settings))
+            limiter.reconfigure(budget_limits(snapshot.rate_limit(provider)))
 
     def _ratelimits_changed(self, snapshot: ProviderLimits) -> None:
         self.events.publish("ratelimits", "ratelimits/updated", snapshot)
-
-
-class _DefaultLimits(msgspec.Struct, frozen=True):
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    max_concurrency: int = 64
-
-
-_DEFAULT_LIMITS = _DefaultLimits()

@@ -19,10 +19,10 @@ import msgspec
 
 from codexctl.protocol import ErrorKind, RpcError
 from codexd.auth.session import ProviderAuth
-from codexd.config.schema import ConfigSnapshot, overlay
+from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
 from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
-from codexd.upstream.runner import JobRequest, estimate_for, provider_ref
+from codexd.upstream.runner import JobRequest, estimate_for
 from codexd.upstream.wire import RequestDefaults
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
@@ -85,12 +85,12 @@ def _check_body(body: dict[str, Any], api: str) -> None:
 
 def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> ResolvedJob:
     """Provider, api, model and defaults from `snapshot` (raises invalid_params)."""
-    profile_name = req.profile or snapshot.profile
-    profile_cfg = snapshot.profiles.get(profile_name) if profile_name else None
-    if req.profile is not None and profile_cfg is None:
+    try:
+        selection = snapshot.selection(req.profile or None)
+    except KeyError:
         known = ", ".join(sorted(snapshot.profiles)) or "none"
-        raise _invalid("$.profile", f"unknown profile {req.profile!r} (known: {known})")
-    selection = overlay(snapshot.top_level, profile_name, profile_cfg)
+        raise _invalid("$.profile", f"unknown profile {req.profile!r} (known: {known})") from None
+    profile_name = selection.profile
     provider_id = req.provider or selection.model_provider
     provider = snapshot.providers.get(provider_id)
     if provider is None:
@@ -171,8 +171,7 @@ class Admission:
 
     async def check(self, job: ResolvedJob) -> None:
         snapshot = job.config
-        cfg = snapshot.providers[job.provider]
-        missing = self._credentials(provider_ref(job.provider, cfg))
+        missing = self._credentials(snapshot.provider_ref(job.provider))
         if missing is not None:
             raise missing
         caps = snapshot.codexd.budget

@@ -273,7 +273,9 @@ def _rate_limited(parsed_message: str | None, **fields: Any) -> UpstreamError:
     )
 
 
-_FATAL_CODES: Final = frozenset(
+# Upstream codes that no retry can cure: classified by their code wherever they appear, and
+# never retried (upstream/retry.py reads this set).
+NEVER_RETRIED_CODES: Final = frozenset(
     {"insufficient_quota", "usage_limit_reached", "usage_not_included", "context_length_exceeded"}
 )
 
@@ -312,8 +314,10 @@ def classify_http(
             "and the provider's base_url",
             **common,
         )
-    if code in _FATAL_CODES or parsed.type in _FATAL_CODES:
-        return _by_code(code if code in _FATAL_CODES else parsed.type, parsed, now, tz, common)
+    if code in NEVER_RETRIED_CODES or parsed.type in NEVER_RETRIED_CODES:
+        return _by_code(
+            code if code in NEVER_RETRIED_CODES else parsed.type, parsed, now, tz, common
+        )
     if status == 400 and _mentions_context_window(parsed):
         return _context_length_exceeded(parsed.message, **common)
     if status == 429:
@@ -404,7 +408,7 @@ def classify_stream_event(
     parsed = _parse_body(msgspec.json.encode({"error": dict(err)}), scrubber)
     code = parsed.code or parsed.type
     common: dict[str, Any] = {"in_stream": True}
-    if code in _FATAL_CODES:
+    if code in NEVER_RETRIED_CODES:
         return _by_code(code, parsed, now, tz, common)
     if code == "rate_limit_exceeded":
         return _rate_limited(parsed.message, **common)

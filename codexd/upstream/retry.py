@@ -24,14 +24,16 @@ from typing import Final
 import msgspec
 
 from codexctl.protocol import ErrorKind
-from codexd.upstream.errors import UpstreamError, format_at, format_duration, lower_headers
+from codexd.upstream.errors import (
+    NEVER_RETRIED_CODES,
+    UpstreamError,
+    format_at,
+    format_duration,
+    lower_headers,
+)
 
 # Codex's pattern (sse/responses.rs::try_parse_retry_after), seconds or milliseconds.
 _TRY_AGAIN: Final = re.compile(r"(?i)try again in\s*(\d+(?:\.\d+)?)\s*(ms|s|seconds?)\b")
-
-_NEVER_RETRIED: Final = frozenset(
-    {"insufficient_quota", "usage_limit_reached", "usage_not_included", "context_length_exceeded"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ def backoff_s(retry_number: int, policy: RetryPolicy) -> float:
 
 
 def is_retryable(error: UpstreamError) -> bool:
-    if error.upstream_code in _NEVER_RETRIED:
+    if error.upstream_code in NEVER_RETRIED_CODES:
         return False
     return error.retryable and error.kind in (
         ErrorKind.RATE_LIMITED,

@@ -24,11 +24,11 @@ from codexd import __version__
 from codexd.auth.identity import client_headers
 from codexd.auth.session import Credentials
 from codexd.auth.tokens import Secret
-from codexd.config.schema import ConfigSnapshot, ProviderConfig
+from codexd.config.schema import ConfigSnapshot, ProviderConfig, ProviderRef
 from codexd.jobs import Job, JobManager, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
-from codexd.limits.limiter import Limiter
+from codexd.limits.limiter import Limiter, Slot
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.client import Attempt, new_http_client, new_transport, probe, run_attempt
 from codexd.upstream.errors import UpstreamError
@@ -60,22 +60,6 @@ class AuthLike(Protocol):
     async def refresh(self, reason: Any = ..., *, stale: Any = None) -> Any: ...
 
     def rejected(self, credentials: Any, provider: Any, status: str) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderRef:
-    """What the auth session needs to know of a provider."""
-
-    id: str
-    env_key: str | None
-    requires_openai_auth: bool
-
-
-def provider_ref(provider_id: str, cfg: ProviderConfig) -> ProviderRef:
-    env_key = cfg.env_key
-    if provider_id == "openai" and env_key is None:
-        env_key = "OPENAI_API_KEY"
-    return ProviderRef(provider_id, env_key, cfg.requires_openai_auth or provider_id == "openai")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +129,45 @@ def conversation_headers(job: Job, credentials: CredentialsLike) -> dict[str, st
     return {"session-id": conversation, "thread-id": conversation, "x-client-request-id": job.id}
 
 
-def base_url_for(provider_id: str, snapshot: ConfigSnapshot, mode: str) -> str:
-    """Where requests for `provider_id` go under a login of `mode`: the config's one rule."""
-    return snapshot.base_url_for(provider_id, chatgpt_auth=mode == "chatgpt")
+@dataclass(eq=False)
+class _Run:
+    """One job's run: what its attempts share, and what they have spent."""
+
+    job: Job
+    mgr: JobManager
+    snapshot: ConfigSnapshot
+    cfg: ProviderConfig
+    ref: ProviderRef
+    estimated_tokens: int
+    policy: RetryPolicy
+    limiter: Limiter
+    body: bytes
+    attempts: Attempts = field(default_factory=Attempts)
+    refreshed_after_401: bool = False
+    queued_reported: bool = False
+
+    def on_queued(self, position: int) -> None:
+        if not self.queued_reported:
+            self.queued_reported = True
+            self.mgr.emit(self.job, {"type": "job.queued", "position": position})
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        self.mgr.emit(self.job, event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Completed:
+    reply: StreamResult
+    usage: Usage
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: UpstreamError
+    headers: Mapping[str, str]
+    credentials: Any
+    reset_output: bool  # the failed attempt had streamed some text
 
 
 class JobRunner:
@@ -178,121 +198,148 @@ class JobRunner:
         )
 
     async def __call__(self, job: Job, mgr: JobManager) -> None:
+        run = self._prepare(job, mgr)
+        while True:
+            # A job ends outside its limiter slot: the terminal event waits for the ledger's
+            # commit, which must not hold a concurrency slot another job could use.
+            outcome = await self._admitted(run)
+            if isinstance(outcome, RpcError):
+                await mgr.fail(job, outcome)
+                return
+            if isinstance(outcome, _Completed):
+                await mgr.complete(
+                    job,
+                    output_text=outcome.reply.output_text,
+                    usage=outcome.usage,
+                    cost_usd=outcome.cost_usd,
+                    response_id=outcome.reply.response_id,
+                )
+                return
+            if not await self._try_again(run, outcome):
+                return
+
+    def _prepare(self, job: Job, mgr: JobManager) -> _Run:
+        """What every attempt of `job` shares: its provider, policy, limiter and body."""
         snapshot: ConfigSnapshot = job.config
         request: JobRequest = job.request
         cfg = snapshot.providers[job.provider]
-        ref = provider_ref(job.provider, cfg)
-        policy = RetryPolicy(
-            request_max_retries=cfg.request_max_retries,
-            stream_max_retries=cfg.stream_max_retries,
-            max_retry_wait_s=float(snapshot.codexd.max_retry_wait_s),
+        return _Run(
+            job=job,
+            mgr=mgr,
+            snapshot=snapshot,
+            cfg=cfg,
+            ref=snapshot.provider_ref(job.provider),
+            estimated_tokens=request.estimated_tokens,
+            policy=RetryPolicy(
+                request_max_retries=cfg.request_max_retries,
+                stream_max_retries=cfg.stream_max_retries,
+                max_retry_wait_s=float(snapshot.codexd.max_retry_wait_s),
+            ),
+            limiter=self._limiter_for(job.provider, snapshot),
+            body=_encoder.encode(build_body(job.api, job.body, request.defaults)),  # type: ignore[arg-type]
         )
-        limiter = self._limiter_for(job.provider, snapshot)
-        body = _encoder.encode(build_body(job.api, job.body, request.defaults))  # type: ignore[arg-type]
-        attempts = Attempts()
-        refreshed_after_401 = False
-        queued_reported = False
 
-        def on_queued(position: int) -> None:
-            nonlocal queued_reported
-            if not queued_reported:
-                queued_reported = True
-                mgr.emit(job, {"type": "job.queued", "position": position})
+    async def _admitted(self, run: _Run) -> RpcError | _Completed | _Failed:
+        """Admission: wait for a rate-limit slot, then find the credentials and the route and
+        make one attempt, all while holding it."""
+        job = run.job
+        async with run.limiter.acquire(
+            job.client, run.estimated_tokens, on_queued=run.on_queued
+        ) as slot:
+            try:
+                credentials = await self._auth.credentials(run.ref)
+            except RpcError as err:
+                return err
+            route = run.snapshot.route(job.provider, chatgpt_auth=credentials.mode == "chatgpt")
+            url = endpoint_url(route.base_url, job.api, route.query_params)  # type: ignore[arg-type]
+            return await self._attempt(run, slot, credentials, url)
 
-        def on_event(event: dict[str, Any]) -> None:
-            mgr.emit(job, event)
+    async def _attempt(
+        self, run: _Run, slot: Slot, credentials: CredentialsLike, url: str
+    ) -> _Completed | _Failed:
+        """One request upstream and its stream, to a reply or a (scrubbed) failure."""
+        job = run.job
+        run.mgr.emit(job, {"type": "job.started", "attempt": run.attempts.made})
+        headers = request_headers(run.cfg, credentials, self._env) | conversation_headers(
+            job, credentials
+        )
+        # What upstream says of this attempt never quotes back what it carried.
+        scrubber = Scrubber.for_request(headers, url)
+        normalizer = self._normalizer_for(job.api, scrubber)
+        result = await run_attempt(
+            self._http.transport(job.provider),
+            Attempt(
+                url=url,
+                headers=headers,
+                body=run.body,
+                idle_timeout_s=run.cfg.stream_idle_timeout_ms / 1000.0,
+                scrubber=scrubber,
+            ),
+            normalizer,
+            run.on_event,
+            on_headers=functools.partial(self._observe, run.limiter, scrubber),
+            wall_now=self._wall_now,
+        )
+        outcome = result.outcome
+        if isinstance(outcome, UpstreamError):
+            return _Failed(outcome, result.headers, credentials, bool(normalizer.output_text))
+        usage = _job_usage(outcome.usage)
+        if outcome.usage is not None:
+            slot.correct(usage.total_tokens)
+        cost, estimated = self._price(job, usage)
+        job.cost_estimated = estimated
+        return _Completed(outcome, usage, cost)
 
-        # A job ends outside its limiter slot: the terminal event waits for the ledger's
-        # commit, which must not hold a concurrency slot another job could use.
-        failure: RpcError | None = None
-        reply: StreamResult | None = None
-        while True:
-            async with limiter.acquire(
-                job.client, request.estimated_tokens, on_queued=on_queued
-            ) as slot:
-                try:
-                    credentials = await self._auth.credentials(ref)
-                    url = endpoint_url(
-                        base_url_for(job.provider, snapshot, credentials.mode),
-                        job.api,  # type: ignore[arg-type]
-                        cfg.query_params,
-                    )
-                except RpcError as err:
-                    failure = err
-                    break
-                mgr.emit(job, {"type": "job.started", "attempt": attempts.made})
-                headers = request_headers(cfg, credentials, self._env) | conversation_headers(
-                    job, credentials
-                )
-                # What upstream says of this attempt never quotes back what it carried.
-                scrubber = Scrubber.for_request(headers, url)
-                normalizer = self._normalizer_for(job.api, scrubber)
-                result = await run_attempt(
-                    self._http.transport(job.provider),
-                    Attempt(
-                        url=url,
-                        headers=headers,
-                        body=body,
-                        idle_timeout_s=cfg.stream_idle_timeout_ms / 1000.0,
-                        scrubber=scrubber,
-                    ),
-                    normalizer,
-                    on_event,
-                    on_headers=functools.partial(self._observe, limiter, scrubber),
-                    wall_now=self._wall_now,
-                )
-                outcome = result.outcome
-                if not isinstance(outcome, UpstreamError):
-                    usage = _job_usage(outcome.usage)
-                    if outcome.usage is not None:
-                        slot.correct(usage.total_tokens)
-                    cost, estimated = self._price(job, usage)
-                    job.cost_estimated = estimated
-                    reply = outcome
-                    break
-            error = outcome  # scrubbed inside the attempt, which knew what it sent
-            if error.is_unauthorized and credentials.mode == "chatgpt" and not refreshed_after_401:
-                refreshed_after_401 = True
-                try:
-                    await self._auth.refresh("unauthorized_recovery", stale=credentials)
-                except RpcError as err:
-                    await mgr.fail(job, err)
-                    return
-                mgr.emit(
-                    job, _retrying(attempts.made + 1, 0.0, error, bool(normalizer.output_text))
-                )
-                attempts = msgspec.structs.replace(
-                    attempts, request_retries=attempts.request_retries + 1
-                )
-                continue
-            if error.is_unauthorized:
-                error = self._name_rejected(error, credentials, ref)
-            decision = decide(attempts, error, result.headers, self._wall_now(), policy)
-            if isinstance(decision, GiveUp):
-                log.info(
-                    "job %s failed: %s (%s)", job.id, decision.error.kind, decision.error.message
-                )
-                await mgr.fail(job, decision.error.to_rpc_error())
-                return
-            if error.kind == ErrorKind.RATE_LIMITED and decision.server_requested:
-                limiter.pause(decision.delay_s)
-            mgr.emit(
-                job,
-                _retrying(decision.attempt, decision.delay_s, error, bool(normalizer.output_text)),
+    async def _try_again(self, run: _Run, failed: _Failed) -> bool:
+        """After a failed attempt: True to make another, False once the job has failed."""
+        recovered = await self._recover_401(run, failed)
+        if recovered is not None:
+            return recovered
+        return await self._retry(run, failed)
+
+    async def _recover_401(self, run: _Run, failed: _Failed) -> bool | None:
+        """A ChatGPT login's first 401: refresh the tokens and try again at once, as Codex
+        does. None when this is not that case; False when the refresh failed the job."""
+        error = failed.error
+        if not (
+            error.is_unauthorized
+            and failed.credentials.mode == "chatgpt"
+            and not run.refreshed_after_401
+        ):
+            return None
+        run.refreshed_after_401 = True
+        try:
+            await self._auth.refresh("unauthorized_recovery", stale=failed.credentials)
+        except RpcError as err:
+            await run.mgr.fail(run.job, err)
+            return False
+        run.mgr.emit(run.job, _retrying(run.attempts.made + 1, 0.0, error, failed.reset_output))
+        run.attempts = msgspec.structs.replace(
+            run.attempts, request_retries=run.attempts.request_retries + 1
+        )
+        return True
+
+    async def _retry(self, run: _Run, failed: _Failed) -> bool:
+        """The retry policy's decision: wait and return True, or fail the job (False)."""
+        error = failed.error  # scrubbed inside the attempt, which knew what it sent
+        if error.is_unauthorized:
+            error = self._name_rejected(error, failed.credentials, run.ref)
+        decision = decide(run.attempts, error, failed.headers, self._wall_now(), run.policy)
+        if isinstance(decision, GiveUp):
+            log.info(
+                "job %s failed: %s (%s)", run.job.id, decision.error.kind, decision.error.message
             )
-            await self._sleep(decision.delay_s)
-            attempts = decision.attempts
-        if reply is None:
-            assert failure is not None
-            await mgr.fail(job, failure)
-            return
-        await mgr.complete(
-            job,
-            output_text=reply.output_text,
-            usage=usage,
-            cost_usd=cost,
-            response_id=reply.response_id,
+            await run.mgr.fail(run.job, decision.error.to_rpc_error())
+            return False
+        if error.kind == ErrorKind.RATE_LIMITED and decision.server_requested:
+            run.limiter.pause(decision.delay_s)
+        run.mgr.emit(
+            run.job,
+            _retrying(decision.attempt, decision.delay_s, error, failed.reset_output),
         )
+        await self._sleep(decision.delay_s)
+        run.attempts = decision.attempts
+        return True
 
     async def check_api_key(self, key: Secret, snapshot: ConfigSnapshot) -> UpstreamError | None:
         """`GET {base_url}/models` of the `openai` provider with `key`, through the transport
@@ -302,9 +349,8 @@ class JobRunner:
         headers = request_headers(cfg, credentials, self._env)
         headers.pop("Content-Type", None)
         headers["Accept"] = "application/json"
-        url = endpoint_url(
-            base_url_for("openai", snapshot, credentials.mode), "models", cfg.query_params
-        )
+        route = snapshot.route("openai", chatgpt_auth=False)
+        url = endpoint_url(route.base_url, "models", route.query_params)
         return await probe(
             self._http.transport("openai"),
             url,
@@ -359,6 +405,4 @@ def default_normalizer(api: str, scrubber: Scrubber = GENERIC) -> StreamNormaliz
 
 
 def estimate_for(body: Mapping[str, Any], api: str, snapshot: ConfigSnapshot, provider: str) -> int:
-    rl = snapshot.codexd.rate_limits.get(provider)
-    default_output = rl.default_output_tokens if rl is not None else 4096
-    return estimate_tokens(body, api, default_output)
+    return estimate_tokens(body, api, snapshot.rate_limit(provider).default_output_tokens)

@@ -3,7 +3,7 @@
 Codex's rule: an explicit base URL wins (for `openai`: `openai_base_url`; for another provider
 its `base_url`); without one, a provider using the Codex login goes to `chatgpt_base_url` +
 `codex` under a ChatGPT login and to the public API (https://api.openai.com/v1) otherwise.
-The rule lives in `ConfigSnapshot.base_url_for` (the runner calls it); these tests check what
+The rule lives in `ConfigSnapshot.route` (the runner calls it); these tests check what
 is sent, not the function.
 
 The public API cannot be reached from a test: the daemon is given HTTPS_PROXY, pointing at a
@@ -23,7 +23,6 @@ from codexctl import Client
 from codexd.config.load import load_config
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
-from codexd.upstream.runner import base_url_for
 from tests.conftest import write_config
 from tests.integration._chatgpt import chatgpt_setup, write_login
 
@@ -195,7 +194,7 @@ def test_a_custom_provider_without_base_url_uses_the_public_api(
 
 def test_the_public_api_is_exactly_its_v1_root() -> None:
     """The path behind the proxy's CONNECT api.openai.com:443 above, which TLS hides from it:
-    a unit test of the function the daemon calls (`codexd.upstream.runner.base_url_for`), as
+    a unit test of the method the daemon calls (`codexd.config.schema.ConfigSnapshot.route`), as
     https://api.openai.com/v1 cannot be reached from a test."""
     snap = load_config("/nonexistent-codex-home", {})
-    assert base_url_for("openai", snap, "api_key") == "https://api.openai.com/v1"
+    assert snap.route("openai", chatgpt_auth=False).base_url == "https://api.openai.com/v1"

@@ -366,7 +366,6 @@ def test_rate_budget_ignores_wall_clock_jumps() -> None:
     limiter = Limiter(
         "openai",
         BudgetLimits(requests_per_minute=2),
-        max_queued=10,
         clock=clock.monotonic,
         wall_clock=clock.wall,
     )

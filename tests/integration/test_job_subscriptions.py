@@ -3,6 +3,7 @@ Job's members and its cost, through a real daemon and the fake OpenAI."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from codexd.testing.fake_openai import (
     DEFAULT_REPLY_TEXT,
     FakeOpenAI,
     Reply,
+    server_error,
     stalled,
 )
 from tests.conftest import LineConn, write_config
@@ -407,6 +409,65 @@ def test_max_queued_jobs_is_overloaded_at_submit(
         assert len(fake_openai.model_requests()) == 1
         assert c.call("job/cancel", {"job_id": running})["state"] == "cancelled"
         assert job_events(c, queued[1], until=is_terminal)[-1]["event"]["type"] == ("job.completed")
+
+
+def test_a_retrying_job_back_in_the_rate_limit_line_is_never_refused_there(
+    start_daemon: Callable[..., DaemonProcess],
+    fake_openai: FakeOpenAI,
+    upstream_env: dict[str, str],
+) -> None:
+    """`max_queued_jobs` is the one bound of waiting jobs, applied at submit: a job that waits
+    again before a retry was counted when it came in and is never refused later, and a job
+    taken at submit is never turned away inside the daemon (that ended it as an internal
+    error)."""
+    daemon = start_daemon(
+        codexd="max_queued_jobs = 1", extra="[codexd.rate_limits.fake]\nmax_concurrency = 1\n"
+    )
+    # The first job's first attempt is told to come back in 3 s; the holder keeps the only
+    # slot meanwhile, so the retry waits in line behind it.
+    fake_openai.script(
+        dataclasses.replace(server_error(500), headers=(("retry-after", "3"),)), stalled(5)
+    )
+    with Client(daemon.socket) as c, Client(daemon.socket) as watcher:
+        assert watcher.call("events/subscribe", {"topics": ["ratelimits"]}) == {}
+        retrying = submit(c, provider="fake")
+        job_events(c, retrying, until=of_type("job.retrying"))
+        holder = submit(c, provider="fake")
+        job_events(c, holder, until=of_type("job.started"))
+        while True:  # the retry is back in the line
+            note = watcher.next_notification(timeout=30)
+            assert note is not None, "the retrying job never waited for a slot"
+            budget = note.params["budget"]
+            if note.params["provider"] == "fake" and budget["queued"] == 1:
+                break
+        assert [j["state"] for j in c.call("job/list", {"state": "retrying"})["jobs"]] == [
+            "retrying"
+        ]
+        # No job is queued: this one is taken, and waits its turn.
+        waiting = submit(c, provider="fake")
+        event = job_events(c, waiting, until=lambda p: of_type("job.queued")(p) or is_terminal(p))
+        assert event[-1]["event"] == {"type": "job.queued", "position": 2}, event[-1]
+        # Now one job is queued: the next submit is refused, and no job is created.
+        with pytest.raises(RpcError) as info:
+            submit(c, provider="fake")
+        assert info.value.kind == "overloaded"
+        assert "max_queued_jobs" in info.value.message
+        assert len(c.call("job/list")["jobs"]) == 3
+        # The bound is read at each submit: a reload that raises it takes the next one.
+        write_config(
+            upstream_env,
+            f'openai_base_url = "{fake_openai.base_url}"\nmodel = "gpt-5"\n'
+            "[codexd]\nmax_queued_jobs = 2\n[model_providers.fake]\n"
+            f'name = "fake"\nbase_url = "{fake_openai.base_url}"\nenv_key = "FAKE_KEY"\n'
+            "[codexd.rate_limits.fake]\nmax_concurrency = 1\n",
+        )
+        assert c.call("config/reload")["changed"] is True
+        second = submit(c, provider="fake")
+        assert len(c.call("job/list")["jobs"]) == 4
+        assert c.call("job/cancel", {"job_id": holder})["state"] == "cancelled"
+        for job_id in (retrying, waiting, second):
+            last = job_events(c, job_id, until=is_terminal)[-1]["event"]
+            assert last["type"] == "job.completed", last
 
 
 # --------------------------------------------------------------------------- the Job

@@ -143,7 +143,6 @@ async def daemons(
                 limiter = Limiter(
                     "openai",
                     limits,
-                    max_queued=1000,
                     clock=clock,
                     wall_clock=clock.wall,
                     sleep=anyio.sleep if server_clock else clock.sleep,

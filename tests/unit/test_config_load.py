@@ -79,14 +79,16 @@ def test_openai_base_url_and_oss_env(tmp_path: Path) -> None:
     write(tmp_path, 'openai_base_url = "http://127.0.0.1:9999/v1"\n')
     snap = load_config(str(tmp_path), {"CODEX_OSS_PORT": "4242"})
     assert snap.providers["openai"].base_url == "http://127.0.0.1:9999/v1"
-    assert snap.base_url_for("openai", chatgpt_auth=True) == "http://127.0.0.1:9999/v1"
+    assert snap.route("openai", chatgpt_auth=True).base_url == "http://127.0.0.1:9999/v1"
     assert snap.providers["ollama"].base_url == "http://localhost:4242/v1"
 
 
 def test_chatgpt_login_goes_to_the_codex_backend(tmp_path: Path) -> None:
     snap = load_config(str(tmp_path), NO_ENV)
-    assert snap.base_url_for("openai", chatgpt_auth=True) == "https://chatgpt.com/backend-api/codex"
-    assert snap.base_url_for("openai", chatgpt_auth=False) == "https://api.openai.com/v1"
+    assert (
+        snap.route("openai", chatgpt_auth=True).base_url == "https://chatgpt.com/backend-api/codex"
+    )
+    assert snap.route("openai", chatgpt_auth=False).base_url == "https://api.openai.com/v1"
 
 
 # --------------------------------------------------------------------------- a real Codex file
@@ -204,7 +206,7 @@ def test_a_real_codex_config_with_many_unrelated_keys_loads(tmp_path: Path) -> N
     proxy = snap.providers["proxy"]
     assert proxy.requires_openai_auth is True
     assert proxy.env_http_headers == {"X-Proxy-Token": "PROXY_TOKEN"}
-    assert snap.base_url_for("proxy", chatgpt_auth=True) == "https://llm.example.com/v1"
+    assert snap.route("proxy", chatgpt_auth=True).base_url == "https://llm.example.com/v1"
 
 
 def test_a_custom_provider_without_a_name_is_named_after_its_id(tmp_path: Path) -> None:

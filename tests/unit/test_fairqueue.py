@@ -2,19 +2,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codexctl.protocol import ErrorKind, RpcError
 from codexd.limits.budget import Budget, BudgetLimits
 from codexd.limits.fairqueue import FairQueue
 
 T0 = 1000.0
 
 
-def queue(*, conc: int = 1, rpm: int | None = None, tpm: int | None = None, max_queued: int = 1000):
-    return FairQueue(Budget(BudgetLimits(rpm, tpm, conc)), max_queued=max_queued, name="openai")
+def queue(*, conc: int = 1, rpm: int | None = None, tpm: int | None = None):
+    return FairQueue(Budget(BudgetLimits(rpm, tpm, conc)), name="openai")
 
 
 def serve_one_at_a_time(q: FairQueue) -> list[str]:
@@ -82,18 +80,6 @@ def test_cancel_removes_and_moves_others_up() -> None:
     assert q.position("a-1") == 2
     assert len(q) == 2
     assert repr(q) == "<FairQueue 'openai': 2 queued, 1 clients>"
-
-
-def test_a_full_queue_is_overloaded() -> None:
-    q = queue(max_queued=2)
-    q.push(1, "a", 1)
-    q.push(2, "b", 1)
-    with pytest.raises(RpcError) as info:
-        q.push(3, "c", 1)
-    assert info.value.kind == ErrorKind.OVERLOADED
-    assert "max_queued_jobs" in str(info.value)
-    q.remove(1)
-    q.push(3, "c", 1)
 
 
 def test_a_large_job_in_turn_is_not_overtaken_by_small_ones() -> None:

@@ -10,7 +10,6 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
-from codexctl.protocol import ErrorKind, RpcError
 from codexd.limits.budget import BudgetLimits
 from codexd.limits.headers import LimitWindow, RateLimitHeaders, UsageWindow
 from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
@@ -98,7 +97,6 @@ class Harness:
 async def harness(
     limits: BudgetLimits,
     *,
-    max_queued: int = 100,
     on_change: Callable[[ProviderLimits], None] | None = None,
     run_timer: bool = True,
 ) -> AsyncIterator[Harness]:
@@ -106,7 +104,6 @@ async def harness(
     limiter = Limiter(
         "openai",
         limits,
-        max_queued=max_queued,
         clock=clock,
         wall_clock=clock.wall,
         sleep=clock.sleep,
@@ -220,21 +217,6 @@ async def test_one_job_is_not_starved_by_a_busy_client() -> None:
         await h.finish("busy0")
         await h.finish("busy1")
         assert h.running == {"lone"}
-
-
-async def test_a_full_queue_is_overloaded() -> None:
-    async with harness(BudgetLimits(max_concurrency=1), max_queued=1) as h:
-        h.submit("a")
-        h.submit("b")
-        await h.settle()
-        assert h.running == {"a"}
-        with pytest.raises(RpcError) as info:
-            async with h.limiter.acquire("tool", 0):
-                pass
-        assert info.value.kind == ErrorKind.OVERLOADED
-        await h.finish("a")
-        await h.finish("b")
-        assert h.started == ["a", "b"]
 
 
 async def test_correct_replaces_the_estimate() -> None:

@@ -21,11 +21,11 @@ def readme_example() -> str:
 def test_the_readme_example_loads_and_routes_as_described(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text(readme_example())
     snap = load_config(str(tmp_path), {"LOCAL_API_KEY": "k"})
-    assert snap.base_url_for("openai", chatgpt_auth=False) == "http://127.0.0.1:8000/v1"
+    assert snap.route("openai", chatgpt_auth=False).base_url == "http://127.0.0.1:8000/v1"
     local = snap.providers["local"]
     assert (local.base_url, local.env_key, local.wire_api) == (
         "http://127.0.0.1:11434/v1",
         "LOCAL_API_KEY",
         "chat",
     )
-    assert snap.base_url_for("local", chatgpt_auth=False) == "http://127.0.0.1:11434/v1"
+    assert snap.route("local", chatgpt_auth=False).base_url == "http://127.0.0.1:11434/v1"
