@@ -27,12 +27,25 @@ import anyio
 import anyio.abc
 import msgspec
 
-from codexctl.protocol import ErrorKind, Notification, RpcError
+from codexctl.protocol import (
+    ErrorKind,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobOwnEvent,
+    JobQueued,
+    JobRetrying,
+    JobStarted,
+    Notification,
+    RpcError,
+)
 from codexctl.protocol import JobView as JobView  # the wire types live with the client
 from codexctl.protocol import Usage as Usage
 from codexd.clock import Clock, SystemClock, rfc3339
 
 log = logging.getLogger("codexd.jobs")
+
+_encoder = msgspec.json.Encoder()
 
 MAX_RETAINED_JOBS: Final = 10_000
 # What the event logs of finished jobs may hold in all: past it the oldest finished jobs are
@@ -50,8 +63,36 @@ class JobState(enum.StrEnum):
 
 
 TERMINAL_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
-TERMINAL_EVENTS: Final = frozenset({"job.completed", "job.failed", "job.cancelled"})
-UPSTREAM = "upstream"  # any event type that is not one of the job.* types
+UPSTREAM = "upstream"  # the kind of every upstream event
+
+
+class UpstreamEvent:
+    """An event of the provider's stream, passed through: its `type`, its members as decoded
+    (`data`, which includes `type`) and their JSON (`raw`), encoded once when it is made."""
+
+    __slots__ = ("data", "raw", "type")
+
+    def __init__(self, data: dict[str, Any], raw: bytes | None = None) -> None:
+        self.type: str = data["type"]
+        self.data = data
+        self.raw = _encoder.encode(data) if raw is None else raw
+
+    def __repr__(self) -> str:
+        return f"UpstreamEvent({self.type})"
+
+
+JobEvent = JobOwnEvent | UpstreamEvent
+_TERMINAL: Final = (JobCompleted, JobFailed, JobCancelled)
+
+_KIND: Final[Mapping[type, str]] = {
+    JobQueued: "job.queued",
+    JobStarted: "job.started",
+    JobRetrying: "job.retrying",
+    JobCompleted: "job.completed",
+    JobFailed: "job.failed",
+    JobCancelled: "job.cancelled",
+}
+_OWN_TYPES: Final = frozenset(_KIND.values())
 
 _ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
 TRANSITIONS: Final[Mapping[tuple[JobState, str], JobState]] = {
@@ -78,17 +119,33 @@ class InvalidTransition(Exception):
     pass
 
 
-def event_kind(event_type: str) -> str:
-    return event_type if event_type.startswith("job.") else UPSTREAM
+def job_event(data: dict[str, Any]) -> JobEvent:
+    """An event from its JSON object: one of codexd's own typed (raises msgspec.ValidationError
+    when a member is wrong), any other type an upstream event passed through."""
+    if data.get("type") in _OWN_TYPES:
+        own: JobEvent = msgspec.convert(data, JobOwnEvent)
+        return own
+    return UpstreamEvent(data)
 
 
-def next_state(state: JobState, event_type: str) -> JobState:
-    """The state after `event_type`; raises InvalidTransition and changes nothing otherwise."""
+def event_kind(event: JobEvent) -> str:
+    """`job.*` for the job's own events, `upstream` for every upstream one."""
+    return _KIND.get(type(event), UPSTREAM)
+
+
+def event_type(event: JobEvent) -> str:
+    """The `type` member the event goes out with."""
+    return event.type if isinstance(event, UpstreamEvent) else _KIND[type(event)]
+
+
+def next_state(state: JobState, event: JobEvent) -> JobState:
+    """The state after `event` (pure); raises InvalidTransition and changes nothing
+    otherwise."""
     try:
-        return TRANSITIONS[(state, event_kind(event_type))]
+        return TRANSITIONS[(state, event_kind(event))]
     except KeyError:
         raise InvalidTransition(
-            f"can't handle event type {event_type!r} when state={state.value}"
+            f"can't handle event type {event_type(event)!r} when state={state.value}"
         ) from None
 
 
@@ -101,16 +158,46 @@ class JobEventParams(msgspec.Struct):
     event: Any
 
 
-_encoder = msgspec.json.Encoder()
-
-
-def _encode_event_line(job_id: str, seq: int, event: Any) -> bytes:
+def _encode_event_line(job_id: str, seq: int, event: JobEvent) -> bytes:
+    body: Any = msgspec.Raw(event.raw) if isinstance(event, UpstreamEvent) else event
     buf = bytearray()
     _encoder.encode_into(
-        Notification(method="job/event", params=JobEventParams(job_id, seq, event)), buf
+        Notification(method="job/event", params=JobEventParams(job_id, seq, body)), buf
     )
     buf += b"\n"
     return bytes(buf)
+
+
+# What a job event of codexd's own is taken to hold, for the bound on retained log bytes
+# (an upstream event counts its JSON; a completion adds its text).
+_OWN_EVENT_BYTES: Final = 160
+
+
+class LogEntry:
+    """One event of a job's log. Its `job/event` line is encoded when a socket subscriber
+    first needs it, then kept: one encoding however many subscribers read it, none when only
+    the gateway does (it translates the typed event)."""
+
+    __slots__ = ("_line", "event", "job_id", "nbytes", "seq")
+
+    def __init__(self, job_id: str, seq: int, event: JobEvent) -> None:
+        self.job_id = job_id
+        self.seq = seq
+        self.event = event
+        self._line: bytes | None = None
+        if isinstance(event, UpstreamEvent):
+            self.nbytes = len(event.raw) + 64
+        elif isinstance(event, JobCompleted):
+            self.nbytes = len(event.output_text) + _OWN_EVENT_BYTES
+        else:
+            self.nbytes = _OWN_EVENT_BYTES
+
+    @property
+    def line(self) -> bytes:
+        line = self._line
+        if line is None:
+            line = self._line = _encode_event_line(self.job_id, self.seq, self.event)
+        return line
 
 
 # --------------------------------------------------------------------------- the event log
@@ -125,32 +212,32 @@ class EventLog:
         if max_events < 2:
             raise ValueError("max_events must be at least 2 (the first and the last event)")
         self._max_events = max_events
-        self._first: bytes | None = None
-        self._tail: deque[tuple[int, bytes]] = deque()
+        self._first: LogEntry | None = None
+        self._tail: deque[LogEntry] = deque()
         self.next_seq = 1
-        self.nbytes = 0  # encoded bytes held, for the bound on what finished jobs keep
+        self.nbytes = 0  # about what the entries hold, for the bound on what finished jobs keep
 
-    def append(self, line: bytes) -> int:
-        seq = self.next_seq
+    def append(self, job_id: str, event: JobEvent) -> LogEntry:
+        entry = LogEntry(job_id, self.next_seq, event)
         self.next_seq += 1
-        self.nbytes += len(line)
-        if seq == 1:
-            self._first = line
+        self.nbytes += entry.nbytes
+        if entry.seq == 1:
+            self._first = entry
         else:
-            self._tail.append((seq, line))
+            self._tail.append(entry)
             if len(self._tail) + 1 > self._max_events:
-                self.nbytes -= len(self._tail.popleft()[1])
-        return seq
+                self.nbytes -= self._tail.popleft().nbytes
+        return entry
 
     @property
     def oldest_seq(self) -> int:
         """The first seq of the unbroken tail (seq 1 is kept apart)."""
-        return self._tail[0][0] if self._tail else self.next_seq
+        return self._tail[0].seq if self._tail else self.next_seq
 
     def __len__(self) -> int:
         return (1 if self._first is not None else 0) + len(self._tail)
 
-    def replay_from(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+    def replay_from(self, after_seq: int) -> Iterator[LogEntry]:
         """Events with seq > after_seq; raises RpcError replay_unavailable if some are gone."""
         if after_seq < 0:
             after_seq = 0
@@ -160,20 +247,20 @@ class EventLog:
             raise self._unavailable()
         return self._iter(after_seq)
 
-    def _iter(self, after_seq: int) -> Iterator[tuple[int, bytes]]:
+    def _iter(self, after_seq: int) -> Iterator[LogEntry]:
         if after_seq == 0 and self._first is not None:
-            yield 1, self._first
-        for seq, line in self._tail:
-            if seq > after_seq:
-                yield seq, line
+            yield self._first
+        for entry in self._tail:
+            if entry.seq > after_seq:
+                yield entry
 
-    def line_at(self, seq: int) -> bytes | None:
+    def entry_at(self, seq: int) -> LogEntry | None:
         if seq == 1:
             return self._first
-        if self._tail and self._tail[0][0] <= seq:
-            index = seq - self._tail[0][0]
+        if self._tail and self._tail[0].seq <= seq:
+            index = seq - self._tail[0].seq
             if index < len(self._tail):
-                return self._tail[index][1]
+                return self._tail[index]
         return None
 
     def _unavailable(self) -> RpcError:
@@ -192,6 +279,10 @@ class Subscriber(Protocol):
     """What a job needs of a connection (rpc.server.Connection satisfies it)."""
 
     closed: bool
+
+    def deliver(self, entry: LogEntry) -> bool:
+        """A live job event; False when there is no room (the subscription is dropped)."""
+        ...
 
     def send_nowait(self, line: bytes) -> bool: ...
 
@@ -442,7 +533,7 @@ class JobManager:
         finally:
             if not job.is_terminal:
                 if job.cancel_requested or job.cancel_scope.cancel_called:
-                    await self.finish(job, {"type": "job.cancelled"})
+                    await self.finish(job, JobCancelled())
                 else:
                     await self.fail(
                         job,
@@ -454,50 +545,54 @@ class JobManager:
 
     # ---------------------------------------------------------------- events
 
-    def emit(self, job: Job, event: Mapping[str, Any]) -> int:
+    def emit(self, job: Job, event: JobEvent) -> int:
         """Apply one event that does not end the job (those go through `finish()`)."""
-        if event["type"] in TERMINAL_EVENTS:
-            raise InvalidTransition(f"{event['type']!r} ends the job: send it with finish()")
+        if isinstance(event, _TERMINAL):
+            raise InvalidTransition(f"{event_type(event)!r} ends the job: send it with finish()")
         return self._apply(job, event, self._clock.wall())
 
-    async def finish(self, job: Job, event: Mapping[str, Any]) -> int:
+    async def finish(self, job: Job, event: JobCompleted | JobFailed | JobCancelled) -> int:
         """Apply a terminal event once `on_finishing` has returned (the job's ledger row is
         committed then), so no subscriber, replay or job/get sees the end before it is
         recorded. The wait is shielded: a cancel arriving meanwhile cannot turn a job that
         is being recorded as completed into a cancelled one."""
-        etype = event["type"]
-        if etype not in TERMINAL_EVENTS:
-            raise InvalidTransition(f"{etype!r} does not end the job: send it with emit()")
-        state = next_state(job.state, etype)
+        if not isinstance(event, _TERMINAL):
+            raise InvalidTransition(
+                f"{event_type(event)!r} does not end the job: send it with emit()"
+            )
+        state = next_state(job.state, event)
         finished_at = self._clock.wall()
         if self._on_finishing is not None:
             with anyio.CancelScope(shield=True):
                 await self._on_finishing(job, state, finished_at)
         return self._apply(job, event, finished_at)
 
-    def _apply(self, job: Job, event: Mapping[str, Any], now: float) -> int:
+    def _apply(self, job: Job, event: JobEvent, now: float) -> int:
         """Check the transition, log the event, update the job, fan it out."""
-        etype = event["type"]
-        new_state = next_state(job.state, etype)
-        if etype == "job.started":
-            job.attempts = int(event.get("attempt", job.attempts + 1))
+        new_state = next_state(job.state, event)
+        if isinstance(event, UpstreamEvent):
+            if event.type == "response.output_text.delta":
+                delta = event.data.get("delta")
+                if isinstance(delta, str):
+                    job.output_parts.append(delta)
+        elif isinstance(event, JobStarted):
+            job.attempts = event.attempt
             if job.started_at is None:
                 job.started_at = now
-        elif etype == "response.output_text.delta":
-            job.output_parts.append(str(event.get("delta", "")))
-        elif etype == "job.retrying" and event.get("reset_output"):
+        elif isinstance(event, JobRetrying):
+            if event.reset_output:
+                job.output_parts.clear()
+        elif isinstance(event, JobCompleted):
+            job.output_text = event.output_text
             job.output_parts.clear()
-        elif etype == "job.completed":
-            job.output_text = str(event.get("output_text", job.text_so_far()))
-            job.output_parts.clear()
-        elif etype == "job.cancelled" and job.error is None:
+        elif isinstance(event, JobCancelled) and job.error is None:
             job.error = CANCELLED_ERROR
         if job.state is JobState.QUEUED and new_state is not JobState.QUEUED:
             self._queued -= 1
         job.state = new_state
-        line = _encode_event_line(job.id, job.log.next_seq, event)
-        seq = job.log.append(line)
-        self._fan_out(job, seq, line)
+        entry = job.log.append(job.id, event)
+        seq = entry.seq
+        self._fan_out(job, entry)
         if job.is_terminal:
             job.finished_at = now
             job.finished_mono = self._clock.monotonic()
@@ -517,25 +612,20 @@ class JobManager:
         job.cost_usd = cost_usd
         await self.finish(
             job,
-            {
-                "type": "job.completed",
-                "output_text": output_text,
-                "usage": msgspec.to_builtins(usage),
-                "cost_usd": cost_usd,
-                "response_id": response_id,
-            },
+            JobCompleted(
+                output_text=output_text, usage=usage, cost_usd=cost_usd, response_id=response_id
+            ),
         )
 
     async def fail(self, job: Job, error: RpcError) -> None:
         job.error = error
-        await self.finish(
-            job, {"type": "job.failed", "error": msgspec.to_builtins(error.to_object())}
-        )
+        await self.finish(job, JobFailed(error=error.to_object()))
 
-    def _fan_out(self, job: Job, seq: int, line: bytes) -> None:
+    def _fan_out(self, job: Job, entry: LogEntry) -> None:
+        seq = entry.seq
         dropped = []
         for sub in job.live:
-            if not sub.send_nowait(line):
+            if not sub.deliver(entry):
                 dropped.append(sub)
         for sub in dropped:
             job.live.discard(sub)
@@ -588,13 +678,14 @@ class JobManager:
                     del job.replaying[sub]
                     job.live.add(sub)
                     return
-                line = job.log.line_at(cursor + 1)
-                if line is None:
+                entry = job.log.entry_at(cursor + 1)
+                if entry is None:
                     # The bounded log moved past us while we replayed: same as a slow consumer.
                     sub.defer(dropped_line(job.id, cursor + 1))
                     return
                 # Wait for room only when the buffer is full: a replay then costs one
                 # scheduling round per buffer's worth of lines, not one per line.
+                line = entry.line
                 if not sub.send_nowait(line):
                     await sub.send(line)
                 cursor += 1

@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from codexctl.protocol import RpcError
+from codexctl.protocol import JobQueued, JobStarted, RpcError
 from codexd.config.schema import CodexdSettings
 from codexd.gateway.http import (
     SOCKET_ERRORS,
@@ -52,7 +52,6 @@ from codexd.gateway.translate import (
     models_list,
     not_found_url,
     openai_error,
-    split_line,
 )
 from codexd.paths import StartupError
 from codexd.security.listeners import LISTEN_BACKLOG, listen_private, unlink_if_ours
@@ -60,7 +59,7 @@ from codexd.security.peer import admit
 from codexd.service import Services, SubmitRequest
 
 if TYPE_CHECKING:
-    from codexd.jobs import Job
+    from codexd.jobs import Job, LogEntry
 
 log = logging.getLogger("codexd.gateway")
 
@@ -106,8 +105,8 @@ def parse_tcp_address(address: str) -> tuple[str, int]:
 
 # Events that never put bytes on the wire by themselves: the relay reads them with the next
 # event instead of waking for each (they come just before the request goes upstream, where a
-# wake-up is on the way to the first byte). A line that does not match only costs a wake-up.
-_NO_WAKE: Final = (b'"event":{"type":"job.queued"', b'"event":{"type":"job.started"')
+# wake-up is on the way to the first byte).
+_NO_WAKE: Final = (JobQueued, JobStarted)
 
 
 class _Waker:
@@ -120,9 +119,13 @@ class _Waker:
         self.closed = False
         self.event = anyio.Event()
 
-    def send_nowait(self, line: bytes) -> bool:
-        if _NO_WAKE[0] not in line and _NO_WAKE[1] not in line:
+    def deliver(self, entry: LogEntry) -> bool:
+        if not isinstance(entry.event, _NO_WAKE):
             self.event.set()
+        return True
+
+    def send_nowait(self, line: bytes) -> bool:
+        self.event.set()
         return True
 
     async def send(self, line: bytes) -> None:
@@ -347,12 +350,11 @@ class Gateway:
                 out: list[bytes] = []
                 while cursor + 1 < job.log.next_seq and not tr.done:
                     cursor += 1
-                    line = job.log.line_at(cursor)
-                    if line is None:
+                    entry = job.log.entry_at(cursor)
+                    if entry is None:
                         out.append(tr.overflow())
                         break
-                    etype, raw = split_line(line)
-                    out.append(tr.feed(etype, raw))
+                    out.append(tr.feed(entry.event))
                 if tr.error is not None:
                     await _send_error(responder, tr.error, request_id)
                     return

@@ -1,4 +1,4 @@
-"""Job events → what the OpenAI API would have sent. Pure: bytes in, bytes out.
+"""Job events → what the OpenAI API would have sent. Pure: typed events in, bytes out.
 
 A gateway request is a job; its reply is rebuilt from the job's event log:
 
@@ -28,7 +28,17 @@ from typing import Any, Final
 
 import msgspec
 
-from codexctl.protocol import ErrorData, ErrorKind, ErrorObject
+from codexctl.protocol import (
+    ErrorData,
+    ErrorKind,
+    ErrorObject,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobRetrying,
+    Usage,
+)
+from codexd.jobs import JobEvent, UpstreamEvent
 
 _encoder = msgspec.json.Encoder()
 
@@ -155,78 +165,6 @@ def error_reply(error: ErrorObject) -> HttpError:
 # --------------------------------------------------------------------------- job events
 
 
-class _Params(msgspec.Struct):
-    seq: int
-    event: msgspec.Raw
-
-
-class _Line(msgspec.Struct):
-    params: _Params
-
-
-class _Head(msgspec.Struct):
-    type: str
-    sequence_number: int | None = None
-
-
-_NULL = msgspec.Raw(b"null")
-
-
-class _WithResponse(msgspec.Struct):
-    response: msgspec.Raw = _NULL
-
-    def raw(self) -> bytes | None:
-        data = bytes(self.response)
-        return None if data == b"null" else data
-
-
-class _Failed(msgspec.Struct):
-    error: ErrorObject
-
-
-class _Retrying(msgspec.Struct):
-    reset_output: bool = False
-    reason: str = ""
-
-
-class _Delta(msgspec.Struct):
-    delta: str = ""
-
-
-class _Item(msgspec.Struct):
-    item: dict[str, Any]
-
-
-class _Usage(msgspec.Struct):
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-
-
-class _Completed(msgspec.Struct):
-    output_text: str = ""
-    usage: _Usage | None = None
-    response_id: str | None = None
-
-
-_line_decoder = msgspec.json.Decoder(_Line)
-_head_decoder = msgspec.json.Decoder(_Head)
-_with_response = msgspec.json.Decoder(_WithResponse)
-_failed_decoder = msgspec.json.Decoder(_Failed)
-_retrying_decoder = msgspec.json.Decoder(_Retrying)
-_delta_decoder = msgspec.json.Decoder(_Delta)
-_item_decoder = msgspec.json.Decoder(_Item)
-_completed_decoder = msgspec.json.Decoder(_Completed)
-
-
-def split_line(line: bytes) -> tuple[str, bytes]:
-    """A job log line (a `job/event` notification) → (event type, the event's raw JSON)."""
-    raw = bytes(_line_decoder.decode(line).params.event)
-    return _head_decoder.decode(raw).type, raw
-
-
 def _stream_interrupted() -> ErrorObject:
     return ErrorObject(
         code=-32033,
@@ -243,19 +181,20 @@ class Translator:
     `body()`."""
 
     stream: bool = True
-    content_type: str = "text/event-stream; charset=utf-8"
 
     def __init__(self) -> None:
         self.sent = False
         self.done = False
         self.error: HttpError | None = None
 
-    def feed(self, etype: str, raw: bytes) -> bytes:
+    def feed(self, event: JobEvent) -> bytes:
         if self.done:
             return b""
-        if etype == "job.failed":
-            return self._fail(_failed_decoder.decode(raw).error)
-        if etype == "job.cancelled":
+        if isinstance(event, UpstreamEvent):
+            return self._upstream(event)
+        if isinstance(event, JobFailed):
+            return self._fail(event.error)
+        if isinstance(event, JobCancelled):
             return self._fail(
                 ErrorObject(
                     code=-32041,
@@ -263,18 +202,16 @@ class Translator:
                     data=ErrorData(kind=ErrorKind.CANCELLED.value, retryable=False),
                 )
             )
-        if etype == "job.retrying":
+        if isinstance(event, JobRetrying):
             if self.sent:
                 return self._fail(_stream_interrupted())
             self._reset()
             return b""
-        if etype == "job.completed":
-            out = self._completed(_completed_decoder.decode(raw))
+        if isinstance(event, JobCompleted):
+            out = self._completed(event)
             self.done = True
             return out
-        if etype.startswith("job."):
-            return b""
-        return self._upstream(etype, raw)
+        return b""  # job.queued, job.started
 
     def overflow(self) -> bytes:
         """The job's bounded log dropped events we had not read yet."""
@@ -303,10 +240,10 @@ class Translator:
     def _reset(self) -> None:
         pass
 
-    def _upstream(self, etype: str, raw: bytes) -> bytes:
+    def _upstream(self, event: UpstreamEvent) -> bytes:
         return b""
 
-    def _completed(self, done: _Completed) -> bytes:
+    def _completed(self, done: JobCompleted) -> bytes:
         return b""
 
     def _in_stream_failure(self, error: ErrorObject) -> bytes:
@@ -332,15 +269,16 @@ class ResponsesSSE(Translator):
         self._response = None
         self._last_seq = -1
 
-    def _upstream(self, etype: str, raw: bytes) -> bytes:
-        head = _head_decoder.decode(raw)
-        if head.sequence_number is not None:
-            self._last_seq = head.sequence_number
-        frame = sse(etype, raw)
-        if etype in _PREAMBLE:
-            response = _with_response.decode(raw).raw()
-            if response is not None:
-                self._response = msgspec.json.decode(response)
+    def _upstream(self, event: UpstreamEvent) -> bytes:
+        data = event.data
+        seq = data.get("sequence_number")
+        if isinstance(seq, int):
+            self._last_seq = seq
+        frame = sse(event.type, event.raw)
+        if event.type in _PREAMBLE:
+            response = data.get("response")
+            if isinstance(response, dict):
+                self._response = response
             if not self.sent:
                 self._held.append(frame)
                 return b""
@@ -349,7 +287,7 @@ class ResponsesSSE(Translator):
             self._held.clear()
         return self._mark(frame)
 
-    def _completed(self, done: _Completed) -> bytes:
+    def _completed(self, done: JobCompleted) -> bytes:
         # response.completed went out already; a provider that never sent output still
         # gets its held preamble.
         out = b"".join(self._held)
@@ -369,29 +307,30 @@ class ResponsesSSE(Translator):
 
 class ResponsesJSON(Translator):
     stream = False
-    content_type = "application/json"
 
     def __init__(self) -> None:
         super().__init__()
-        self._final: bytes | None = None
-        self._done_event: _Completed | None = None
+        self._final: dict[str, Any] | None = None
+        self._done_event: JobCompleted | None = None
 
     def _reset(self) -> None:
         self._final = None
 
-    def _upstream(self, etype: str, raw: bytes) -> bytes:
-        if etype in _FINAL_RESPONSE:
-            self._final = _with_response.decode(raw).raw() or self._final
+    def _upstream(self, event: UpstreamEvent) -> bytes:
+        if event.type in _FINAL_RESPONSE:
+            response = event.data.get("response")
+            if isinstance(response, dict):
+                self._final = response
         return b""
 
-    def _completed(self, done: _Completed) -> bytes:
+    def _completed(self, done: JobCompleted) -> bytes:
         self._done_event = done
         return b""
 
     def body(self) -> bytes:
         if self._final is not None:
-            return self._final
-        done = self._done_event or _Completed()
+            return _encoder.encode(self._final)
+        done = self._done_event or _NOTHING
         return _encoder.encode(
             {
                 "id": done.response_id or "resp_codexd",
@@ -412,7 +351,10 @@ def _message_item(text: str) -> dict[str, Any]:
     }
 
 
-def _responses_usage(u: _Usage | None) -> dict[str, Any] | None:
+_NOTHING: Final = JobCompleted(output_text="", usage=Usage(), cost_usd=0.0, response_id=None)
+
+
+def _responses_usage(u: Usage | None) -> dict[str, Any] | None:
     if u is None:
         return None
     return {
@@ -424,7 +366,7 @@ def _responses_usage(u: _Usage | None) -> dict[str, Any] | None:
     }
 
 
-def chat_usage(u: _Usage | None) -> dict[str, Any] | None:
+def chat_usage(u: Usage | None) -> dict[str, Any] | None:
     if u is None:
         return None
     return {
@@ -453,11 +395,9 @@ class _ChatBase(Translator):
         self.completion_id = completion_id
         self.model = model
         self.created = created
-        self._text: list[str] = []
         self._calls: list[dict[str, Any]] = []
 
     def _reset(self) -> None:
-        self._text.clear()
         self._calls.clear()
 
     def _finish_reason(self) -> str:
@@ -490,15 +430,15 @@ class ChatSSE(_ChatBase):
             return b""
         return self._chunk({"role": "assistant", "content": "", "refusal": None})
 
-    def _upstream(self, etype: str, raw: bytes) -> bytes:
-        if etype == "response.output_text.delta":
-            delta = _delta_decoder.decode(raw).delta
-            if not delta:
+    def _upstream(self, event: UpstreamEvent) -> bytes:
+        if event.type == "response.output_text.delta":
+            delta = event.data.get("delta")
+            if not delta or not isinstance(delta, str):
                 return b""
             return self._mark(self._first() + self._chunk({"content": delta}))
-        if etype == "response.output_item.done":
-            item = _item_decoder.decode(raw).item
-            if item.get("type") != "function_call":
+        if event.type == "response.output_item.done":
+            item = event.data.get("item")
+            if not isinstance(item, dict) or item.get("type") != "function_call":
                 return b""
             index = len(self._calls)
             self._calls.append(item)
@@ -506,10 +446,10 @@ class ChatSSE(_ChatBase):
             return self._mark(self._first() + self._chunk(calls))
         return b""
 
-    def _completed(self, done: _Completed) -> bytes:
+    def _completed(self, done: JobCompleted) -> bytes:
         out = self._first() + self._chunk({}, self._finish_reason())
         if self.include_usage:
-            usage = _encoder.encode(chat_usage(done.usage or _Usage()))
+            usage = _encoder.encode(chat_usage(done.usage))
             out += b"data: " + self._prefix + b"[]" + b',"usage":' + usage + b"}\n\n"
         return self._mark(out + b"data: [DONE]\n\n")
 
@@ -520,25 +460,24 @@ class ChatSSE(_ChatBase):
 
 class ChatJSON(_ChatBase):
     stream = False
-    content_type = "application/json"
 
     def __init__(self, *, completion_id: str, model: str, created: int) -> None:
         super().__init__(completion_id=completion_id, model=model, created=created)
-        self._done_event: _Completed | None = None
+        self._done_event: JobCompleted | None = None
 
-    def _upstream(self, etype: str, raw: bytes) -> bytes:
-        if etype == "response.output_item.done":
-            item = _item_decoder.decode(raw).item
-            if item.get("type") == "function_call":
+    def _upstream(self, event: UpstreamEvent) -> bytes:
+        if event.type == "response.output_item.done":
+            item = event.data.get("item")
+            if isinstance(item, dict) and item.get("type") == "function_call":
                 self._calls.append(item)
         return b""
 
-    def _completed(self, done: _Completed) -> bytes:
+    def _completed(self, done: JobCompleted) -> bytes:
         self._done_event = done
         return b""
 
     def body(self) -> bytes:
-        done = self._done_event or _Completed()
+        done = self._done_event or _NOTHING
         message: dict[str, Any] = {
             "role": "assistant",
             "content": done.output_text or (None if self._calls else ""),
@@ -561,7 +500,7 @@ class ChatJSON(_ChatBase):
                         "finish_reason": self._finish_reason(),
                     }
                 ],
-                "usage": chat_usage(done.usage or _Usage()),
+                "usage": chat_usage(done.usage),
                 "system_fingerprint": None,
             }
         )

@@ -37,6 +37,7 @@ from codexd.rpc.framing import LineFramer, Overflow
 from codexd.security.peer import PeerCred, admit, process_name
 
 if TYPE_CHECKING:
+    from codexd.jobs import LogEntry
     from codexd.service import Services
 
 log = logging.getLogger("codexd.rpc")
@@ -180,6 +181,10 @@ class Connection:
         """No more lines: the writer sends what is queued, then stops."""
         self._closing = True
         self._send.close()
+
+    def deliver(self, entry: LogEntry) -> bool:
+        """A live event of a job this connection subscribed to, as its `job/event` line."""
+        return self.send_nowait(entry.line)
 
     def send_nowait(self, line: bytes) -> bool:
         """Queue a line if there is room (notifications); False when full or closed."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from codexd.jobs import UpstreamEvent
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import classify_stream_event
 from codexd.upstream.wire import (
@@ -82,11 +83,13 @@ class ChatStream(StreamNormalizer):
         if not isinstance(reasoning, str):
             reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
-            events.append({"type": "response.reasoning_text.delta", "delta": reasoning})
+            events.append(
+                UpstreamEvent({"type": "response.reasoning_text.delta", "delta": reasoning})
+            )
         content = delta.get("content")
         if isinstance(content, str) and content:
             self._text.append(content)
-            events.append({"type": "response.output_text.delta", "delta": content})
+            events.append(UpstreamEvent({"type": "response.output_text.delta", "delta": content}))
         tool_calls = delta.get("tool_calls")
         for call in tool_calls if isinstance(tool_calls, list) else []:
             if isinstance(call, Mapping):
@@ -122,7 +125,7 @@ class ChatStream(StreamNormalizer):
                 "status": "completed",
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
-            events.append({"type": "response.output_item.done", "item": item})
+            events.append(UpstreamEvent({"type": "response.output_item.done", "item": item}))
         for index in sorted(self._tools):
             acc = self._tools[index]
             call = {
@@ -132,7 +135,7 @@ class ChatStream(StreamNormalizer):
                 "arguments": "".join(acc.arguments),
                 "status": "completed",
             }
-            events.append({"type": "response.output_item.done", "item": call})
+            events.append(UpstreamEvent({"type": "response.output_item.done", "item": call}))
         return events
 
     def _result(self) -> StreamResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from codexd.jobs import UpstreamEvent
 from codexd.upstream.errors import classify_stream_event
 from codexd.upstream.wire import Event, StreamNormalizer, StreamResult, usage_from_responses
 
@@ -33,24 +34,18 @@ class ResponsesStream(StreamNormalizer):
             if isinstance(delta, str):
                 self._text.append(delta)
         elif kind in ("response.completed", "response.incomplete"):
-            self.outcome = self._result(obj, kind)
-        return [dict(obj)]
+            self.outcome = self._result(obj)
+        return [UpstreamEvent(dict(obj))]
 
-    def _result(self, obj: Mapping[str, Any], kind: str) -> StreamResult:
+    def _result(self, obj: Mapping[str, Any]) -> StreamResult:
         response = obj.get("response")
         response = response if isinstance(response, Mapping) else {}
         response_id = response.get("id")
-        reason = None
-        if kind == "response.incomplete":
-            details = response.get("incomplete_details")
-            found = details.get("reason") if isinstance(details, Mapping) else None
-            reason = found if isinstance(found, str) else "unknown"
         text = self.output_text or _text_of_output(response.get("output"))
         return StreamResult(
             output_text=text,
             usage=usage_from_responses(response.get("usage")),
             response_id=response_id if isinstance(response_id, str) else None,
-            incomplete_reason=reason,
         )
 
 

@@ -19,13 +19,13 @@ import anyio
 import httpx
 import msgspec
 
-from codexctl.protocol import ErrorKind, RpcError
+from codexctl.protocol import ErrorKind, JobQueued, JobRetrying, JobStarted, RpcError
 from codexd import __version__
 from codexd.auth.identity import client_headers
 from codexd.auth.session import Credentials
 from codexd.auth.tokens import Secret
 from codexd.config.schema import ConfigSnapshot, ProviderConfig, ProviderRef
-from codexd.jobs import Job, JobManager, Usage
+from codexd.jobs import Job, JobManager, UpstreamEvent, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
 from codexd.limits.limiter import Limiter, Slot
@@ -149,9 +149,9 @@ class _Run:
     def on_queued(self, position: int) -> None:
         if not self.queued_reported:
             self.queued_reported = True
-            self.mgr.emit(self.job, {"type": "job.queued", "position": position})
+            self.mgr.emit(self.job, JobQueued(position=position))
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: UpstreamEvent) -> None:
         self.mgr.emit(self.job, event)
 
 
@@ -259,7 +259,7 @@ class JobRunner:
     ) -> _Completed | _Failed:
         """One request upstream and its stream, to a reply or a (scrubbed) failure."""
         job = run.job
-        run.mgr.emit(job, {"type": "job.started", "attempt": run.attempts.made})
+        run.mgr.emit(job, JobStarted(attempt=run.attempts.made))
         headers = request_headers(run.cfg, credentials, self._env) | conversation_headers(
             job, credentials
         )
@@ -371,15 +371,14 @@ class JobRunner:
 
 def _retrying(
     attempt: int, delay_s: float, error: UpstreamError, reset_output: bool
-) -> dict[str, Any]:
-    return {
-        "type": "job.retrying",
-        "attempt": attempt,
-        "delay_s": round(delay_s, 3),
-        "reason": error.message,
-        "error_kind": error.kind.value,
-        "reset_output": reset_output,
-    }
+) -> JobRetrying:
+    return JobRetrying(
+        attempt=attempt,
+        delay_s=round(delay_s, 3),
+        reason=error.message,
+        error_kind=error.kind.value,
+        reset_output=reset_output,
+    )
 
 
 def _job_usage(usage: Any) -> Usage:

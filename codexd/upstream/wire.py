@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from codexd.jobs import UpstreamEvent
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import UpstreamError, stream_ended_early, stream_malformed
 from codexd.upstream.sse import SSEEvent
@@ -202,17 +203,15 @@ def usage_from_chat(raw: Any) -> Usage | None:
 
 
 class StreamResult(msgspec.Struct, frozen=True):
-    """What `job.completed` needs from a finished stream. `incomplete_reason` is set when
-    Responses ended with `response.incomplete` (e.g. `max_output_tokens`)."""
+    """What `job.completed` needs from a finished stream."""
 
     output_text: str
     usage: Usage | None
     response_id: str | None
-    incomplete_reason: str | None = None
 
 
 Outcome = StreamResult | UpstreamError
-Event = dict[str, Any]
+Event = UpstreamEvent
 
 _decoder = msgspec.json.Decoder()
 

@@ -21,26 +21,15 @@ from codexd.gateway.translate import (
     ResponsesSSE,
     Translator,
     error_reply,
-    split_line,
 )
+from codexd.jobs import job_event
 from codexd.service.token import TokenFile
-
-
-def line(seq: int, event: dict[str, Any]) -> bytes:
-    return msgspec.json.encode(
-        {
-            "jsonrpc": "2.0",
-            "method": "job/event",
-            "params": {"job_id": "j", "seq": seq, "event": event},
-        }
-    )
 
 
 def run(tr: Translator, events: list[dict[str, Any]]) -> bytes:
     out = b""
-    for seq, event in enumerate(events, 1):
-        etype, raw = split_line(line(seq, event))
-        out += tr.feed(etype, raw)
+    for event in events:
+        out += tr.feed(job_event(event))
         if tr.done:
             break
     return out

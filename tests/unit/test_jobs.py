@@ -10,30 +10,56 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codexctl.protocol import ErrorKind, RpcError
+from codexctl.protocol import (
+    ErrorKind,
+    ErrorObject,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobQueued,
+    JobRetrying,
+    JobStarted,
+    RpcError,
+)
 from codexd.jobs import (
     TERMINAL_STATES,
     TRANSITIONS,
     EventLog,
     InvalidTransition,
     Job,
+    JobEvent,
     JobLimits,
     JobManager,
     JobState,
+    LogEntry,
+    UpstreamEvent,
     Usage,
+    job_event,
     next_state,
 )
 
-EVENT_TYPES = [
-    "job.queued", "job.started", "job.retrying", "job.completed", "job.failed",
-    "job.cancelled", "response.output_text.delta", "response.created",
-]  # fmt: skip
+# One event of each kind, as the job log holds them.
+EVENTS: dict[str, JobEvent] = {
+    "job.queued": JobQueued(position=1),
+    "job.started": JobStarted(attempt=1),
+    "job.retrying": JobRetrying(
+        attempt=2, delay_s=0.2, reason="r", error_kind="server_error", reset_output=False
+    ),
+    "job.completed": JobCompleted(output_text="", usage=Usage(), cost_usd=0.0, response_id=None),
+    "job.failed": JobFailed(error=ErrorObject(code=-32603, message="x")),
+    "job.cancelled": JobCancelled(),
+    "response.output_text.delta": UpstreamEvent(
+        {"type": "response.output_text.delta", "delta": "a"}
+    ),
+    "response.created": UpstreamEvent({"type": "response.created", "response": {}}),
+}
+EVENT_TYPES = list(EVENTS)
 
 
 @given(st.sampled_from(list(JobState)), st.sampled_from(EVENT_TYPES))
 def test_every_state_event_pair_is_accepted_or_refused_cleanly(state: JobState, etype: str) -> None:
     try:
-        new = next_state(state, etype)
+        new = next_state(state, EVENTS[etype])
     except InvalidTransition as exc:
         assert state.value in str(exc)
         assert etype in str(exc)
@@ -44,22 +70,31 @@ def test_every_state_event_pair_is_accepted_or_refused_cleanly(state: JobState, 
 
 def test_terminal_states_have_no_way_out() -> None:
     assert not [k for k in TRANSITIONS if k[0] in TERMINAL_STATES]
-    assert next_state(JobState.RUNNING, "response.output_text.delta") is JobState.RUNNING
-    assert next_state(JobState.RETRYING, "job.started") is JobState.RUNNING
+    delta = EVENTS["response.output_text.delta"]
+    assert next_state(JobState.RUNNING, delta) is JobState.RUNNING
+    assert next_state(JobState.RETRYING, EVENTS["job.started"]) is JobState.RUNNING
     with pytest.raises(InvalidTransition):
-        next_state(JobState.QUEUED, "response.output_text.delta")
+        next_state(JobState.QUEUED, delta)
 
 
 # ------------------------------------------------------------------ event log
 
 
+def delta(text: str) -> UpstreamEvent:
+    return UpstreamEvent({"type": "response.output_text.delta", "delta": text})
+
+
+def texts(entries: Any) -> list[tuple[int, str]]:
+    return [(e.seq, e.event.data["delta"]) for e in entries]
+
+
 def test_log_keeps_first_and_unbroken_tail() -> None:
     log = EventLog(4)
     for i in range(1, 11):
-        assert log.append(b"e%d" % i) == i
+        assert log.append("j", delta(f"e{i}")).seq == i
     assert len(log) == 4
     assert log.oldest_seq == 8
-    assert list(log.replay_from(7)) == [(8, b"e8"), (9, b"e9"), (10, b"e10")]
+    assert texts(log.replay_from(7)) == [(8, "e8"), (9, "e9"), (10, "e10")]
     assert list(log.replay_from(10)) == []
     with pytest.raises(RpcError) as info:
         log.replay_from(3)
@@ -67,18 +102,30 @@ def test_log_keeps_first_and_unbroken_tail() -> None:
     assert info.value.data.oldest_seq == 8
     with pytest.raises(RpcError):
         log.replay_from(0)
-    assert log.line_at(1) == b"e1"
-    assert log.line_at(5) is None
-    assert log.line_at(9) == b"e9"
+    first, ninth = log.entry_at(1), log.entry_at(9)
+    assert first is not None and ninth is not None and log.entry_at(5) is None
+    assert texts([first, ninth]) == [(1, "e1"), (9, "e9")]
+    # The job/event line a socket subscriber reads: the upstream event's members as they were.
+    line = msgspec.json.decode(ninth.line)
+    assert line == {
+        "jsonrpc": "2.0",
+        "method": "job/event",
+        "params": {
+            "job_id": "j",
+            "seq": 9,
+            "event": {"type": "response.output_text.delta", "delta": "e9"},
+        },
+    }
+    assert ninth.line is ninth.line  # encoded once, then kept
 
 
 @given(st.integers(2, 8), st.integers(0, 30), st.integers(0, 31))
 def test_replay_is_exactly_the_missing_events_or_refused(bound: int, n: int, after: int) -> None:
     log = EventLog(bound)
     for i in range(1, n + 1):
-        log.append(b"%d" % i)
+        log.append("j", delta(str(i)))
     try:
-        got = [seq for seq, _ in log.replay_from(after)]
+        got = [entry.seq for entry in log.replay_from(after)]
     except RpcError as exc:
         assert exc.kind == ErrorKind.REPLAY_UNAVAILABLE
         assert exc.data.oldest_seq == log.oldest_seq
@@ -109,6 +156,9 @@ class FakeSub:
         self.lines: list[bytes] = []
         self.deferred: list[bytes] = []
         self.closed = False
+
+    def deliver(self, entry: LogEntry) -> bool:
+        return self.send_nowait(entry.line)
 
     def send_nowait(self, line: bytes) -> bool:
         if len(self.lines) >= self.room:
@@ -145,9 +195,9 @@ async def test_slow_subscriber_is_dropped_and_others_get_everything() -> None:
 
     async def runner(job: Job, mgr: JobManager) -> None:
         await gate.wait()
-        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
         for i in range(50):
-            mgr.emit(job, {"type": "response.output_text.delta", "delta": str(i % 10)})
+            mgr.emit(job, job_event({"type": "response.output_text.delta", "delta": str(i % 10)}))
         await mgr.complete(job, output_text="x", usage=Usage(), cost_usd=0.0, response_id="r")
 
     mgr = manager(runner)
@@ -175,9 +225,9 @@ async def test_slow_subscriber_is_dropped_and_others_get_everything() -> None:
 @pytest.mark.anyio
 async def test_reattach_after_drop_sees_no_gap_or_repeat() -> None:
     async def runner(job: Job, mgr: JobManager) -> None:
-        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
         for _ in range(20):
-            mgr.emit(job, {"type": "response.output_text.delta", "delta": "a"})
+            mgr.emit(job, job_event({"type": "response.output_text.delta", "delta": "a"}))
         await mgr.complete(job, output_text="a" * 20, usage=Usage(), cost_usd=0.0, response_id=None)
 
     mgr = manager(runner)
@@ -197,7 +247,7 @@ async def test_reattach_after_drop_sees_no_gap_or_repeat() -> None:
 @pytest.mark.anyio
 async def test_cancel_ends_with_job_cancelled() -> None:
     async def runner(job: Job, mgr: JobManager) -> None:
-        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
         await anyio.sleep_forever()
 
     mgr = manager(runner)
@@ -211,7 +261,9 @@ async def test_cancel_ends_with_job_cancelled() -> None:
         await job.finished.wait()
         tg.cancel_scope.cancel()
     assert job.state is JobState.CANCELLED
-    last = msgspec.json.decode(job.log.line_at(job.log.next_seq - 1) or b"{}")
+    entry = job.log.entry_at(job.log.next_seq - 1)
+    assert entry is not None
+    last = msgspec.json.decode(entry.line)
     assert last["params"]["event"] == {"type": "job.cancelled"}
 
 
@@ -225,9 +277,11 @@ async def test_the_end_waits_for_on_finishing_and_a_cancel_meanwhile_changes_not
         await committed.wait()  # the ledger's commit
 
     async def runner(job: Job, mgr: JobManager) -> None:
-        mgr.emit(job, {"type": "job.started", "attempt": 1})
+        mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
         with pytest.raises(InvalidTransition, match="finish"):
-            mgr.emit(job, {"type": "job.completed"})
+            mgr.emit(
+                job, JobCompleted(output_text="", usage=Usage(), cost_usd=0.0, response_id=None)
+            )
         await mgr.complete(job, output_text="x", usage=Usage(), cost_usd=0.5, response_id="r")
 
     mgr = JobManager(runner, limits=JobLimits, clock=FakeClock(), on_finishing=on_finishing)
@@ -303,7 +357,7 @@ def test_retention_by_time_and_count() -> None:
     clock = FakeClock()
 
     async def runner(job: Job, mgr: JobManager) -> None:
-        await mgr.finish(job, {"type": "job.failed", "error": {}})
+        await mgr.finish(job, JobFailed(error=ErrorObject(code=-32603, message="x")))
 
     mgr = manager(runner, clock, job_retention_s=10, max_retained_jobs=3)
 
@@ -332,9 +386,9 @@ def test_retention_by_total_log_bytes() -> None:
     clock = FakeClock()
 
     async def runner(job: Job, mgr: JobManager) -> None:
-        mgr.emit(job, {"type": "job.queued", "position": 0})
-        mgr.emit(job, {"type": "job.started", "attempt": 1})
-        mgr.emit(job, {"type": "response.output_text.delta", "delta": "x" * 1000})
+        mgr.emit(job, job_event({"type": "job.queued", "position": 0}))
+        mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
+        mgr.emit(job, job_event({"type": "response.output_text.delta", "delta": "x" * 1000}))
         await mgr.complete(
             job, output_text="x" * 1000, usage=Usage(), cost_usd=0.0, response_id=None
         )

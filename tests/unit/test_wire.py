@@ -6,15 +6,17 @@ import copy
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codexctl.protocol import ErrorKind
+from codexd.jobs import UpstreamEvent
 from codexd.upstream.chat import ChatStream
 from codexd.upstream.errors import UpstreamError
 from codexd.upstream.responses import ResponsesStream
-from codexd.upstream.sse import SSEDecoder
+from codexd.upstream.sse import SSEDecoder, SSEEvent
 from codexd.upstream.wire import (
     RequestDefaults,
     StreamNormalizer,
@@ -158,6 +160,21 @@ def test_endpoint_url() -> None:
 # --------------------------------------------------------------------------- helpers
 
 
+def feed(norm: StreamNormalizer, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events `obj` becomes, as their JSON objects."""
+    return [plain(e) for e in norm.feed(obj)]
+
+
+def feed_sse(norm: StreamNormalizer, sse: SSEEvent) -> list[dict[str, Any]]:
+    return [plain(e) for e in norm.feed_sse(sse)]
+
+
+def plain(event: UpstreamEvent) -> dict[str, Any]:
+    assert msgspec.json.decode(event.raw) == event.data  # what a socket subscriber reads
+    assert event.type == event.data["type"]
+    return event.data
+
+
 def sse_bytes(objs: list[Any], *, named: bool = True) -> bytes:
     out = []
     for obj in objs:
@@ -178,11 +195,11 @@ def drive(
     events: list[dict[str, Any]] = []
     for chunk in chunks:
         for sse in dec.feed(chunk):
-            events += norm.feed_sse(sse)
+            events += feed_sse(norm, sse)
         if norm.outcome is not None:
             return events, norm.outcome
     for sse in dec.close():
-        events += norm.feed_sse(sse)
+        events += feed_sse(norm, sse)
     return events, norm.finish()
 
 
@@ -355,7 +372,7 @@ def test_responses_reasoning_summary_and_unknown_events_pass_through() -> None:
         {"type": "response.brand_new_event", "anything": [1, 2]},
     ]
     norm = ResponsesStream()
-    assert [e for obj in events for e in norm.feed(obj)] == events
+    assert [e for obj in events for e in feed(norm, obj)] == events
     assert norm.outcome is None
     assert norm.output_text == ""
 
@@ -379,13 +396,14 @@ def test_responses_failed_ends_the_attempt_at_once() -> None:
 def test_responses_error_event() -> None:
     norm = ResponsesStream()
     assert (
-        norm.feed(
+        feed(
+            norm,
             {
                 "type": "error",
                 "code": "context_length_exceeded",
                 "message": "too long",
                 "sequence_number": 1,
-            }
+            },
         )
         == []
     )
@@ -396,7 +414,7 @@ def test_responses_error_event() -> None:
 
 def test_responses_usage_limit_in_the_stream_uses_the_injected_clock() -> None:
     norm = ResponsesStream(wall_now=lambda: 1_000_000.0)
-    norm.feed({"type": "error", "error": {"type": "usage_limit_reached", "resets_in_seconds": 30}})
+    feed(norm, {"type": "error", "error": {"type": "usage_limit_reached", "resets_in_seconds": 30}})
     assert isinstance(norm.outcome, UpstreamError)
     assert norm.outcome.retry_after_s == pytest.approx(30)
 
@@ -411,19 +429,18 @@ def test_responses_stream_without_completion_is_a_stream_error() -> None:
     assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == ["Hi", "!"]
 
 
-def test_responses_incomplete_completes_with_its_reason() -> None:
+def test_responses_incomplete_completes_with_its_text() -> None:
     norm = ResponsesStream()
-    norm.feed({"type": "response.output_text.delta", "delta": "partial"})
-    out = norm.feed(
+    feed(norm, {"type": "response.output_text.delta", "delta": "partial"})
+    out = feed(
+        norm,
         {
             "type": "response.incomplete",
             "response": {"id": "r", "incomplete_details": {"reason": "max_output_tokens"}},
-        }
+        },
     )
     assert out[0]["type"] == "response.incomplete"
-    assert norm.outcome == StreamResult(
-        output_text="partial", usage=None, response_id="r", incomplete_reason="max_output_tokens"
-    )
+    assert norm.outcome == StreamResult(output_text="partial", usage=None, response_id="r")
 
 
 def test_responses_text_from_the_final_output_when_no_deltas_came() -> None:
@@ -446,7 +463,7 @@ def test_malformed_data_is_a_stream_error() -> None:
 
 def test_events_without_a_type_are_skipped() -> None:
     norm = ResponsesStream()
-    assert norm.feed({"delta": "x"}) == []
+    assert feed(norm, {"delta": "x"}) == []
     assert norm.outcome is None
 
 
@@ -584,8 +601,8 @@ def test_chat_tool_calls_accumulate_into_function_call_items() -> None:
 
 def test_chat_reasoning_deltas() -> None:
     norm = ChatStream()
-    out = norm.feed({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]})
-    out += norm.feed({"choices": [{"index": 0, "delta": {"reasoning": "ok", "content": "A"}}]})
+    out = feed(norm, {"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]})
+    out += feed(norm, {"choices": [{"index": 0, "delta": {"reasoning": "ok", "content": "A"}}]})
     assert out == [
         {"type": "response.reasoning_text.delta", "delta": "hmm"},
         {"type": "response.reasoning_text.delta", "delta": "ok"},
@@ -595,7 +612,7 @@ def test_chat_reasoning_deltas() -> None:
 
 def test_chat_other_choices_are_ignored() -> None:
     norm = ChatStream()
-    assert norm.feed({"choices": [{"index": 1, "delta": {"content": "other"}}]}) == []
+    assert feed(norm, {"choices": [{"index": 1, "delta": {"content": "other"}}]}) == []
 
 
 def test_chat_eof_before_the_choice_finished_is_a_stream_error() -> None:

@@ -293,6 +293,58 @@ class JobView(msgspec.Struct):
     error: ErrorObject | None
 
 
+# --------------------------------------------------------------------------- job events
+#
+# The `event` of a `job/event` notification is one of the job's own events below, or an
+# upstream event (`response.output_text.delta`, `response.output_item.done`, …) passed through
+# as the provider sent it, with a `type` member. Each job event encodes with its `type` first.
+
+
+class JobQueued(msgspec.Struct, tag="job.queued", tag_field="type"):
+    """The job waits for its provider's rate-limit budget; `position` in the line."""
+
+    position: int
+
+
+class JobStarted(msgspec.Struct, tag="job.started", tag_field="type"):
+    """An attempt went upstream (`attempt` counts from 1)."""
+
+    attempt: int
+
+
+class JobRetrying(msgspec.Struct, tag="job.retrying", tag_field="type"):
+    """An attempt failed and another follows after `delay_s`. With `reset_output`, the
+    text streamed so far is void: start over with the next attempt's deltas."""
+
+    attempt: int
+    delay_s: float
+    reason: str
+    error_kind: str
+    reset_output: bool
+
+
+class JobCompleted(msgspec.Struct, tag="job.completed", tag_field="type"):
+    """The reply is whole: its text, token usage and cost."""
+
+    output_text: str
+    usage: Usage
+    cost_usd: float
+    response_id: str | None
+
+
+class JobFailed(msgspec.Struct, tag="job.failed", tag_field="type"):
+    """The job ended with an error (its kind says whether to submit it again)."""
+
+    error: ErrorObject
+
+
+class JobCancelled(msgspec.Struct, tag="job.cancelled", tag_field="type"):
+    """The job was cancelled: by `job/cancel`, its client going away, or a shutdown."""
+
+
+JobOwnEvent = JobQueued | JobStarted | JobRetrying | JobCompleted | JobFailed | JobCancelled
+
+
 class SubmitResult(msgspec.Struct):
     """`job/submit`'s result."""
 
