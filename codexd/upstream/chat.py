@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from codexctl.protocol import Usage
 from codexd.jobs import UpstreamEvent
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import classify_stream_event
@@ -23,7 +24,6 @@ from codexd.upstream.wire import (
     Outcome,
     StreamNormalizer,
     StreamResult,
-    Usage,
     usage_from_chat,
 )
 

@@ -283,7 +283,7 @@ class JobRunner:
         outcome = result.outcome
         if isinstance(outcome, UpstreamError):
             return _Failed(outcome, result.headers, credentials, bool(normalizer.output_text))
-        usage = _job_usage(outcome.usage)
+        usage = outcome.usage or Usage()
         if outcome.usage is not None:
             slot.correct(usage.total_tokens)
         cost, estimated = self._price(job, usage)
@@ -378,18 +378,6 @@ def _retrying(
         reason=error.message,
         error_kind=error.kind.value,
         reset_output=reset_output,
-    )
-
-
-def _job_usage(usage: Any) -> Usage:
-    if usage is None:
-        return Usage()
-    return Usage(
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        total_tokens=usage.total_tokens,
     )
 
 

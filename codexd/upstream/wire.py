@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from codexctl.protocol import Usage
 from codexd.jobs import UpstreamEvent
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import UpstreamError, stream_ended_early, stream_malformed
@@ -122,16 +123,6 @@ def endpoint_url(
 
 
 # --------------------------------------------------------------------------- usage and result
-
-
-class Usage(msgspec.Struct, frozen=True):
-    """`input_tokens` includes the cached ones, `output_tokens` the reasoning ones."""
-
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
 
 
 class _Details(msgspec.Struct):

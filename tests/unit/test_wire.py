@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codexctl.protocol import ErrorKind
+from codexctl.protocol import ErrorKind, Usage
 from codexd.jobs import UpstreamEvent
 from codexd.upstream.chat import ChatStream
 from codexd.upstream.errors import UpstreamError
@@ -21,7 +21,6 @@ from codexd.upstream.wire import (
     RequestDefaults,
     StreamNormalizer,
     StreamResult,
-    Usage,
     build_body,
     build_chat_body,
     build_responses_body,

@@ -267,6 +267,9 @@ class InitializeResult(msgspec.Struct):
 
 
 class Usage(msgspec.Struct):
+    """Token counts: `input_tokens` includes the cached ones, `output_tokens` the reasoning
+    ones (as OpenAI's Responses API counts them)."""
+
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
