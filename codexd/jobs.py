@@ -46,6 +46,7 @@ from codexd.clock import Clock, SystemClock, rfc3339
 log = logging.getLogger("codexd.jobs")
 
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 MAX_RETAINED_JOBS: Final = 10_000
 # What the event logs of finished jobs may hold in all: past it the oldest finished jobs are
@@ -67,15 +68,29 @@ UPSTREAM = "upstream"  # the kind of every upstream event
 
 
 class UpstreamEvent:
-    """An event of the provider's stream, passed through: its `type`, its members as decoded
-    (`data`, which includes `type`) and their JSON (`raw`), encoded once when it is made."""
+    """An event of the provider's stream, passed through: its `type` and its members' JSON
+    (`raw`, encoded once when it is made, which is what subscribers and the gateway send).
 
-    __slots__ = ("data", "raw", "type")
+    A log holds up to `max_job_log_events` of these per job, so only the JSON is kept; the
+    two members read on every event are kept decoded (`delta` of a text delta, and
+    `sequence_number`), and `data` decodes the rest when a rarer event needs it.
+    """
 
-    def __init__(self, data: dict[str, Any], raw: bytes | None = None) -> None:
+    __slots__ = ("delta", "raw", "sequence_number", "type")
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
         self.type: str = data["type"]
-        self.data = data
-        self.raw = _encoder.encode(data) if raw is None else raw
+        self.raw: bytes = _encoder.encode(data)
+        delta = data.get("delta")
+        self.delta: str | None = delta if isinstance(delta, str) else None
+        seq = data.get("sequence_number")
+        self.sequence_number: int | None = seq if type(seq) is int else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """All of the event's members (decoded anew on each call)."""
+        decoded: dict[str, Any] = _decoder.decode(self.raw)
+        return decoded
 
     def __repr__(self) -> str:
         return f"UpstreamEvent({self.type})"
@@ -174,17 +189,16 @@ _OWN_EVENT_BYTES: Final = 160
 
 
 class LogEntry:
-    """One event of a job's log. Its `job/event` line is encoded when a socket subscriber
-    first needs it, then kept: one encoding however many subscribers read it, none when only
-    the gateway does (it translates the typed event)."""
+    """One event of a job's log. Its `job/event` line is made when a socket subscriber needs
+    it: an upstream event's JSON is spliced in as it is (no encoding), and nothing is made at
+    all when only the gateway reads the job (it translates the typed event)."""
 
-    __slots__ = ("_line", "event", "job_id", "nbytes", "seq")
+    __slots__ = ("event", "job_id", "nbytes", "seq")
 
     def __init__(self, job_id: str, seq: int, event: JobEvent) -> None:
         self.job_id = job_id
         self.seq = seq
         self.event = event
-        self._line: bytes | None = None
         if isinstance(event, UpstreamEvent):
             self.nbytes = len(event.raw) + 64
         elif isinstance(event, JobCompleted):
@@ -194,10 +208,21 @@ class LogEntry:
 
     @property
     def line(self) -> bytes:
-        line = self._line
-        if line is None:
-            line = self._line = _encode_event_line(self.job_id, self.seq, self.event)
-        return line
+        event = self.event
+        if isinstance(event, UpstreamEvent):
+            # The same bytes as encoding the Notification (a test holds them equal).
+            return b"".join(
+                (
+                    b'{"method":"job/event","params":{"job_id":',
+                    _encoder.encode(self.job_id),
+                    b',"seq":',
+                    str(self.seq).encode(),
+                    b',"event":',
+                    event.raw,
+                    b'},"jsonrpc":"2.0"}\n',
+                )
+            )
+        return _encode_event_line(self.job_id, self.seq, event)
 
 
 # --------------------------------------------------------------------------- the event log
@@ -571,10 +596,8 @@ class JobManager:
         """Check the transition, log the event, update the job, fan it out."""
         new_state = next_state(job.state, event)
         if isinstance(event, UpstreamEvent):
-            if event.type == "response.output_text.delta":
-                delta = event.data.get("delta")
-                if isinstance(delta, str):
-                    job.output_parts.append(delta)
+            if event.delta is not None and event.type == "response.output_text.delta":
+                job.output_parts.append(event.delta)
         elif isinstance(event, JobStarted):
             job.attempts = event.attempt
             if job.started_at is None:

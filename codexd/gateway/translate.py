@@ -270,13 +270,11 @@ class ResponsesSSE(Translator):
         self._last_seq = -1
 
     def _upstream(self, event: UpstreamEvent) -> bytes:
-        data = event.data
-        seq = data.get("sequence_number")
-        if isinstance(seq, int):
-            self._last_seq = seq
+        if event.sequence_number is not None:
+            self._last_seq = event.sequence_number
         frame = sse(event.type, event.raw)
         if event.type in _PREAMBLE:
-            response = data.get("response")
+            response = event.data.get("response")
             if isinstance(response, dict):
                 self._response = response
             if not self.sent:
@@ -432,8 +430,8 @@ class ChatSSE(_ChatBase):
 
     def _upstream(self, event: UpstreamEvent) -> bytes:
         if event.type == "response.output_text.delta":
-            delta = event.data.get("delta")
-            if not delta or not isinstance(delta, str):
+            delta = event.delta
+            if not delta:
                 return b""
             return self._mark(self._first() + self._chunk({"content": delta}))
         if event.type == "response.output_item.done":

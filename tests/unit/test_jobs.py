@@ -19,6 +19,7 @@ from codexctl.protocol import (
     JobQueued,
     JobRetrying,
     JobStarted,
+    Notification,
     RpcError,
 )
 from codexd.jobs import (
@@ -116,7 +117,29 @@ def test_log_keeps_first_and_unbroken_tail() -> None:
             "event": {"type": "response.output_text.delta", "delta": "e9"},
         },
     }
-    assert ninth.line is ninth.line  # encoded once, then kept
+
+
+@pytest.mark.parametrize("job_id", ["job_0123456789abcdef", 'a "quoted" id'])
+def test_a_log_line_is_the_notification_encoded(job_id: str) -> None:
+    """An upstream event's line is spliced from its JSON: byte for byte what encoding the
+    `job/event` notification gives, for any text and id."""
+    event = UpstreamEvent(
+        {"type": "response.output_text.delta", "delta": 'é\n"x"', "sequence_number": 3}
+    )
+    entry = EventLog(4).append(job_id, event)
+    expected = msgspec.json.encode(
+        Notification(
+            method="job/event",
+            params={"job_id": job_id, "seq": 1, "event": msgspec.json.decode(event.raw)},
+        )
+    )
+    assert entry.line == expected + b"\n"
+    assert event.delta == 'é\n"x"' and event.sequence_number == 3
+    assert event.data == {
+        "type": "response.output_text.delta",
+        "delta": 'é\n"x"',
+        "sequence_number": 3,
+    }
 
 
 @given(st.integers(2, 8), st.integers(0, 30), st.integers(0, 31))
