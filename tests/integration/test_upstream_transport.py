@@ -18,6 +18,7 @@ import anyio.abc
 import httpx
 import pytest
 
+from codexd.jobs import UpstreamEvent
 from codexd.upstream.chat import ChatStream
 from codexd.upstream.client import Attempt, run_attempt
 from codexd.upstream.errors import classify_transport
@@ -390,9 +391,9 @@ async def test_a_burst_in_one_read_lets_readers_see_the_first_text_before_the_re
     first_text = anyio.Event()
     seen_by_reader: list[list[str]] = []
 
-    def on_event(event: dict[str, object]) -> None:
-        delivered.append(str(event["type"]))
-        if event["type"] == "response.output_text.delta":
+    def on_event(event: UpstreamEvent) -> None:
+        delivered.append(event.type)
+        if event.type == "response.output_text.delta":
             first_text.set()
 
     async def reader() -> None:
