@@ -173,11 +173,10 @@ class JobEventParams(msgspec.Struct):
     event: Any
 
 
-def _encode_event_line(job_id: str, seq: int, event: JobEvent) -> bytes:
-    body: Any = msgspec.Raw(event.raw) if isinstance(event, UpstreamEvent) else event
+def _encode_event_line(job_id: str, seq: int, event: JobOwnEvent) -> bytes:
     buf = bytearray()
     _encoder.encode_into(
-        Notification(method="job/event", params=JobEventParams(job_id, seq, body)), buf
+        Notification(method="job/event", params=JobEventParams(job_id, seq, event)), buf
     )
     buf += b"\n"
     return bytes(buf)

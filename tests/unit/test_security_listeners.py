@@ -8,15 +8,12 @@ import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import anyio
 import pytest
 
-from codexd.gateway.server import serve_gateway
 from codexd.paths import StartupError
 from codexd.security.listeners import listen_private, unlink_if_ours
+from tests.unit.test_security_peer import gateway_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -84,15 +81,6 @@ async def test_unlink_removes_ours_and_leaves_a_successor(tmp_path: Path) -> Non
 async def test_the_gateway_socket_is_made_private_and_removed_on_close(
     tmp_path: Path, open_umask: None
 ) -> None:
-    path = str(tmp_path / "gateway.sock")
-    settings = SimpleNamespace(gateway=SimpleNamespace(tcp=None), max_connections=8)
-    services: Any = SimpleNamespace(
-        paths=SimpleNamespace(gateway_socket=path, state_dir=str(tmp_path)),
-        config=SimpleNamespace(snapshot=SimpleNamespace(codexd=settings)),
-        tokens=None,
-    )
-    async with anyio.create_task_group() as tg:
-        await tg.start(serve_gateway, services)
+    async with gateway_socket(tmp_path) as (path, _):
         assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
-        tg.cancel_scope.cancel()
     assert not present(path)
