@@ -184,30 +184,42 @@ def _encode_event_line(job_id: str, seq: int, event: JobEvent) -> bytes:
 
 
 # What a job event of codexd's own is taken to hold, for the bound on retained log bytes
-# (an upstream event counts its JSON; a completion adds its text).
+# (an upstream event counts its JSON; a completion adds its text), and what a `job/event`
+# line adds around the event's JSON.
 _OWN_EVENT_BYTES: Final = 160
+_LINE_BYTES: Final = 96
 
 
 class LogEntry:
-    """One event of a job's log. Its `job/event` line is made when a socket subscriber needs
-    it: an upstream event's JSON is spliced in as it is (no encoding), and nothing is made at
-    all when only the gateway reads the job (it translates the typed event)."""
+    """One event of a job's log. Its `job/event` line is made when a socket subscriber first
+    needs it and kept, so N subscribers and every later replay cost one encoding (an
+    upstream event's JSON is spliced in as it is), and nothing is made at all when only the
+    gateway reads the job (it translates the typed event)."""
 
-    __slots__ = ("event", "job_id", "nbytes", "seq")
+    __slots__ = ("_line", "event", "job_id", "nbytes", "seq")
 
     def __init__(self, job_id: str, seq: int, event: JobEvent) -> None:
         self.job_id = job_id
         self.seq = seq
         self.event = event
+        self._line: bytes | None = None
+        # What the entry may come to hold, its line included (counted from the start, so a
+        # finished job's share of the retained bytes does not change when a replay makes it).
         if isinstance(event, UpstreamEvent):
-            self.nbytes = len(event.raw) + 64
+            self.nbytes = 2 * len(event.raw) + _LINE_BYTES
         elif isinstance(event, JobCompleted):
-            self.nbytes = len(event.output_text) + _OWN_EVENT_BYTES
+            self.nbytes = 2 * len(event.output_text) + _OWN_EVENT_BYTES + _LINE_BYTES
         else:
-            self.nbytes = _OWN_EVENT_BYTES
+            self.nbytes = _OWN_EVENT_BYTES + _LINE_BYTES
 
     @property
     def line(self) -> bytes:
+        line = self._line
+        if line is None:
+            line = self._line = self._encode()
+        return line
+
+    def _encode(self) -> bytes:
         event = self.event
         if isinstance(event, UpstreamEvent):
             # The same bytes as encoding the Notification (a test holds them equal).
