@@ -188,36 +188,44 @@ def _encode_event_line(job_id: str, seq: int, event: JobEvent) -> bytes:
 # line adds around the event's JSON.
 _OWN_EVENT_BYTES: Final = 160
 _LINE_BYTES: Final = 96
+_MADE_ONCE: Final = b""  # an entry's line was made for one reader and not kept
 
 
 class LogEntry:
-    """One event of a job's log. Its `job/event` line is made when a socket subscriber first
-    needs it and kept, so N subscribers and every later replay cost one encoding (an
-    upstream event's JSON is spliced in as it is), and nothing is made at all when only the
-    gateway reads the job (it translates the typed event)."""
+    """One event of a job's log. Its `job/event` line is made when a socket subscriber needs
+    it (an upstream event's JSON is spliced in as it is) and kept once a second one does, so
+    N subscribers and every later replay cost two encodings at most; nothing is made at all
+    when only the gateway reads the job (it translates the typed event)."""
 
-    __slots__ = ("_line", "event", "job_id", "nbytes", "seq")
+    __slots__ = ("_line", "event", "job_id", "seq")
 
     def __init__(self, job_id: str, seq: int, event: JobEvent) -> None:
         self.job_id = job_id
         self.seq = seq
         self.event = event
         self._line: bytes | None = None
-        # What the entry may come to hold, its line included (counted from the start, so a
-        # finished job's share of the retained bytes does not change when a replay makes it).
+
+    @property
+    def nbytes(self) -> int:
+        """What the entry may come to hold, its line included (counted whether it is made
+        or not, so a finished job's share of the retained bytes never changes)."""
+        event = self.event
         if isinstance(event, UpstreamEvent):
-            self.nbytes = 2 * len(event.raw) + _LINE_BYTES
-        elif isinstance(event, JobCompleted):
-            self.nbytes = 2 * len(event.output_text) + _OWN_EVENT_BYTES + _LINE_BYTES
-        else:
-            self.nbytes = _OWN_EVENT_BYTES + _LINE_BYTES
+            return 2 * len(event.raw) + _LINE_BYTES
+        if isinstance(event, JobCompleted):
+            return 2 * len(event.output_text) + _OWN_EVENT_BYTES + _LINE_BYTES
+        return _OWN_EVENT_BYTES + _LINE_BYTES
 
     @property
     def line(self) -> bytes:
         line = self._line
-        if line is None:
-            line = self._line = self._encode()
-        return line
+        if line:
+            return line
+        made = self._encode()
+        # Kept from the second reader on: a job read by one socket subscriber (the usual
+        # case) holds no second copy of its events' JSON.
+        self._line = _MADE_ONCE if line is None else made
+        return made
 
     def _encode(self) -> bytes:
         event = self.event
