@@ -183,30 +183,50 @@ def _encode_event_line(job_id: str, seq: int, event: JobOwnEvent) -> bytes:
 
 
 # What a job event of codexd's own is taken to hold, for the bound on retained log bytes
-# (an upstream event counts its JSON; a completion adds its text).
+# (an upstream event counts its JSON; a completion adds its text), and what a `job/event`
+# line adds around the event's JSON.
 _OWN_EVENT_BYTES: Final = 160
+_LINE_BYTES: Final = 96
+_MADE_ONCE: Final = b""  # an entry's line was made for one reader and not kept
 
 
 class LogEntry:
     """One event of a job's log. Its `job/event` line is made when a socket subscriber needs
-    it: an upstream event's JSON is spliced in as it is (no encoding), and nothing is made at
-    all when only the gateway reads the job (it translates the typed event)."""
+    it (an upstream event's JSON is spliced in as it is) and kept once a second one does, so
+    N subscribers and every later replay cost two encodings at most; nothing is made at all
+    when only the gateway reads the job (it translates the typed event)."""
 
-    __slots__ = ("event", "job_id", "nbytes", "seq")
+    __slots__ = ("_line", "event", "job_id", "seq")
 
     def __init__(self, job_id: str, seq: int, event: JobEvent) -> None:
         self.job_id = job_id
         self.seq = seq
         self.event = event
+        self._line: bytes | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """What the entry may come to hold, its line included (counted whether it is made
+        or not, so a finished job's share of the retained bytes never changes)."""
+        event = self.event
         if isinstance(event, UpstreamEvent):
-            self.nbytes = len(event.raw) + 64
-        elif isinstance(event, JobCompleted):
-            self.nbytes = len(event.output_text) + _OWN_EVENT_BYTES
-        else:
-            self.nbytes = _OWN_EVENT_BYTES
+            return 2 * len(event.raw) + _LINE_BYTES
+        if isinstance(event, JobCompleted):
+            return 2 * len(event.output_text) + _OWN_EVENT_BYTES + _LINE_BYTES
+        return _OWN_EVENT_BYTES + _LINE_BYTES
 
     @property
     def line(self) -> bytes:
+        line = self._line
+        if line:
+            return line
+        made = self._encode()
+        # Kept from the second reader on: a job read by one socket subscriber (the usual
+        # case) holds no second copy of its events' JSON.
+        self._line = _MADE_ONCE if line is None else made
+        return made
+
+    def _encode(self) -> bytes:
         event = self.event
         if isinstance(event, UpstreamEvent):
             # The same bytes as encoding the Notification (a test holds them equal).

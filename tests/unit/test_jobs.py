@@ -268,6 +268,35 @@ async def test_reattach_after_drop_sees_no_gap_or_repeat() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_line_is_kept_for_the_readers_after_the_first() -> None:
+    """The line made for the second reader is kept: further live subscribers and later
+    replays get those very bytes."""
+
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
+        for _ in range(5):
+            mgr.emit(job, job_event({"type": "response.output_text.delta", "delta": "a"}))
+        await mgr.complete(job, output_text="a" * 5, usage=Usage(), cost_usd=0.0, response_id=None)
+
+    mgr = manager(runner)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = make_job(mgr)
+        live = [FakeSub(), FakeSub(), FakeSub()]
+        for sub in live:
+            await mgr.stream_to(job, sub, 0)
+        await job.finished.wait()
+        replayed = FakeSub()
+        await mgr.stream_to(job, replayed, 0)
+        tg.cancel_scope.cancel()
+    assert replayed.seqs() == list(range(1, job.log.next_seq))
+    for i, line in enumerate(replayed.lines):
+        assert all(sub.lines[i] == line for sub in live)
+        # Every reader after the first got the kept bytes, not a copy of their own.
+        assert sum(sub.lines[i] is line for sub in live) == 2
+
+
+@pytest.mark.anyio
 async def test_cancel_ends_with_job_cancelled() -> None:
     async def runner(job: Job, mgr: JobManager) -> None:
         mgr.emit(job, job_event({"type": "job.started", "attempt": 1}))
@@ -416,7 +445,7 @@ def test_retention_by_total_log_bytes() -> None:
             job, output_text="x" * 1000, usage=Usage(), cost_usd=0.0, response_id=None
         )
 
-    mgr = manager(runner, clock, job_retention_s=3600, max_retained_log_bytes=5000)
+    mgr = manager(runner, clock, job_retention_s=3600, max_retained_log_bytes=10_000)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -427,11 +456,13 @@ def test_retention_by_total_log_bytes() -> None:
                 await job.finished.wait()
                 jobs.append(job)
             per_job = jobs[0].log.nbytes
-            assert 2000 < per_job < 5000  # two 1000-character texts plus the envelopes
+            # Each 1000-character text twice (in the event and in its job/event line, which a
+            # socket subscriber's replay keeps), plus the envelopes.
+            assert 4000 < per_job < 10_000
             assert mgr.expire(clock.now) is not None  # retention time is far away
             kept = [j for j in jobs if j.id in mgr.jobs]
             assert kept == jobs[-len(kept) :]  # the newest are kept, the oldest forgotten
-            assert len(kept) * per_job <= 5000 < (len(kept) + 1) * per_job
+            assert len(kept) * per_job <= 10_000 < (len(kept) + 1) * per_job
             tg.cancel_scope.cancel()
 
     anyio.run(main)
