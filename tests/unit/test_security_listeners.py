@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from codexd.gateway.server import serve_gateway
+from codexd.gateway import serve_gateway
 from codexd.paths import StartupError
 from codexd.security.listeners import listen_private, unlink_if_ours
 
@@ -85,7 +85,7 @@ async def test_the_gateway_socket_is_made_private_and_removed_on_close(
     tmp_path: Path, open_umask: None
 ) -> None:
     path = str(tmp_path / "gateway.sock")
-    settings = SimpleNamespace(gateway=SimpleNamespace(tcp=None), max_connections=8)
+    settings = SimpleNamespace(gateway=SimpleNamespace(enabled=True, tcp=None), max_connections=8)
     services: Any = SimpleNamespace(
         paths=SimpleNamespace(gateway_socket=path, state_dir=str(tmp_path)),
         config=SimpleNamespace(snapshot=SimpleNamespace(codexd=settings)),
