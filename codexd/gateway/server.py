@@ -55,7 +55,7 @@ from codexd.gateway.translate import (
     openai_error,
 )
 from codexd.security.peer import admit
-from codexd.service import Services, SubmitRequest
+from codexd.service import InvalidSubmit, Services, SubmitRequest
 
 if TYPE_CHECKING:
     from codexd.jobs import Job, LogEntry
@@ -92,6 +92,24 @@ def submit_request(headers: Mapping[str, str], body: dict[str, Any], api: str) -
         profile=headers.get("x-codexd-profile") or None,
         cancel_on_disconnect=True,
     )
+
+
+# The headers that carry `SubmitRequest` members (see `submit_request`).
+_HEADER_OF: Final = {"provider": "X-Codexd-Provider", "profile": "X-Codexd-Profile"}
+
+
+def submit_error(err: InvalidSubmit, headers: Mapping[str, str]) -> HttpError:
+    """A refused submission in HTTP words: the header or body member at fault (as OpenAI's
+    `param`), never the control socket's params names."""
+    hint = f" {err.hint}" if err.hint else ""
+    header = _HEADER_OF.get(err.member)
+    if header is not None:
+        where = f"in {header}" if headers.get(header.lower()) else "(from codexd's config)"
+        message, param = f"{err.plain} {where}{hint}", None
+    else:
+        message, param = f"{err.plain}{hint}", err.member.removeprefix("body.")
+    body = openai_error(message, "invalid_request_error", None, param)
+    return HttpError(400, _encoder.encode(body), (("x-should-retry", "false"),))
 
 
 def parse_tcp_address(address: str) -> tuple[str, int]:
@@ -322,6 +340,9 @@ class Gateway:
         owner = object()  # this request: its job ends with it
         try:
             job = await jobs.submit(submit_request(request.headers, body, api), owner=owner)
+        except InvalidSubmit as err:
+            await _send_error(responder, submit_error(err, request.headers))
+            return
         except RpcError as err:
             await _send_error(responder, error_reply(err.to_object()))
             return
