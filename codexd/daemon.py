@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from codexctl.protocol import GatewayStatus
 from codexd import __version__
 from codexd.activation import ActivatedSockets
 from codexd.auth.oauth import OAuthClient
@@ -30,7 +31,7 @@ from codexd.config.load import ConfigError
 from codexd.config.store import ConfigInvalid, ConfigReloaded, ConfigStore, ReloadOutcome
 from codexd.config.watch import watch_config
 from codexd.events import EventHub
-from codexd.gateway import serve_gateway
+from codexd.gateway import GatewayListeners
 from codexd.jobs import Job, JobLimits, Usage
 from codexd.lock import InstanceLock
 from codexd.paths import Paths, StartupError, check_codex_home
@@ -83,6 +84,7 @@ class Daemon:
         self.identity = Identity(paths=paths, started_by=started_by)
         self.notifier = notifier
         self._shutdown = anyio.Event()
+        self._gateway: GatewayListeners | None = None
 
     @classmethod
     def prepare(
@@ -169,6 +171,9 @@ class Daemon:
         def connections() -> int:
             return server.stats.connections
 
+        def gateway() -> GatewayStatus | None:
+            return self._gateway.status() if self._gateway is not None else None
+
         status = Status(
             self.identity,
             config=config,
@@ -176,12 +181,16 @@ class Daemon:
             session=auth,
             ledger=ledger,
             connections=connections,
+            gateway=gateway,
         )
 
         async def reload_config() -> ReloadOutcome:
             self.notifier.reloading()
             try:
-                return await anyio.to_thread.run_sync(config.reload)
+                outcome = await anyio.to_thread.run_sync(config.reload)
+                if self._gateway is not None:  # answer once its listeners follow the config
+                    await self._gateway.settled()
+                return outcome
             finally:
                 self.notifier.ready()
 
@@ -232,6 +241,8 @@ class Daemon:
             snapshot = self.config.snapshot
             services.limiters.reconfigure(snapshot)
             logging.getLogger().setLevel(snapshot.codexd.log_level.upper())
+            if self._gateway is not None:
+                self._gateway.follow()
             services.events.publish("config", "config/reloaded", event)
         else:
             services.events.publish("config", "config/invalid", event)
@@ -273,8 +284,8 @@ class Daemon:
                 await tg.start(self._signals, services, tg.cancel_scope)
                 tg.start_soon(watchdog, self.notifier, name="sd_notify watchdog")
                 tg.start_soon(server.serve, listener, name="rpc server")
-                if self.config.snapshot.codexd.gateway.enabled:
-                    await tg.start(serve_gateway, services, self.passed.gateway)
+                self._gateway = GatewayListeners(services, self.passed.gateway)
+                await tg.start(self._gateway.run, name="gateway")
                 tg.start_soon(self._watch_config, services, name="config watcher")
                 log.info(
                     "codexd %s serving on %s (pid %d)", __version__, self.paths.socket, os.getpid()

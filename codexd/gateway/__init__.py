@@ -1,5 +1,6 @@
-"""The OpenAI-compatible HTTP front door: `serve_gateway(services)`."""
+"""The OpenAI-compatible HTTP front door: `GatewayListeners(services)` serves it as the
+config says, following reloads."""
 
-from codexd.gateway.server import serve_gateway
+from codexd.gateway.listeners import GatewayListeners, serve_gateway
 
-__all__ = ["serve_gateway"]
+__all__ = ["GatewayListeners", "serve_gateway"]

@@ -6,6 +6,7 @@ owned by the request and cancelled when its HTTP client goes away (`JobService.r
 The reply is read from the job's event log and translated (`translate.py`) into what the
 OpenAI API would have sent. The Unix socket admits the daemon's own uid (and root), as the
 control socket does; TCP admits requests carrying the bearer token of `gateway.token`.
+listeners.py accepts the connections (and starts, stops and moves the listeners on reload).
 
 Connections are counted in two pools. The owner's (gateway.sock, and a TCP connection once a
 head on it carried the token) share `[codexd] max_connections`. TCP connections that have not
@@ -53,10 +54,8 @@ from codexd.gateway.translate import (
     not_found_url,
     openai_error,
 )
-from codexd.paths import StartupError
-from codexd.security.listeners import LISTEN_BACKLOG, listen_private, unlink_if_ours
 from codexd.security.peer import admit
-from codexd.service import Services, SubmitRequest
+from codexd.service import InvalidSubmit, Services, SubmitRequest
 
 if TYPE_CHECKING:
     from codexd.jobs import Job, LogEntry
@@ -93,6 +92,24 @@ def submit_request(headers: Mapping[str, str], body: dict[str, Any], api: str) -
         profile=headers.get("x-codexd-profile") or None,
         cancel_on_disconnect=True,
     )
+
+
+# The headers that carry `SubmitRequest` members (see `submit_request`).
+_HEADER_OF: Final = {"provider": "X-Codexd-Provider", "profile": "X-Codexd-Profile"}
+
+
+def submit_error(err: InvalidSubmit, headers: Mapping[str, str]) -> HttpError:
+    """A refused submission in HTTP words: the header or body member at fault (as OpenAI's
+    `param`), never the control socket's params names."""
+    hint = f" {err.hint}" if err.hint else ""
+    header = _HEADER_OF.get(err.member)
+    if header is not None:
+        where = f"in {header}" if headers.get(header.lower()) else "(from codexd's config)"
+        message, param = f"{err.plain} {where}{hint}", None
+    else:
+        message, param = f"{err.plain}{hint}", err.member.removeprefix("body.")
+    body = openai_error(message, "invalid_request_error", None, param)
+    return HttpError(400, _encoder.encode(body), (("x-should-retry", "false"),))
 
 
 def parse_tcp_address(address: str) -> tuple[str, int]:
@@ -148,10 +165,31 @@ class _TcpPeer:
         self.authenticated = False
 
 
+class Served:
+    """One accepted connection as its listener sees it: `close_when_idle` closes it now when
+    no request is being answered, else once the response is whole."""
+
+    __slots__ = ("busy", "closing", "scope")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.busy = False
+        self.closing = False
+
+    def close_when_idle(self) -> None:
+        self.closing = True
+        if not self.busy:
+            self.scope.cancel()
+
+
 class Gateway:
-    def __init__(self, services: Services, adopted: socket.socket | None = None) -> None:
+    """Requests on the gateway's connections (listeners.py accepts them)."""
+
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.adopted = adopted  # gateway.sock made by a service manager
+        # While the config has the gateway off (only a gateway.sock passed in by a service
+        # manager is still served then): every request gets `gateway_off`.
+        self.off = True
         self.tokens = services.tokens
         # The owner's connections: gateway.sock, and TCP ones that showed the token.
         self.connections = 0
@@ -160,56 +198,19 @@ class Gateway:
         unauthorized = invalid_api_key()
         self._unauthorized = Refusal(unauthorized.status, unauthorized.body, unauthorized.headers)
 
-    # ---------------------------------------------------------------- listeners
+    # ---------------------------------------------------------------- connections
 
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    async def connection(
+        self, stream: anyio.abc.SocketStream, tcp: bool, served: Served | None = None
     ) -> None:
-        settings = self.services.config.snapshot.codexd.gateway
-        path = self.services.paths.gateway_socket
-        unix, socket_ino = await listen_private(path, adopted=self.adopted)
-        listeners: list[tuple[anyio.abc.Listener[Any], bool]] = [(unix, False)]
-        try:
-            if settings.tcp is not None:
-                self.tokens.current()
-                listeners.append((await self._listen_tcp(settings.tcp), True))
-            async with anyio.create_task_group() as tg:
-                for listener, tcp in listeners:
-                    tg.start_soon(self._serve, listener, tcp)
-                log.info(
-                    "gateway serving on %s%s",
-                    self.services.paths.gateway_socket,
-                    f" and http://{settings.tcp}" if settings.tcp else "",
-                )
-                task_status.started()
-        finally:
-            unlink_if_ours(path, socket_ino)
-
-    async def _listen_tcp(self, address: str) -> anyio.abc.Listener[anyio.abc.SocketStream]:
-        host, port = parse_tcp_address(address)
-        try:
-            return await anyio.create_tcp_listener(
-                local_host=host, local_port=port, backlog=LISTEN_BACKLOG, reuse_port=False
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen on [codexd.gateway] tcp = {address!r}: {exc.strerror}"
-            ) from None
-
-    async def _serve(self, listener: anyio.abc.Listener[Any], tcp: bool) -> None:
-        async def handle(stream: anyio.abc.SocketStream) -> None:
-            await self._connection(stream, tcp)
-
-        async with listener:
-            await listener.serve(handle)
-
-    async def _connection(self, stream: anyio.abc.SocketStream, tcp: bool) -> None:
+        """Serve one accepted connection (listeners.py accepts them)."""
+        served = served or Served()
         async with stream:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             settings = self.services.config.snapshot.codexd
             if tcp:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await self._tcp_connection(stream, settings)
+                await self._tcp_connection(stream, settings, served)
                 return
             if admit(raw, "gateway", log) is None:
                 return
@@ -218,12 +219,12 @@ class Gateway:
                 return
             self.connections += 1
             try:
-                await self._serve_http(stream, settings, None)
+                await self._serve_http(stream, settings, None, served)
             finally:
                 self.connections -= 1
 
     async def _tcp_connection(
-        self, stream: anyio.abc.SocketStream, settings: CodexdSettings
+        self, stream: anyio.abc.SocketStream, settings: CodexdSettings, served: Served
     ) -> None:
         with anyio.CancelScope() as scope:
             peer = _TcpPeer(scope)
@@ -242,7 +243,7 @@ class Gateway:
                     return Refusal(500, _INTERNAL_ERROR_BODY)
 
             try:
-                await self._serve_http(stream, settings, check_head)
+                await self._serve_http(stream, settings, check_head, served)
             finally:
                 waiting.pop(peer, None)
                 if peer.authenticated:
@@ -268,9 +269,16 @@ class Gateway:
         stream: anyio.abc.SocketStream,
         settings: CodexdSettings,
         check_head: HeadCheck | None,
+        served: Served,
     ) -> None:
         async def handler(request: Request, responder: Responder) -> None:
-            await self.handle(request, responder)
+            served.busy = True
+            try:
+                await self.handle(request, responder)
+            finally:
+                served.busy = False
+                if served.closing:  # its listener stopped: no next request on it
+                    served.scope.cancel()
 
         try:
             await serve_http(
@@ -288,6 +296,9 @@ class Gateway:
 
     async def handle(self, request: Request, responder: Responder) -> None:
         """Route one request (on TCP its head already carried the token)."""
+        if self.off:
+            await _send_error(responder, gateway_off(self.services.config.path))
+            return
         method, path = request.method, request.path.rstrip("/")
         api = _API_BY_PATH.get(path)
         if api is not None and method == "POST":
@@ -329,6 +340,9 @@ class Gateway:
         owner = object()  # this request: its job ends with it
         try:
             job = await jobs.submit(submit_request(request.headers, body, api), owner=owner)
+        except InvalidSubmit as err:
+            await _send_error(responder, submit_error(err, request.headers))
+            return
         except RpcError as err:
             await _send_error(responder, error_reply(err.to_object()))
             return
@@ -420,6 +434,18 @@ async def _internal_error(responder: Responder) -> None:
     await responder.send(500, _INTERNAL_ERROR_BODY)
 
 
+def gateway_off(config_path: str) -> HttpError:
+    """The answer on a gateway.sock passed in by a service manager while the config has the
+    gateway off."""
+    body = openai_error(
+        f"the codexd gateway is off: set [codexd.gateway] enabled = true in {config_path} "
+        "(it applies on reload)",
+        "server_error",
+        "gateway_off",
+    )
+    return HttpError(503, _encoder.encode(body), (("x-should-retry", "false"),))
+
+
 def _overloaded_body(limit: int) -> bytes:
     return _encoder.encode(
         openai_error(
@@ -441,15 +467,3 @@ async def _send_overloaded(stream: anyio.abc.ByteStream, limit: int) -> None:
         await stream.send(head + body)
     except SOCKET_ERRORS:
         pass
-
-
-async def serve_gateway(
-    services: Services,
-    adopted: socket.socket | None = None,
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the gateway until cancelled (started in the daemon's task group when
-    `[codexd.gateway] enabled = true`); `adopted` is gateway.sock passed by a service
-    manager."""
-    await Gateway(services, adopted).run(task_status=task_status)

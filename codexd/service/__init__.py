@@ -19,6 +19,7 @@ from codexd.service.registry import Catalogs, Limiters
 from codexd.service.status import Identity, Status
 from codexd.service.submit import (
     Admission,
+    InvalidSubmit,
     JobService,
     ResolvedJob,
     SubmitRequest,
@@ -67,6 +68,7 @@ __all__ = [
     "Admission",
     "Catalogs",
     "Identity",
+    "InvalidSubmit",
     "JobService",
     "Limiters",
     "LoginCompleted",

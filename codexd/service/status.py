@@ -13,6 +13,7 @@ from codexctl.protocol import (
     AccountSummary,
     ConfigStatus,
     DaemonStatus,
+    GatewayStatus,
     JobCounts,
 )
 from codexd import __version__
@@ -44,6 +45,7 @@ class Status:
         session: AuthSession,
         ledger: LedgerWriter,
         connections: Callable[[], int],
+        gateway: Callable[[], GatewayStatus | None] = lambda: None,
     ) -> None:
         self._identity = identity
         self._config = config
@@ -51,6 +53,7 @@ class Status:
         self._session = session
         self._ledger = ledger
         self._connections = connections
+        self._gateway = gateway
 
     async def status(self) -> DaemonStatus:
         st = self.now()
@@ -81,6 +84,7 @@ class Status:
                 path=cfg.path, generation=cfg.generation, loaded_at=cfg.loaded_at, error=cfg.error
             ),
             account=AccountSummary(mode=info.mode, email=info.email, plan_type=info.plan_type),
+            gateway=self._gateway(),
         )
 
     def line(self) -> str:

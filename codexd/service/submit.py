@@ -61,26 +61,40 @@ class ResolvedJob:
     request: JobRequest
 
 
-def _invalid(member: str, message: str) -> RpcError:
-    return RpcError(
-        ErrorKind.INVALID_PARAMS, f"invalid params for job/submit: {message} - at `{member}`"
-    )
+class InvalidSubmit(RpcError):
+    """`invalid_params` from submission that keeps where it was found, so that each front
+    door names it in its own words: `member` is the params member (`provider`, `profile`,
+    `body.model`), `problem` what is wrong with it, `hint` what would do (may be empty),
+    `plain` the problem for a reader who does not know the params' types (defaults to
+    `problem`)."""
+
+    def __init__(self, member: str, problem: str, hint: str = "", plain: str | None = None):
+        self.member = member
+        self.problem = problem
+        self.hint = hint
+        self.plain = plain or problem
+        said = f"{problem} {hint}" if hint else problem
+        super().__init__(
+            ErrorKind.INVALID_PARAMS, f"invalid params for job/submit: {said} - at `$.{member}`"
+        )
+
+
+def _invalid(member: str, problem: str, hint: str = "", plain: str | None = None) -> RpcError:
+    return InvalidSubmit(member, problem, hint, plain)
 
 
 def _check_body(body: dict[str, Any], api: str) -> None:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise _invalid("$.body.model", "Expected `str`")
+        raise _invalid("body.model", "Expected `str`", plain="'model' must be a string")
     if api == "chat":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise _invalid("$.body.messages", "a chat request needs a non-empty `messages` array")
+            raise _invalid("body.messages", "a chat request needs a non-empty `messages` array")
     else:
         inp = body.get("input")
         if not isinstance(inp, str | list) or not inp:
-            raise _invalid(
-                "$.body.input", "a responses request needs `input` (a string or an array)"
-            )
+            raise _invalid("body.input", "a responses request needs `input` (a string or an array)")
 
 
 def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> ResolvedJob:
@@ -89,13 +103,13 @@ def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> R
         selection = snapshot.selection(req.profile or None)
     except KeyError:
         known = ", ".join(sorted(snapshot.profiles)) or "none"
-        raise _invalid("$.profile", f"unknown profile {req.profile!r} (known: {known})") from None
+        raise _invalid("profile", f"unknown profile {req.profile!r}", f"(known: {known})") from None
     profile_name = selection.profile
     provider_id = req.provider or selection.model_provider
     provider = snapshot.providers.get(provider_id)
     if provider is None:
         known = ", ".join(sorted(snapshot.providers))
-        raise _invalid("$.provider", f"unknown provider {provider_id!r} (known: {known})")
+        raise _invalid("provider", f"unknown provider {provider_id!r}", f"(known: {known})")
     api = req.api or provider.wire_api
     _check_body(req.body, api)
     model = req.body.get("model") or selection.model or catalog.default_model

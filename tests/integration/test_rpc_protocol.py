@@ -167,8 +167,10 @@ def test_status_members(daemon: DaemonProcess, connect: type[LineConn]) -> None:
     assert set(st) == {
         "version", "protocol_version", "pid", "started_at", "started_by", "uptime_s", "socket",
         "codex_home", "state_dir", "connections", "jobs", "config", "account", "budget",
+        "gateway",
     }  # fmt: skip
     assert st["budget"] is None  # no [codexd.budget] caps
+    assert st["gateway"] is None  # off
     assert st["pid"] == daemon.proc.pid  # type: ignore[union-attr]
     assert st["socket"] == daemon.socket
     assert st["codex_home"] == daemon.env["CODEX_HOME"]

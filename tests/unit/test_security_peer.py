@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from codexd.gateway.server import serve_gateway
+from codexd.gateway import serve_gateway
 from codexd.rpc.methods import TABLE
 from codexd.rpc.server import RpcServer
 from codexd.security import peer
@@ -85,7 +85,7 @@ async def control_socket(tmp_path: Path) -> AsyncIterator[tuple[str, RpcServer]]
 @asynccontextmanager
 async def gateway_socket(tmp_path: Path) -> AsyncIterator[tuple[str, None]]:
     path = str(tmp_path / "gateway.sock")
-    settings = SimpleNamespace(gateway=SimpleNamespace(tcp=None), max_connections=8)
+    settings = SimpleNamespace(gateway=SimpleNamespace(enabled=True, tcp=None), max_connections=8)
     services: Any = SimpleNamespace(
         paths=SimpleNamespace(gateway_socket=path, state_dir=str(tmp_path)),
         config=SimpleNamespace(snapshot=SimpleNamespace(codexd=settings)),

@@ -290,10 +290,20 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
             )
         )
     rows.append(("connections", str(st["connections"])))
+    rows.append(("gateway", gateway_line(st.get("gateway"))))
     print_rows(ctx.out, rows)
     for warning in status_warnings(st, os.environ):
         ctx.err.write(f"warning: {warning}\n")
     return EXIT_OK
+
+
+def gateway_line(gateway: dict[str, Any] | None) -> str:
+    """`codexctl status`'s gateway row: off, or where it listens."""
+    if not gateway:
+        return "off ([codexd.gateway] enabled = true turns it on)"
+    if gateway.get("tcp"):
+        return f"{gateway['unix']} and http://{gateway['tcp']}"
+    return str(gateway["unix"])
 
 
 def status_warnings(st: dict[str, Any], env: Any) -> list[str]:
@@ -398,11 +408,24 @@ def format_duration(seconds: float) -> str:
 
 
 def cmd_gateway(args: argparse.Namespace, ctx: Context) -> int:
+    """Print (or rotate) the token whatever the gateway's state, so that it can be set up
+    before the gateway is turned on; stderr says when nothing takes the token yet."""
+    gateway = ctx.call("daemon/status").get("gateway")
     result = ctx.call("gateway/token", {"rotate": bool(args.rotate)})
     if ctx.json:
         ctx.print_json(result)
     else:
         ctx.out.write(result["token"] + "\n")
+    if not gateway:
+        ctx.err.write(
+            "note: the gateway is off: the token is asked for on its TCP address once "
+            '[codexd.gateway] enabled = true and tcp = "127.0.0.1:PORT" are set\n'
+        )
+    elif not gateway.get("tcp"):
+        ctx.err.write(
+            "note: the gateway has no TCP address, only gateway.sock (which needs no token): "
+            'set [codexd.gateway] tcp = "127.0.0.1:PORT" to use the token\n'
+        )
     return EXIT_OK
 
 

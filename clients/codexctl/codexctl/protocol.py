@@ -401,6 +401,13 @@ class BudgetStatus(msgspec.Struct):
     month_resets_at: str
 
 
+class GatewayStatus(msgspec.Struct):
+    """`daemon/status.gateway`: where the gateway listens now (null while it is off)."""
+
+    unix: str  # gateway.sock
+    tcp: str | None  # HOST:PORT, or null without `[codexd.gateway] tcp`
+
+
 class DaemonStatus(msgspec.Struct):
     """`daemon/status`'s result."""
 
@@ -418,3 +425,4 @@ class DaemonStatus(msgspec.Struct):
     config: ConfigStatus | None
     account: AccountSummary | None
     budget: BudgetStatus | None = None  # spend against [codexd.budget]; null without caps
+    gateway: GatewayStatus | None = None  # null while the gateway is off
