@@ -21,6 +21,7 @@ from codexctl.cli import main
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import write_config
+from tests.integration.test_codexctl_jobs import run_in_pty
 
 
 def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -206,10 +207,48 @@ def test_usage_shows_spend_against_the_budget_caps(upstream_env: dict[str, str])
         usage = wait_for_usage(d.env, 1)
         cost = usage["total"]["cost_usd"]  # type: ignore[index]
         table = codexctl(d.env, "usage")
-    spent = commands_info.format_usd(cost)
+    from codexctl.fmt import format_usd
+
+    spent = format_usd(cost)
     assert table.stdout.splitlines()[-1] == (
         f"budget  today {spent} of $5.00 · this month {spent} of $100.00"
     )
+
+
+def test_money_is_plain_decimals_for_people_and_scripts(upstream_env: dict[str, str]) -> None:
+    # 1 input and 8 output tokens at these prices cost $0.000000026 (2.6e-08)
+    write_config(
+        upstream_env,
+        config_text(upstream_env)
+        + '[codexd.prices."gpt-5"]\ninput = 0.01\ncached_input = 0.001\noutput = 0.002\n',
+    )
+    with DaemonProcess(upstream_env) as d:
+        code, raw = run_in_pty(d.env, "ask", "hi")
+        assert code == 0, raw
+        assert raw.splitlines()[-1].strip() == "gpt-5 · 1 in / 8 out tokens · $0.000000026"
+        wait_for_usage(d.env, 1)
+        as_json = codexctl(d.env, "usage", "--json").stdout
+        as_csv = codexctl(d.env, "usage", "--csv").stdout
+        jobs_json = codexctl(d.env, "jobs", "--json").stdout
+        code, table = run_in_pty(d.env, "usage")
+    assert code == 0, table
+    assert '"cost_usd": 0.000000026' in as_json and "e-" not in as_json
+    assert json.loads(as_json)["total"]["cost_usd"] == pytest.approx(2.6e-08)
+    assert '"cost_usd": 0.000000026' in jobs_json and "e-" not in jobs_json
+    assert as_csv.splitlines()[1].split(",")[6] == "0.000000026"
+    total = next(line for line in table.splitlines() if line.startswith("total"))
+    assert total.split()[-1] == "$0.000000026"
+
+
+def test_money_format_keeps_two_significant_digits() -> None:
+    from codexctl.fmt import format_usd, plain_number
+
+    assert format_usd(8.125e-05) == "$0.000081"
+    assert format_usd(0.0421) == "$0.0421"
+    assert format_usd(0.0) == "$0.00"
+    assert format_usd(1234.5, estimated=True) == "~$1,234.50"
+    assert plain_number(5e-08) == "0.00000005"
+    assert plain_number(1e22) == "10000000000000000000000"
 
 
 def test_usage_table_bars_scale_by_cost() -> None:

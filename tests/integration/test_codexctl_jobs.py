@@ -249,7 +249,7 @@ def test_ask_on_a_terminal_streams_and_shows_usage(upstream_daemon: DaemonProces
     screen.feed(raw)
     lines = screen.lines()
     assert lines[0] == REPLY
-    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.0001", lines[1]), lines
+    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.000081", lines[1]), lines
     assert len(lines) == 2
 
 

@@ -146,13 +146,18 @@ class Context:
     def print_json(self, value: Any) -> None:
         import msgspec
 
-        self.out.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+        from codexctl.fmt import json_ready
+
+        encoded = msgspec.json.encode(json_ready(value))
+        self.out.write(msgspec.json.format(encoded, indent=2).decode() + "\n")
 
     def print_json_line(self, value: Any) -> None:
         """One compact JSON value per line, flushed (for `--json` streams read by scripts)."""
         import msgspec
 
-        self.out.write(msgspec.json.encode(value).decode() + "\n")
+        from codexctl.fmt import json_ready
+
+        self.out.write(msgspec.json.encode(json_ready(value)).decode() + "\n")
         self.out.flush()
 
     def close(self) -> None:

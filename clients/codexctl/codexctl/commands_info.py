@@ -22,6 +22,7 @@ from codexctl.cli import (
     print_rows,
     print_table,
 )
+from codexctl.fmt import format_usd, plain_number
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -78,11 +79,6 @@ def format_int(n: Any) -> str:
 
 def format_price(p: Any) -> str:
     return f"{p:g}" if isinstance(p, (int, float)) else "-"
-
-
-def format_usd(value: float, estimated: bool = False) -> str:
-    text = f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
-    return ("~" if estimated else "") + text
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -287,7 +283,9 @@ def write_usage_csv(out: TextIO, key: str, rows: Sequence[Mapping[str, Any]]) ->
             (
                 row.get(key, ""),
                 *(
-                    str(row.get(f, "")).lower() if f == "estimated" else row.get(f, "")
+                    str(row.get(f, "")).lower()
+                    if f == "estimated"
+                    else plain_number(row.get(f, ""))
                     for f in USAGE_FIELDS
                 ),
             )

@@ -27,6 +27,7 @@ from codexctl.cli import (
     print_table,
 )
 from codexctl.errors import DaemonUnreachable
+from codexctl.fmt import format_usd
 from codexctl.protocol import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -380,12 +381,8 @@ def usage_line(model: str | None, event: dict[str, Any]) -> str:
     parts = [p for p in (model, tokens) if p]
     cost = event.get("cost_usd")
     if cost is not None:
-        parts.append(format_cost(float(cost)))
+        parts.append(format_usd(float(cost)))
     return " · ".join(parts)
-
-
-def format_cost(cost: float) -> str:
-    return f"${cost:.2f}" if cost >= 1 else f"${cost:.4f}"
 
 
 # --------------------------------------------------------------------------- commands
