@@ -280,7 +280,7 @@ def test_config_show_is_redacted(upstream_env: dict[str, str]) -> None:
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"# {Path(d.env['CODEX_HOME'], 'config.toml')} (generation 1")
     assert 'model = "gpt-5"\n' in shown.stdout
-    assert "\n[providers.fake]\n" in shown.stdout
+    assert "\n[model_providers.fake]\n" in shown.stdout
     for out in (shown.stdout, as_json.stdout):
         assert "sk-secret-header-value-123" not in out
         assert d.env["OPENAI_API_KEY"] not in out
@@ -315,6 +315,37 @@ def test_config_check_needs_no_daemon(daemon_env: dict[str, str], tmp_path: Path
     default = codexctl(daemon_env, "config", "check")
     assert default.returncode == 1
     assert default.stderr.startswith("codexctl: config.toml:1: model: ")
+
+
+def test_config_show_can_be_copied_into_a_config_file(
+    upstream_daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    shown = codexctl(upstream_daemon.env, "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "\n[model_providers.fake]\n" in shown.stdout
+    copy = tmp_path / "config.toml"
+    copy.write_text(shown.stdout)
+    checked = codexctl(upstream_daemon.env, "config", "check", str(copy))
+    assert (checked.returncode, checked.stderr) == (0, "")
+
+
+def test_config_check_warns_about_unknown_keys(daemon_env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'approval_policy = "never"\nopenai_base_ur = "http://127.0.0.1:9/v1"\nzzz = 1\n'
+        '[model_providers.x]\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    checked = codexctl(daemon_env, "config", "check", str(path))
+    assert checked.returncode == 0
+    assert checked.stdout == f"{path}: ok\n"
+    assert checked.stderr.splitlines() == [
+        "codexctl: warning: config.toml:2: openai_base_ur: not a key Codex or codexd knows, "
+        "so both ignore it: did you mean openai_base_url?",
+        "codexctl: warning: config.toml:3: zzz: not a key Codex or codexd knows, so both ignore it",
+    ]
+    as_json = json.loads(codexctl(daemon_env, "config", "check", str(path), "--json").stdout)
+    assert as_json["ok"] is True
+    assert [w.split(":")[2].strip() for w in as_json["warnings"]] == ["openai_base_ur", "zzz"]
 
 
 def test_config_check_without_codexd_installed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -357,8 +357,34 @@ def config_show(ctx: Context) -> int:
     )
     if result.get("error"):
         ctx.out.write(f"# last reload failed: {result['error']} (this config stays in force)\n")
-    ctx.out.write("\n".join(toml_lines(result.get("effective") or {})) + "\n")
+    shaped, builtins = as_config_file(result.get("effective") or {})
+    ctx.out.write("\n".join(toml_lines(shaped)) + "\n")
+    if builtins:
+        ctx.out.write("\n# built-in providers (configured by Codex itself, not in config.toml):\n")
+        lines = toml_lines({"model_providers": builtins})
+        ctx.out.write("\n".join(f"# {line}" if line else "#" for line in lines[1:]) + "\n")
     return EXIT_OK
+
+
+def as_config_file(effective: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The effective config under the names config.toml uses, so that a person can copy a
+    table from `config show` into the file: the daemon's `providers` are
+    `[model_providers.ID]`, less the built-in ones (returned apart: the file may not define
+    them); the file paths the daemon reports are in the header, not keys."""
+    from codexctl.protocol import RESERVED_PROVIDER_IDS
+
+    shaped: dict[str, Any] = {}
+    builtins: dict[str, Any] = {}
+    for key, value in effective.items():
+        if key in ("path", "codexd_path"):
+            continue
+        if key == "providers":
+            custom = {k: v for k, v in value.items() if k not in RESERVED_PROVIDER_IDS}
+            builtins = {k: v for k, v in value.items() if k in RESERVED_PROVIDER_IDS}
+            shaped["model_providers"] = custom
+        else:
+            shaped[key] = value
+    return shaped, builtins
 
 
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -423,9 +449,16 @@ def config_check(file: str | None, ctx: Context) -> int:
         return EXIT_UNREACHABLE
     ok = done.returncode == 0
     error = None if ok else last_line(done.stderr) or f"{program} exited {done.returncode}"
+    warnings = [
+        line.removeprefix("warning: ")
+        for line in done.stderr.splitlines()
+        if ok and line.startswith("warning: ")
+    ]
     if ctx.json:
-        ctx.print_json({"file": path, "ok": ok, "error": error})
+        ctx.print_json({"file": path, "ok": ok, "error": error, "warnings": warnings})
     elif ok:
+        for warning in warnings:
+            ctx.err.write(f"codexctl: warning: {warning}\n")
         ctx.out.write(f"{path}: ok\n")
     else:
         ctx.err.write(f"codexctl: {error}\n")

@@ -20,6 +20,8 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 SOCKET_NAME: Final = "codexd.sock"
 GATEWAY_SOCKET_NAME: Final = "gateway.sock"
 LOCK_NAME: Final = "codexd.lock"
+# Codex's built-in providers: their ids cannot be defined in [model_providers].
+RESERVED_PROVIDER_IDS: Final = ("openai", "ollama", "lmstudio")
 
 
 # --------------------------------------------------------------------------- socket path rule
