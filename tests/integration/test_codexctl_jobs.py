@@ -333,6 +333,32 @@ def test_quota_failure_exits_5_with_one_line(
     assert fake_openai.stats().model_requests == 1
 
 
+def test_reasoning_is_checked_against_the_model_catalog(
+    upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    env = upstream_daemon.env
+    refused = codexctl(env, "ask", "hi", "--model", "gpt-5", "--reasoning", "xhigh")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "'xhigh'" in refused.stderr
+    assert "choose one of minimal, low, medium, high" in refused.stderr
+    chat = codexctl(env, "submit", "hi", "--api", "chat", "--model", "gpt-5", "--reasoning", "max")
+    assert chat.returncode == 1 and "choose one of minimal, low" in chat.stderr
+    assert fake_openai.stats().model_requests == 0
+
+    dated = codexctl(env, "ask", "hi", "--model", "gpt-5-2025-08-07", "--reasoning", "high")
+    assert (dated.returncode, dated.stdout, dated.stderr) == (0, REPLY + "\n", "")
+
+    unknown = codexctl(env, "ask", "hi", "--model", "my-local-model", "--reasoning", "high")
+    assert (unknown.returncode, unknown.stdout) == (0, REPLY + "\n")
+    assert unknown.stderr == (
+        "codexctl: warning: the model catalog does not know my-local-model: "
+        "reasoning effort high is sent unchecked\n"
+    )
+    sent = fake_openai.model_requests()
+    assert [r.body["reasoning"]["effort"] for r in sent] == ["high", "high"]
+
+
 def test_unauthenticated_exits_4(daemon: DaemonProcess) -> None:
     result = codexctl(daemon.env, "ask", "hi")
     assert result.returncode == 4

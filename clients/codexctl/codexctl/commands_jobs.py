@@ -411,6 +411,7 @@ def show_job(ctx: Context, client: Any, job_id: str, after_seq: int, render: Ren
 def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
     prompt = read_prompt(args.prompt, sys.stdin)
     params = submit_params(args, prompt, subscribe=True)
+    warn_if_unknown_model(args, ctx)
     render = renderer_for(ctx, args.stream)
     client = ctx.client()
     job_id: str | None = None
@@ -428,6 +429,22 @@ def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
             if not cancelled:
                 ctx.err.write(f"codexctl: {how}\n")
         raise
+
+
+def warn_if_unknown_model(args: argparse.Namespace, ctx: Context) -> None:
+    """The daemon checks `--reasoning` against the model's catalog levels; for a model the
+    catalog does not know it cannot, and says so here, in one line (the job still goes)."""
+    if not (args.reasoning and args.model):
+        return
+    from codexctl.protocol import catalog_slug
+
+    slugs = {m.get("slug") for m in ctx.call("models/list").get("models", [])}
+    if args.model not in slugs and catalog_slug(args.model) not in slugs:
+        ctx.err.write(
+            f"codexctl: warning: the model catalog does not know {args.model}: "
+            f"reasoning effort {args.reasoning} is sent unchecked\n"
+        )
+        ctx.err.flush()
 
 
 def cancel_own_job(ctx: Context, job_id: str) -> tuple[bool, str]:
@@ -448,7 +465,9 @@ def cancel_own_job(ctx: Context, job_id: str) -> tuple[bool, str]:
 
 def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     prompt = read_prompt(args.prompt, sys.stdin)
-    result = ctx.call("job/submit", submit_params(args, prompt, subscribe=False))
+    params = submit_params(args, prompt, subscribe=False)
+    warn_if_unknown_model(args, ctx)
+    result = ctx.call("job/submit", params)
     if ctx.json:
         ctx.print_json(result)
     else:
