@@ -448,7 +448,7 @@ def test_cancel_a_running_job_and_list_jobs(
     table = codexctl(env, "jobs")
     assert table.returncode == 0
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "CREATED"]
+    assert header.split()[:5] == ["ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS"]
     by_id = {r.split()[0]: r.split() for r in rows}
     assert by_id[job_id][1:5] == ["cancelled", "codexctl", "gpt-5", "1"]
     assert by_id[done_id][1:5] == ["completed", "codexctl", "gpt-5", "1"]
@@ -464,6 +464,49 @@ def test_cancel_a_running_job_and_list_jobs(
     unknown = codexctl(env, "cancel", "job_nope")
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1
+
+
+LOCAL_STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+05:30"
+
+
+def test_jobs_show_cost_error_kind_and_local_times(
+    upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    env = dict(upstream_daemon.env, TZ="IST-5:30")  # a zone with a half-hour offset
+    done_id = codexctl(env, "submit", "first").stdout.strip()
+    assert codexctl(env, "watch", done_id).returncode == 0
+    fake_openai.script(insufficient_quota())
+    failed_id = codexctl(env, "submit", "second").stdout.strip()
+    assert codexctl(env, "watch", failed_id).returncode == 5
+
+    code, raw = run_in_pty(env, "jobs", columns=160)
+    assert code == 0, raw
+    screen = Screen(160)
+    screen.feed(raw)
+    header, *rows = screen.lines()
+    assert header.split() == [
+        "ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "COST", "CREATED", "ERROR"
+    ]  # fmt: skip
+    by_id = {r.split()[0]: r for r in rows}
+    assert re.fullmatch(
+        rf"{done_id}\s+completed\s+codexctl\s+gpt-5\s+1\s+\$0\.0000[1-9]\d\s+{LOCAL_STAMP}",
+        by_id[done_id],
+    )
+    assert re.fullmatch(
+        rf"{failed_id}\s+failed\s+codexctl\s+gpt-5\s+1\s+-\s+{LOCAL_STAMP}\s+quota_exceeded",
+        by_id[failed_id],
+    )
+
+    code, raw = run_in_pty(env, "status", columns=160)
+    assert code == 0, raw
+    status = Screen(160)
+    status.feed(raw)
+    lines = {line.split()[0]: line for line in status.lines()}
+    assert re.search(rf"\(since {LOCAL_STAMP}\)$", lines["uptime"])
+    assert re.search(rf", loaded {LOCAL_STAMP}\)$", lines["config"])
+
+    as_json = json.loads(codexctl(env, "jobs", "--json").stdout)
+    assert all(j["created_at"].endswith("Z") for j in as_json["jobs"])
 
 
 # --------------------------------------------------------------------------- re-attaching

@@ -260,13 +260,15 @@ def _discard_if_closed(stream: TextIO) -> None:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from codexctl.fmt import local_time
+
     st = ctx.call("daemon/status")
     if ctx.json:
         ctx.print_json(st)
         return EXIT_OK
     rows: list[tuple[str, str]] = [
         ("daemon", f"codexd {st['version']} (protocol {st['protocol_version']}), pid {st['pid']}"),
-        ("uptime", f"{format_duration(st['uptime_s'])} (since {st['started_at']})"),
+        ("uptime", f"{format_duration(st['uptime_s'])} (since {local_time(st['started_at'])})"),
         ("socket", st["socket"]),
         ("started by", st["started_by"]),
         ("codex home", st["codex_home"]),
@@ -274,7 +276,8 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     ]
     cfg = st.get("config")
     if cfg:
-        line = f"{cfg['path']} (generation {cfg['generation']}, loaded {cfg['loaded_at']})"
+        loaded = local_time(cfg["loaded_at"])
+        line = f"{cfg['path']} (generation {cfg['generation']}, loaded {loaded})"
         rows.append(("config", line))
         if cfg.get("error"):
             rows.append(("config error", f"{cfg['error']} (the previous config stays in force)"))

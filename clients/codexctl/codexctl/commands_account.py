@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from codexctl.fmt import local_time
 from codexctl.protocol import EXIT_AUTH, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -248,8 +249,8 @@ def cmd_whoami(args: argparse.Namespace, ctx: Context) -> int:
         ("store", account.get("store") or "-"),
     ]
     if account.get("expires_at"):
-        rows.append(("token expires", account["expires_at"]))
+        rows.append(("token expires", local_time(account["expires_at"])))
     if account.get("last_refresh"):
-        rows.append(("last refresh", account["last_refresh"]))
+        rows.append(("last refresh", local_time(account["last_refresh"])))
     print_rows(ctx.out, rows)
     return EXIT_OK

@@ -22,7 +22,7 @@ from codexctl.cli import (
     print_rows,
     print_table,
 )
-from codexctl.fmt import format_usd, plain_number
+from codexctl.fmt import format_usd, local_clock, local_time, plain_number
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -178,7 +178,7 @@ def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
     paused = b.get("paused_until")
     if paused and (parse_time(paused) or 0) > now:
         left = format_duration((parse_time(paused) or now) - now)
-        rows.append(("paused", f"until {_clock(paused)} (in {left})"))
+        rows.append(("paused", f"until {local_clock(paused)} (in {left})"))
     else:
         rows.append(("paused", "no"))
     up = entry.get("upstream") or {}
@@ -215,11 +215,6 @@ def _left(available: Any, limit: Any, unit: str) -> str:
     if limit is None:
         return f"{format_int(available)} left (learned from upstream)"
     return f"{format_int(available)} left of {format_int(limit)}{unit}"
-
-
-def _clock(stamp: str) -> str:
-    at = parse_time(stamp)
-    return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at is not None else stamp
 
 
 # --------------------------------------------------------------------------- usage
@@ -352,9 +347,8 @@ def config_show(ctx: Context) -> int:
     if ctx.json:
         ctx.print_json(result)
         return EXIT_OK
-    ctx.out.write(
-        f"# {result['path']} (generation {result['generation']}, loaded {result['loaded_at']})\n"
-    )
+    loaded = local_time(result["loaded_at"])
+    ctx.out.write(f"# {result['path']} (generation {result['generation']}, loaded {loaded})\n")
     if result.get("error"):
         ctx.out.write(f"# last reload failed: {result['error']} (this config stays in force)\n")
     shaped, builtins = as_config_file(result.get("effective") or {})

@@ -15,7 +15,6 @@ import contextlib
 import sys
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TextIO
 
 from codexctl.cli import (
@@ -27,7 +26,7 @@ from codexctl.cli import (
     print_table,
 )
 from codexctl.errors import DaemonUnreachable
-from codexctl.fmt import format_usd
+from codexctl.fmt import format_usd, local_time
 from codexctl.protocol import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -542,7 +541,9 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
             str(j.get("client") or ""),
             str(j.get("model") or ""),
             str(j.get("attempts", 0)),
+            "-" if j.get("cost_usd") is None else format_usd(float(j["cost_usd"])),
             local_time(j.get("created_at")),
+            error_kind(j.get("error")),
         )
         for j in result["jobs"]
     ]
@@ -551,18 +552,15 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_OK
     print_table(
         ctx.out,
-        ("ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "CREATED"),
+        ("ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "COST", "CREATED", "ERROR"),
         rows,
-        right=frozenset({4}),
+        right=frozenset({4, 5}),
     )
     return EXIT_OK
 
 
-def local_time(stamp: str | None) -> str:
-    """An RFC 3339 time of the daemon as local `YYYY-MM-DD HH:MM:SS`."""
-    if not stamp:
+def error_kind(error: Any) -> str:
+    """A failed job's error kind (`quota_exceeded`), "" for a job without an error."""
+    if not isinstance(error, dict):
         return ""
-    try:
-        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return stamp
+    return str((error.get("data") or {}).get("kind") or "error")

@@ -1,13 +1,16 @@
-"""How codexctl (and the daemon's messages) write money for people and for scripts.
+"""How codexctl (and the daemon's messages) write money and times for people and scripts.
 
 One home for these rules, so every command agrees: people read `$0.000081` (never `$0.0001`
 for a smaller amount, never exponent notation), `~` marks an estimate; JSON and CSV carry
-plain decimal numbers (`0.00000005`, not `5e-8`). Stdlib only: imported per command.
+plain decimal numbers (`0.00000005`, not `5e-8`). Times a person reads are in the local zone
+with its offset (`2026-12-05 15:12:31 +01:00`); JSON keeps the daemon's RFC 3339 UTC.
+Stdlib only: imported per command.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -56,3 +59,29 @@ def json_ready(value: Any) -> Any:
         return v
 
     return walk(value)
+
+
+def local_time(stamp: str | None) -> str:
+    """An RFC 3339 time as the local `YYYY-MM-DD HH:MM:SS +HH:MM`; "" for none; a stamp
+    that does not parse is shown as it is."""
+    if not stamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return stamp
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + utc_offset(moment)
+
+
+def local_clock(stamp: str) -> str:
+    """An RFC 3339 time as the local `HH:MM:SS +HH:MM` (for what happens within the day)."""
+    full = local_time(stamp)
+    return full.split(" ", 1)[1] if full != stamp else stamp
+
+
+def utc_offset(moment: datetime) -> str:
+    offset = moment.utcoffset()
+    minutes = round(offset.total_seconds() / 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{mins:02d}"
