@@ -419,7 +419,7 @@ def test_watch_on_a_terminal_shows_the_reply_as_ask_does(
     assert lines[0].startswith("codexctl: the reply starts over: attempt 2 in ")
     assert lines[-2] == REPLY
     assert sum(line.count("Hello") for line in lines) == 1
-    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.0001", lines[-1]), lines
+    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.000081", lines[-1]), lines
     assert "response.output_text.delta" not in raw
 
 
