@@ -260,7 +260,7 @@ def _discard_if_closed(stream: TextIO) -> None:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    from codexctl.fmt import local_time
+    from codexctl.fmt import local_time, mode_words
 
     st = ctx.call("daemon/status")
     if ctx.json:
@@ -286,7 +286,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         if acct.get("mode"):
             who = acct.get("email") or ""
             plan = f" ({acct['plan_type']})" if acct.get("plan_type") else ""
-            rows.append(("account", f"{acct['mode']} {who}{plan}".strip()))
+            rows.append(("account", f"{mode_words(acct['mode'])} {who}{plan}".strip()))
         else:
             rows.append(("account", "not logged in (codexctl login)"))
     jobs = st.get("jobs")

@@ -85,3 +85,18 @@ def utc_offset(moment: datetime) -> str:
     sign = "-" if minutes < 0 else "+"
     hours, mins = divmod(abs(minutes), 60)
     return f"{sign}{hours:02d}:{mins:02d}"
+
+
+# One vocabulary for how a person is logged in, shared by `status`, `whoami` and `login`.
+MODES: dict[str, str] = {"chatgpt": "ChatGPT", "api_key": "API key"}
+SOURCES: dict[str, str] = {
+    "env": "from the daemon's environment",
+    "auth_file": "stored in auth.json",
+    "keyring": "stored in the keyring",
+    "config": "from config.toml (experimental_bearer_token)",
+}
+STORES: dict[str, str] = {"file": "auth.json file", "keyring": "keyring"}
+
+
+def mode_words(mode: str | None) -> str:
+    return MODES.get(mode or "", mode or "not logged in")
