@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -425,15 +426,15 @@ def test_events_follow_config_changes(upstream_daemon: DaemonProcess, as_json: b
         Lines(proc.stderr).wait_for(lambda line: "following config" in line)
         out = Lines(proc.stdout)
         write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
-        line = out.wait_for(lambda line: "config/reloaded" in line)
+        line = out.wait_for(lambda line: "config/reloaded" in line or "config reloaded" in line)
         if as_json:
             note = json.loads(line)
             assert note["method"] == "config/reloaded"
             assert note["params"]["generation"] == 2
         else:
-            assert re.fullmatch(r"\d\d:\d\d:\d\d  config/reloaded  generation 2 from .*", line)
+            assert re.fullmatch(r"\d\d:\d\d:\d\d  config reloaded  generation 2 from .*", line)
         write_config(env, "model = 5\n")
-        invalid = out.wait_for(lambda line: "config/invalid" in line)
+        invalid = out.wait_for(lambda line: "config/invalid" in line or "config invalid" in line)
         assert "config.toml:1: model" in invalid
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 130
@@ -441,6 +442,52 @@ def test_events_follow_config_changes(upstream_daemon: DaemonProcess, as_json: b
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_events_on_a_terminal_one_human_line_per_change(
+    limited_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """Every notification in words (no JSON, no wire values), and a state that did not
+    change (the limiter republishes when only the upstream headers moved) is not shown again."""
+    env = limited_daemon.env
+    reply = Reply(headers=(("x-codex-primary-used-percent", "25"),))
+    fake_openai.script(reply, reply)
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codexctl", "events"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    try:
+        with os.fdopen(os.dup(master), "rb", buffering=0) as terminal:
+            screen = Lines(terminal)
+            screen.wait_for(lambda line: "following" in line)
+            for _ in range(2):
+                assert codexctl(env, "ask", "hi").returncode == 0
+            write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
+            screen.wait_for(lambda line: "config reloaded" in line)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    lines = [re.sub(r"^\d\d:\d\d:\d\d  ", "", line.rstrip("\r")) for line in screen.seen[1:]]
+    assert all(not line.startswith(("{", "[")) and "/" not in line.split("  ")[0] for line in lines)
+    assert [a for a, b in itertools.pairwise(lines) if a == b] == []
+    limits = [line for line in lines if line.startswith("limits ")]
+    assert limits[:2] == [
+        "limits           openai: 1 in flight, 0 queued",
+        "limits           openai: 0 in flight, 0 queued",
+    ], lines
+    finished = [line for line in lines if line.startswith("job finished")]
+    assert len(finished) == 2
+    assert re.fullmatch(r"job finished     job_\w+ completed codexctl gpt-5 \$0\.\d+", finished[0])
 
 
 def test_events_rejects_an_unknown_topic(upstream_daemon: DaemonProcess) -> None:

@@ -22,7 +22,7 @@ from codexctl.cli import (
     print_rows,
     print_table,
 )
-from codexctl.fmt import format_usd, local_clock, local_time, plain_number
+from codexctl.fmt import format_usd, local_clock, local_time, mode_words, plain_number
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -476,42 +476,77 @@ def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
     client.call("events/subscribe", {"topics": topics})
     ctx.err.write(f"codexctl: following {', '.join(topics)}; Ctrl-C stops\n")
     ctx.err.flush()
+    shown: dict[tuple[str, str], str] = {}  # the last line per (kind, subject)
     while True:
         n = next_notification(client, ctx.out)
         if ctx.json:
             ctx.print_json_line({"method": n.method, "params": n.params})
         else:
-            stamp = datetime.now().strftime("%H:%M:%S")
-            ctx.out.write(f"{stamp}  {n.method}  {describe_notification(n.method, n.params)}\n")
-            ctx.out.flush()
+            params = n.params if isinstance(n.params, dict) else {}
+            label, subject, text = describe_notification(n.method, params)
+            if shown.get((label, subject)) != text:  # an unchanged state is not shown again
+                shown[(label, subject)] = text
+                stamp = datetime.now().strftime("%H:%M:%S")
+                ctx.out.write(f"{stamp}  {label:<{EVENT_LABEL_WIDTH}}  {text}\n")
+                ctx.out.flush()
         if n.method == "subscription/dropped" and isinstance(n.params, dict):
             topic = n.params.get("topic")
             if topic in topics:
                 client.call("events/subscribe", {"topics": [topic]})
 
 
-def describe_notification(method: str, params: Any) -> str:
-    import msgspec
+EVENT_LABEL_WIDTH: Final = 15
 
-    p = params if isinstance(params, dict) else {}
+
+def describe_notification(method: str, p: Mapping[str, Any]) -> tuple[str, str, str]:
+    """One notification for `codexctl events`: its label, what it is about (a provider, a
+    job; "" for the daemon as a whole) and the line a person reads, in the words of status,
+    whoami, jobs and limits (`--json` has the raw notification)."""
     if method == "config/reloaded":
-        return f"generation {p.get('generation')} from {p.get('path')}"
+        return "config reloaded", "", f"generation {p.get('generation')} from {p.get('path')}"
     if method == "config/invalid":
-        return f"{p.get('error')} (the previous config stays in force)"
+        return "config invalid", "", f"{p.get('error')} (the previous config stays in force)"
     if method == "account/updated":
-        return (
-            " ".join(str(p[k]) for k in ("mode", "email", "plan_type") if p.get(k)) or "logged out"
-        )
+        if not p.get("mode"):
+            return "account", "", "logged out"
+        plan = f" ({p['plan_type']})" if p.get("plan_type") else ""
+        return "account", "", f"{mode_words(p['mode'])} {p.get('email') or ''}{plan}".strip()
+    if method == "account/login_completed":
+        if p.get("success"):
+            return "login", str(p.get("login_id") or ""), "completed"
+        return "login", str(p.get("login_id") or ""), f"failed: {p.get('error') or 'no reason'}"
     if method in ("job/created", "job/finished"):
         job = p.get("job") or {}
-        return " ".join(
-            str(job[k]) for k in ("id", "state", "client", "model") if job.get(k) is not None
+        words = [str(job.get("state") or "")]
+        words += [str(job[k]) for k in ("client", "model") if job.get(k)]
+        if method == "job/finished":
+            if job.get("cost_usd") is not None:
+                words.append(format_usd(float(job["cost_usd"])))
+            if isinstance(job.get("error"), dict):
+                words.append(f"({error_words(job['error'])})")
+        label = "job created" if method == "job/created" else "job finished"
+        return (
+            label,
+            str(job.get("id") or ""),
+            f"{job.get('id')} " + " ".join(w for w in words if w),
         )
     if method == "ratelimits/updated":
+        provider = str(p.get("provider") or "")
         b = p.get("budget") or {}
-        return (
-            f"{p.get('provider')}: {b.get('in_flight', 0)} in flight, {b.get('queued', 0)} queued"
-        )
+        text = f"{provider}: {b.get('in_flight', 0)} in flight, {b.get('queued', 0)} queued"
+        paused = b.get("paused_until")
+        if paused:
+            text += f", paused until {local_clock(paused)}"
+        return "limits", provider, text
     if method == "subscription/dropped":
-        return f"{p.get('topic') or p.get('job_id')}: {p.get('reason')}; subscribing again"
-    return msgspec.json.encode(params).decode()
+        what = p.get("topic") or p.get("job_id")
+        return "missed events", str(what or ""), f"{what}: this client fell behind; following again"
+    members = ", ".join(f"{k} {v}" for k, v in p.items() if not isinstance(v, (dict, list)))
+    return method.replace("/", " "), "", members or "-"
+
+
+def error_words(error: Mapping[str, Any]) -> str:
+    """A job error as a person reads it: its kind and message."""
+    kind = (error.get("data") or {}).get("kind")
+    message = error.get("message") or ""
+    return f"{kind}: {message}" if kind and message else str(kind or message or "error")
