@@ -22,7 +22,7 @@ from codexctl.cli import main
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import write_config
-from tests.integration.test_codexctl_jobs import run_in_pty
+from tests.integration.test_codexctl_jobs import Screen, run_in_pty
 
 
 def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,27 +89,62 @@ def test_limits_show_budget_and_chatgpt_windows(
         )
     )
     assert codexctl(limited_daemon.env, "ask", "hi").returncode == 0
-    result = codexctl(limited_daemon.env, "limits", "--provider", "openai")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == "openai"
-    text = result.stdout
-    assert re.search(r"^  requests +99 left of 100/min$", text, re.M), text
-    assert re.search(r"^  in flight +0 of 2$", text, re.M)
-    assert re.search(r"^  paused +no$", text, re.M)
-    assert re.search(
-        r"^  primary window +\[#####-+\] 25% of 5h window, resets in 1h1[12]m$", text, re.M
-    ), text
-    assert re.search(
-        r"^  secondary window +\[#{10}-{10}\] 50% of 7d window, resets in 5d", text, re.M
-    )
+    code, raw = run_in_pty(limited_daemon.env, "limits", "--provider", "openai", columns=120)
+    assert code == 0, raw
+    screen = Screen(120)
+    screen.feed(raw)
+    lines = [line for line in screen.lines() if line]
+    assert lines[:7] == [
+        "openai",
+        "  codexd budget",
+        "    requests   99 left of 100/min",
+        "    tokens     not set (the upstream's window below applies)",
+        "    in flight  0 of 2",
+        "    queued     0",
+        "    paused     no",
+    ], lines
+    assert lines[7] == "  upstream (as last seen)"
+    up = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in lines[8:])
+    # the fake's nominal 10,000 requests a minute, one used
+    assert re.fullmatch(
+        r"\[-{20}\] 9,999 of 10,000 left, resets in \d+s \(\d\d:\d\d:\d\d [+-]\d\d:\d\d\)",
+        up["requests"],
+    ), up
+    assert re.fullmatch(
+        r"\[#####-{15}\] 25% used, resets in 1h1[12]m \(\d\d:\d\d:\d\d [+-]\d\d:\d\d\)",
+        up["5h window"],
+    ), up
+    assert re.fullmatch(
+        r"\[#{10}-{10}\] 50% used, resets in 5d\S* "
+        r"\(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d\)",
+        up["7d window"],
+    ), up
 
     every = codexctl(limited_daemon.env, "limits")
     headings = [line for line in every.stdout.splitlines() if line and not line[0].isspace()]
     assert headings == ["fake", "lmstudio", "ollama", "openai"]
+    # one column for the values of every provider's block
+    starts = {
+        len(line) - len(re.split(r"\S\s{2,}", line.strip(), maxsplit=1)[1])
+        for line in every.stdout.splitlines()
+        if line.startswith("    ")
+    }
+    assert len(starts) == 1, every.stdout
     as_json = json.loads(codexctl(limited_daemon.env, "limits", "--json").stdout)
     (openai,) = [p for p in as_json["providers"] if p["provider"] == "openai"]
     assert openai["budget"]["requests_per_minute"] == 100
+
+
+def test_limits_show_each_number_once(upstream_daemon: DaemonProcess) -> None:
+    """Without a budget of its own, codexd follows the upstream's headers: the count left is
+    the upstream's, shown once, not once more as a learned budget."""
+    assert codexctl(upstream_daemon.env, "ask", "hi").returncode == 0
+    result = codexctl(upstream_daemon.env, "limits", "--provider", "openai")
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"(?<![\d,])9,999\b", result.stdout)) == 1, result.stdout
+    assert re.search(
+        r"^    requests +not set \(the upstream's window below applies\)$", result.stdout, re.M
+    )
 
 
 def test_limit_rows_show_a_pause_and_shared_backend() -> None:
@@ -130,7 +165,7 @@ def test_limit_rows_show_a_pause_and_shared_backend() -> None:
         "backend": {"kind": "redis", "url": "redis://127.0.0.1:6379/0", "connected": False},
     }
     rows = dict(commands_info.limit_rows(entry, now))
-    assert rows["requests"] == "no limit set"
+    assert rows["requests"] == "not set"
     assert rows["tokens"] == "250 left of 1,000/min"
     assert rows["in flight"] == "3 of 4"
     assert rows["queued"] == "7"

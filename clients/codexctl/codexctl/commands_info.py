@@ -19,7 +19,6 @@ from codexctl.cli import (
     UsageError,
     format_duration,
     next_notification,
-    print_rows,
     print_table,
 )
 from codexctl.fmt import format_usd, local_clock, local_time, mode_words, plain_number
@@ -96,13 +95,6 @@ def parse_time(stamp: str | None) -> float | None:
         return None
 
 
-def resets_in(stamp: str | None, now: float) -> str:
-    at = parse_time(stamp)
-    if at is None:
-        return ""
-    return f"resets in {format_duration(max(0.0, at - now))}"
-
-
 def format_minutes(minutes: int | None) -> str:
     if not minutes:
         return "window"
@@ -158,18 +150,28 @@ def cmd_limits(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(result)
         return EXIT_OK
     now = time.time()
-    for i, entry in enumerate(result["providers"]):
+    blocks = [(e["provider"], limit_sections(e, now)) for e in result["providers"]]
+    # one column for every provider's values, so that the blocks line up
+    width = max(
+        (len(k) for _, sections in blocks for _, rows in sections for k, _ in rows), default=0
+    )
+    for i, (provider, sections) in enumerate(blocks):
         if i:
             ctx.out.write("\n")
-        ctx.out.write(f"{entry['provider']}\n")
-        print_rows(ctx.out, [("  " + k, v) for k, v in limit_rows(entry, now)])
+        ctx.out.write(f"{provider}\n")
+        for title, rows in sections:
+            ctx.out.write(f"  {title}\n")
+            for key, value in rows:
+                ctx.out.write(f"    {key.ljust(width)}  {value}\n")
     return EXIT_OK
 
 
-def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
-    """The lines of one provider in `codexctl limits`."""
+def limit_sections(entry: Mapping[str, Any], now: float) -> list[tuple[str, list[tuple[str, str]]]]:
+    """One provider in `codexctl limits`: codexd's own budget (what is set, what is left, what
+    waits), then the upstream's windows as bars of what is used, each with its reset time.
+    A number appears once: a budget learned from the upstream's headers is the upstream's."""
     b = entry.get("budget") or {}
-    rows = [
+    budget = [
         ("requests", _left(b.get("available_requests"), b.get("requests_per_minute"), "/min")),
         ("tokens", _left(b.get("available_tokens"), b.get("tokens_per_minute"), "/min")),
         ("in flight", f"{b.get('in_flight', 0)} of {b.get('max_concurrency', '?')}"),
@@ -178,42 +180,69 @@ def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
     paused = b.get("paused_until")
     if paused and (parse_time(paused) or 0) > now:
         left = format_duration((parse_time(paused) or now) - now)
-        rows.append(("paused", f"until {local_clock(paused)} (in {left})"))
+        budget.append(("paused", f"until {local_clock(paused)} (in {left})"))
     else:
-        rows.append(("paused", "no"))
-    up = entry.get("upstream") or {}
-    for name in ("requests", "tokens"):
-        w = up.get(name)
-        if w:
-            line = f"{format_int(w.get('remaining'))} of {format_int(w.get('limit'))} left"
-            when = resets_in(w.get("resets_at"), now)
-            rows.append((f"upstream {name}", f"{line}, {when}" if when else line))
-    for name in ("primary", "secondary"):
-        w = up.get(name)
-        if w:
-            used = float(w.get("used_percent") or 0.0)
-            line = f"{bar(used / 100)} {used:.0f}% of {format_minutes(w.get('window_minutes'))}"
-            when = resets_in(w.get("resets_at"), now)
-            rows.append((f"{name} window", f"{line}, {when}" if when else line))
-    credits = up.get("credits")
-    if credits:
-        if credits.get("unlimited"):
-            rows.append(("credits", "unlimited"))
-        elif credits.get("balance") is not None:
-            rows.append(("credits", f"balance {credits['balance']}"))
+        budget.append(("paused", "no"))
     backend = entry.get("backend")
     if backend:
         state = "connected" if backend.get("connected") else "unreachable, using the local budget"
         detail = f" ({backend['error']})" if backend.get("error") else ""
-        rows.append(("shared", f"{backend.get('kind')} {backend.get('url')}: {state}{detail}"))
-    return rows
+        budget.append(("shared", f"{backend.get('kind')} {backend.get('url')}: {state}{detail}"))
+    up = entry.get("upstream") or {}
+    upstream: list[tuple[str, str]] = []
+    for name in ("requests", "tokens"):
+        w = up.get(name)
+        if w and w.get("limit"):
+            remaining, limit = w.get("remaining") or 0, w["limit"]
+            line = (
+                f"{bar(1 - remaining / limit)} {format_int(remaining)} of {format_int(limit)} left"
+            )
+            upstream.append((name, _with_reset(line, w.get("resets_at"), now)))
+    for name in ("primary", "secondary"):
+        w = up.get(name)
+        if w:
+            used = float(w.get("used_percent") or 0.0)
+            line = f"{bar(used / 100)} {used:.0f}% used"
+            upstream.append(
+                (
+                    format_minutes(w.get("window_minutes")),
+                    _with_reset(line, w.get("resets_at"), now),
+                )
+            )
+    credits = up.get("credits")
+    if credits:
+        if credits.get("unlimited"):
+            upstream.append(("credits", "unlimited"))
+        elif credits.get("balance") is not None:
+            upstream.append(("credits", f"balance {credits['balance']}"))
+    sections = [("codexd budget", budget)]
+    if upstream:
+        sections.append(("upstream (as last seen)", upstream))
+    return sections
+
+
+def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
+    """`limit_sections` as one list of rows (the upstream's prefixed `upstream `)."""
+    return [
+        (key if i == 0 else f"upstream {key}", value)
+        for i, (_, rows) in enumerate(limit_sections(entry, now))
+        for key, value in rows
+    ]
+
+
+def _with_reset(line: str, stamp: str | None, now: float) -> str:
+    at = parse_time(stamp)
+    if at is None or stamp is None:
+        return line
+    when = local_clock(stamp) if at - now < 86_400 else local_time(stamp)
+    return f"{line}, resets in {format_duration(max(0.0, at - now))} ({when})"
 
 
 def _left(available: Any, limit: Any, unit: str) -> str:
-    if limit is None and available is None:
-        return "no limit set"
     if limit is None:
-        return f"{format_int(available)} left (learned from upstream)"
+        return (
+            "not set (the upstream's window below applies)" if available is not None else "not set"
+        )
     return f"{format_int(available)} left of {format_int(limit)}{unit}"
 
 
