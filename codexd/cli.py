@@ -76,14 +76,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config_check(file: str | None) -> int:
     from codexd import paths
-    from codexd.config.load import ConfigError, load_file
+    from codexd.config.load import ConfigError, load_file, unknown_key_warnings
 
     path = file or paths.resolve(None).config_file
     try:
         load_file(path)
+        warnings = unknown_key_warnings(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok")
     return 0
 

@@ -20,6 +20,7 @@ DEMO_REPLY = (
 
 def run_demo() -> int:
     from codexctl.client import Client
+    from codexctl.fmt import format_usd
     from codexd.testing.daemon_process import DaemonFailed, DaemonProcess
     from codexd.testing.fake_openai import FakeOpenAI, Reply
 
@@ -67,7 +68,9 @@ def run_demo() -> int:
                     f"({usage['cached_input_tokens']} cached), {usage['output_tokens']} output "
                     f"tokens ({usage['reasoning_tokens']} reasoning)"
                 )
-                print(f"cost:  ${job['cost_usd']:.6f} at the catalog price of {job['model']}")
+                print(
+                    f"cost:  {format_usd(job['cost_usd'])} at the catalog price of {job['model']}"
+                )
                 print(f"upstream saw {fake.stats().model_requests} request(s); stopping.")
             finally:
                 code = daemon.stop()

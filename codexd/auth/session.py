@@ -110,6 +110,13 @@ class AccountInfo(msgspec.Struct, frozen=True):
     expires_at: str | None
     last_refresh: str | None
     store: Literal["file", "keyring"]
+    key_hint: str | None = None  # an API key masked as Codex shows it: sk-proj-***p1234
+
+
+def key_hint(key: str) -> str:
+    """Codex's mask: the first 8 and last 5 characters around `***`; only `***` when that
+    would show most of a short key."""
+    return "***" if len(key) <= 13 else f"{key[:8]}***{key[-5:]}"
 
 
 def needs_refresh(tokens: TokenSet, last_refresh: datetime | None, now: float) -> bool:
@@ -574,6 +581,7 @@ class AuthSession:
                 expires_at=None,
                 last_refresh=last_refresh if choice.source != "env" else None,
                 store=self.store.name,
+                key_hint=key_hint(choice.bearer.reveal()) if choice.bearer else None,
             )
         return AccountInfo(
             mode=None,

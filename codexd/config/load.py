@@ -21,14 +21,13 @@ from typing import Any, Final
 import msgspec
 from msgspec import inspect as mi
 
-from codexctl.protocol import ErrorKind, RpcError
+from codexctl.protocol import RESERVED_PROVIDER_IDS, ErrorKind, RpcError
 from codexd.config.schema import (
     DEFAULT_CHATGPT_BASE_URL,
     DEFAULT_MODEL_PROVIDER,
     LMSTUDIO_DEFAULT_PORT,
     OLLAMA_DEFAULT_PORT,
     OPENAI_API_BASE_URL,
-    RESERVED_PROVIDER_IDS,
     CatalogModel,
     CodexdSettings,
     ConfigSnapshot,
@@ -834,6 +833,56 @@ def load_config(codex_home: str, env: Mapping[str, str] | None = None) -> Config
     main = _read(main_path)
     extra = _read(os.path.join(codex_home, CODEXD_NAME))
     return _build(main, main_path, extra, env)
+
+
+# Every top-level key of Codex's own config.toml (as of late 2025, old and new), and codexd's:
+# a key outside this set is ignored by both, most likely a typo.
+CODEX_TOP_LEVEL_KEYS: Final = frozenset(
+    {
+        *ConfigToml.__struct_fields__,
+        "agents", "analytics", "approval_policy", "check_for_update_on_startup",
+        "compact_prompt", "developer_instructions", "disable_paste_burst",
+        "experimental_compact_prompt_file", "experimental_instructions_file",
+        "experimental_sandbox_command_assessment", "experimental_use_freeform_apply_patch",
+        "experimental_use_rmcp_client", "experimental_use_unified_exec_tool", "features",
+        "feedback", "file_opener", "forced_chatgpt_workspace_id", "ghost_snapshot",
+        "hide_agent_reasoning", "history", "include_apply_patch_tool", "include_plan_tool",
+        "instructions", "mcp_oauth_callback_port", "mcp_oauth_credentials_store",
+        "mcp_servers", "model_auto_compact_token_limit", "model_auto_compact_token_limit_scope",
+        "model_instructions_file", "model_max_output_tokens", "model_reasoning_summary_format",
+        "model_supports_reasoning_summaries", "notice", "notify", "oss_provider", "otel",
+        "personality", "plan_mode_reasoning_effort", "preferred_auth_method",
+        "project_doc_fallback_filenames", "project_doc_max_bytes", "project_root_markers",
+        "projects", "review_model", "sandbox_mode", "sandbox_workspace_write", "service_tier",
+        "shell_environment_policy", "show_raw_agent_reasoning", "skills",
+        "suppress_unstable_features_warning", "tools", "tools_view_image",
+        "tools_web_search_request", "tui", "use_experimental_reasoning_summary",
+        "use_experimental_streamable_shell_tool", "use_experimental_unified_exec_tool",
+        "web_search", "windows", "windows_wsl_setup_acknowledged",
+    }
+)  # fmt: skip
+
+
+def unknown_key_warnings(path: str) -> list[str]:
+    """One line per top-level key of a config.toml that neither Codex nor codexd knows, with
+    a did-you-mean when a known key is close (`openai_base_ur`). Codex tolerates such keys, so
+    these are warnings, not errors. Raises ConfigError as `load_file` does."""
+    path = os.path.abspath(path)
+    source = _read(path)
+    if source is None or os.path.basename(path) == CODEXD_NAME:
+        return []
+    warnings = []
+    for key in source.doc:
+        if key in CODEX_TOP_LEVEL_KEYS:
+            continue
+        line = locate(source.text, [key])
+        where = os.path.basename(path) + (f":{line}" if line is not None else "")
+        text = f"{where}: {key}: not a key Codex or codexd knows, so both ignore it"
+        close = difflib.get_close_matches(key, sorted(CODEX_TOP_LEVEL_KEYS), n=1, cutoff=0.75)
+        if close:
+            text += f": did you mean {close[0]}?"
+        warnings.append(text)
+    return warnings
 
 
 def load_file(path: str, env: Mapping[str, str] | None = None) -> ConfigSnapshot:

@@ -59,7 +59,6 @@ OPENAI_API_BASE_URL: Final = "https://api.openai.com/v1"
 DEFAULT_CHATGPT_BASE_URL: Final = "https://chatgpt.com/backend-api/"
 OLLAMA_DEFAULT_PORT: Final = 11434
 LMSTUDIO_DEFAULT_PORT: Final = 1234
-RESERVED_PROVIDER_IDS: Final = ("openai", "ollama", "lmstudio")
 DEFAULT_MODEL_PROVIDER: Final = "openai"
 
 

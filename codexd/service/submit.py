@@ -25,7 +25,7 @@ from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
 from codexd.upstream.runner import JobRequest, estimate_for
 from codexd.upstream.wire import RequestDefaults
 from codexd.usage import budget as usage_budget
-from codexd.usage.catalog import Catalog
+from codexd.usage.catalog import Catalog, ModelInfo
 from codexd.usage.cost import estimate_cost_usd
 from codexd.usage.ledger import UsageRecord
 
@@ -97,6 +97,26 @@ def _check_body(body: dict[str, Any], api: str) -> None:
             raise _invalid("body.input", "a responses request needs `input` (a string or an array)")
 
 
+def _check_reasoning(body: dict[str, Any], api: str, model: ModelInfo | None) -> None:
+    """A reasoning effort the catalog says the model does not take is refused, naming the
+    ones it does; a model the catalog does not know (or lists no levels for) goes as asked."""
+    if api == "chat":
+        effort, member = body.get("reasoning_effort"), "$.body.reasoning_effort"
+    else:
+        reasoning = body.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+        member = "$.body.reasoning.effort"
+    if not isinstance(effort, str) or model is None or not model.supported_reasoning_levels:
+        return
+    levels = model.supported_reasoning_levels
+    if effort not in levels:
+        raise _invalid(
+            member,
+            f"{model.slug} does not take reasoning effort {effort!r}: "
+            f"choose one of {', '.join(levels)}",
+        )
+
+
 def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> ResolvedJob:
     """Provider, api, model and defaults from `snapshot` (raises invalid_params)."""
     try:
@@ -113,6 +133,7 @@ def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> R
     api = req.api or provider.wire_api
     _check_body(req.body, api)
     model = req.body.get("model") or selection.model or catalog.default_model
+    _check_reasoning(req.body, api, catalog.get(model))
     defaults = RequestDefaults(
         model=model,
         reasoning_effort=selection.model_reasoning_effort,

@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from codexctl.fmt import format_usd
 from codexctl.protocol import BudgetStatus, ErrorKind, RpcError
 
 Period = Literal["daily", "monthly"]
@@ -67,11 +68,6 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _usd(amount: float) -> str:
-    # Cents hide a typical request's cost; show four places below a dollar.
-    return f"${amount:.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
-
-
 class BudgetExceeded(msgspec.Struct, frozen=True):
     """A cap the next job would pass: which one, where spend stands, and when it resets."""
 
@@ -87,9 +83,9 @@ class BudgetExceeded(msgspec.Struct, frozen=True):
         key = "daily_usd" if self.period == "daily" else "monthly_usd"
         local_reset = self.resets_at.strftime("%Y-%m-%d %H:%M %Z").strip()
         return (
-            f"{self.period} budget of {_usd(self.cap_usd)} would be passed: "
-            f"{_usd(self.spent_usd)} spent {span}, this request is estimated at "
-            f"{_usd(self.estimated_usd)}; it resets at {local_reset}. "
+            f"{self.period} budget of {format_usd(self.cap_usd)} would be passed: "
+            f"{format_usd(self.spent_usd)} spent {span}, this request is estimated at "
+            f"{format_usd(self.estimated_usd)}; it resets at {local_reset}. "
             f"Wait until then or raise [codexd.budget] {key} in config.toml"
         )
 

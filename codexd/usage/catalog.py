@@ -9,18 +9,17 @@ then `[codexd.prices."slug"]`, which adds a price for any slug or overrides a li
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Final
 
 import msgspec
 
+from codexctl.protocol import catalog_slug
 from codexd.config.schema import CatalogModel, ConfigSnapshot, Price
 
 FALLBACK_PRICE: Final = Price(input=1.25, cached_input=0.125, output=10.0)
 DEFAULT_PRICE_KEY: Final = "*"
-_DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,7 +173,7 @@ class Catalog:
         """The model `slug`, also under a dated snapshot name (`gpt-5-2025-08-07` → `gpt-5`)."""
         found = self._models.get(slug)
         if found is None:
-            found = self._models.get(_DATED_SNAPSHOT.sub("", slug))
+            found = self._models.get(catalog_slug(slug))
         return found
 
     def price_for(self, slug: str) -> Price | None:

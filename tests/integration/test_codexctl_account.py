@@ -114,9 +114,10 @@ def test_api_key_login_reads_stdin_then_whoami_and_logout(
     assert who.returncode == 0, who.stderr
     table = rows(who.stdout)
     assert table["mode"] == "API key"
+    assert table["key"] == KEY[:8] + "***" + KEY[-5:]  # Codex's mask: sk-proj-***56789
     assert table["credential"] == "API key stored in auth.json"
-    assert table["source"] == "auth_file"
-    assert table["store"] == "file"
+    assert table["store"] == "auth.json file"
+    assert "api_key" not in who.stdout and "auth_file" not in who.stdout
     as_json = json.loads(codexctl(env, "whoami", "--json").stdout)
     assert (as_json["mode"], as_json["source"]) == ("api_key", "auth_file")
 
@@ -216,11 +217,8 @@ def test_browser_login_prints_the_url_and_waits(setup: Setup, daemon: DaemonProc
     who = codexctl(setup.env, "whoami")
     table = rows(who.stdout)
     assert table["credential"] == "ChatGPT access token stored in auth.json"
-    assert (table["email"], table["plan"], table["source"]) == (
-        "user@example.com",
-        "plus",
-        "auth_file",
-    )
+    assert (table["email"], table["plan"]) == ("user@example.com", "plus")
+    assert "key" not in table  # a ChatGPT login has no API key to hint at
     saved = read_auth_json(setup.env)
     assert saved is not None
     out_logout = codexctl(setup.env, "logout")
@@ -318,5 +316,19 @@ def test_whoami_names_an_env_key(daemon_env: dict[str, str]) -> None:
         who = codexctl(d.env, "whoami")
     assert who.returncode == 0, who.stderr
     assert rows(who.stdout)["credential"] == "API key from the daemon's environment"
+    assert rows(who.stdout)["key"] == "sk-env-k***-0000"
     assert "sk-env-key" not in who.stdout
     assert os.environ.get("OPENAI_API_KEY") != env["OPENAI_API_KEY"]
+
+
+def test_status_and_whoami_use_the_same_words_for_a_login(
+    setup: Setup, daemon: DaemonProcess
+) -> None:
+    env = setup.env
+    assert codexctl(env, "login", "--api-key", stdin=KEY + "\n").returncode == 0
+    who = rows(codexctl(env, "whoami").stdout)
+    status = rows(codexctl(env, "status").stdout)
+    assert who["mode"] == "API key"
+    assert status["account"] == "API key"  # not the wire value api_key
+    as_json = json.loads(codexctl(env, "whoami", "--json").stdout)
+    assert (as_json["mode"], as_json["key_hint"]) == ("api_key", "sk-proj-***56789")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from codexctl.cli import main
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import write_config
+from tests.integration.test_codexctl_jobs import Screen, run_in_pty
 
 
 def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -87,27 +89,62 @@ def test_limits_show_budget_and_chatgpt_windows(
         )
     )
     assert codexctl(limited_daemon.env, "ask", "hi").returncode == 0
-    result = codexctl(limited_daemon.env, "limits", "--provider", "openai")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == "openai"
-    text = result.stdout
-    assert re.search(r"^  requests +99 left of 100/min$", text, re.M), text
-    assert re.search(r"^  in flight +0 of 2$", text, re.M)
-    assert re.search(r"^  paused +no$", text, re.M)
-    assert re.search(
-        r"^  primary window +\[#####-+\] 25% of 5h window, resets in 1h1[12]m$", text, re.M
-    ), text
-    assert re.search(
-        r"^  secondary window +\[#{10}-{10}\] 50% of 7d window, resets in 5d", text, re.M
-    )
+    code, raw = run_in_pty(limited_daemon.env, "limits", "--provider", "openai", columns=120)
+    assert code == 0, raw
+    screen = Screen(120)
+    screen.feed(raw)
+    lines = [line for line in screen.lines() if line]
+    assert lines[:7] == [
+        "openai",
+        "  codexd budget",
+        "    requests   99 left of 100/min",
+        "    tokens     not set (the upstream's window below applies)",
+        "    in flight  0 of 2",
+        "    queued     0",
+        "    paused     no",
+    ], lines
+    assert lines[7] == "  upstream (as last seen)"
+    up = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in lines[8:])
+    # the fake's nominal 10,000 requests a minute, one used
+    assert re.fullmatch(
+        r"\[-{20}\] 9,999 of 10,000 left, resets in \d+s \(\d\d:\d\d:\d\d [+-]\d\d:\d\d\)",
+        up["requests"],
+    ), up
+    assert re.fullmatch(
+        r"\[#####-{15}\] 25% used, resets in 1h1[12]m \(\d\d:\d\d:\d\d [+-]\d\d:\d\d\)",
+        up["5h window"],
+    ), up
+    assert re.fullmatch(
+        r"\[#{10}-{10}\] 50% used, resets in 5d\S* "
+        r"\(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d\)",
+        up["7d window"],
+    ), up
 
     every = codexctl(limited_daemon.env, "limits")
     headings = [line for line in every.stdout.splitlines() if line and not line[0].isspace()]
     assert headings == ["fake", "lmstudio", "ollama", "openai"]
+    # one column for the values of every provider's block
+    starts = {
+        len(line) - len(re.split(r"\S\s{2,}", line.strip(), maxsplit=1)[1])
+        for line in every.stdout.splitlines()
+        if line.startswith("    ")
+    }
+    assert len(starts) == 1, every.stdout
     as_json = json.loads(codexctl(limited_daemon.env, "limits", "--json").stdout)
     (openai,) = [p for p in as_json["providers"] if p["provider"] == "openai"]
     assert openai["budget"]["requests_per_minute"] == 100
+
+
+def test_limits_show_each_number_once(upstream_daemon: DaemonProcess) -> None:
+    """Without a budget of its own, codexd follows the upstream's headers: the count left is
+    the upstream's, shown once, not once more as a learned budget."""
+    assert codexctl(upstream_daemon.env, "ask", "hi").returncode == 0
+    result = codexctl(upstream_daemon.env, "limits", "--provider", "openai")
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"(?<![\d,])9,999\b", result.stdout)) == 1, result.stdout
+    assert re.search(
+        r"^    requests +not set \(the upstream's window below applies\)$", result.stdout, re.M
+    )
 
 
 def test_limit_rows_show_a_pause_and_shared_backend() -> None:
@@ -128,7 +165,7 @@ def test_limit_rows_show_a_pause_and_shared_backend() -> None:
         "backend": {"kind": "redis", "url": "redis://127.0.0.1:6379/0", "connected": False},
     }
     rows = dict(commands_info.limit_rows(entry, now))
-    assert rows["requests"] == "no limit set"
+    assert rows["requests"] == "not set"
     assert rows["tokens"] == "250 left of 1,000/min"
     assert rows["in flight"] == "3 of 4"
     assert rows["queued"] == "7"
@@ -206,10 +243,48 @@ def test_usage_shows_spend_against_the_budget_caps(upstream_env: dict[str, str])
         usage = wait_for_usage(d.env, 1)
         cost = usage["total"]["cost_usd"]  # type: ignore[index]
         table = codexctl(d.env, "usage")
-    spent = commands_info.format_usd(cost)
+    from codexctl.fmt import format_usd
+
+    spent = format_usd(cost)
     assert table.stdout.splitlines()[-1] == (
         f"budget  today {spent} of $5.00 · this month {spent} of $100.00"
     )
+
+
+def test_money_is_plain_decimals_for_people_and_scripts(upstream_env: dict[str, str]) -> None:
+    # 1 input and 8 output tokens at these prices cost $0.000000026 (2.6e-08)
+    write_config(
+        upstream_env,
+        config_text(upstream_env)
+        + '[codexd.prices."gpt-5"]\ninput = 0.01\ncached_input = 0.001\noutput = 0.002\n',
+    )
+    with DaemonProcess(upstream_env) as d:
+        code, raw = run_in_pty(d.env, "ask", "hi")
+        assert code == 0, raw
+        assert raw.splitlines()[-1].strip() == "gpt-5 · 1 in / 8 out tokens · $0.000000026"
+        wait_for_usage(d.env, 1)
+        as_json = codexctl(d.env, "usage", "--json").stdout
+        as_csv = codexctl(d.env, "usage", "--csv").stdout
+        jobs_json = codexctl(d.env, "jobs", "--json").stdout
+        code, table = run_in_pty(d.env, "usage")
+    assert code == 0, table
+    assert '"cost_usd": 0.000000026' in as_json and "e-" not in as_json
+    assert json.loads(as_json)["total"]["cost_usd"] == pytest.approx(2.6e-08)
+    assert '"cost_usd": 0.000000026' in jobs_json and "e-" not in jobs_json
+    assert as_csv.splitlines()[1].split(",")[6] == "0.000000026"
+    total = next(line for line in table.splitlines() if line.startswith("total"))
+    assert total.split()[-1] == "$0.000000026"
+
+
+def test_money_format_keeps_two_significant_digits() -> None:
+    from codexctl.fmt import format_usd, plain_number
+
+    assert format_usd(8.125e-05) == "$0.000081"
+    assert format_usd(0.0421) == "$0.0421"
+    assert format_usd(0.0) == "$0.00"
+    assert format_usd(1234.5, estimated=True) == "~$1,234.50"
+    assert plain_number(5e-08) == "0.00000005"
+    assert plain_number(1e22) == "10000000000000000000000"
 
 
 def test_usage_table_bars_scale_by_cost() -> None:
@@ -241,7 +316,7 @@ def test_config_show_is_redacted(upstream_env: dict[str, str]) -> None:
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(f"# {Path(d.env['CODEX_HOME'], 'config.toml')} (generation 1")
     assert 'model = "gpt-5"\n' in shown.stdout
-    assert "\n[providers.fake]\n" in shown.stdout
+    assert "\n[model_providers.fake]\n" in shown.stdout
     for out in (shown.stdout, as_json.stdout):
         assert "sk-secret-header-value-123" not in out
         assert d.env["OPENAI_API_KEY"] not in out
@@ -276,6 +351,37 @@ def test_config_check_needs_no_daemon(daemon_env: dict[str, str], tmp_path: Path
     default = codexctl(daemon_env, "config", "check")
     assert default.returncode == 1
     assert default.stderr.startswith("codexctl: config.toml:1: model: ")
+
+
+def test_config_show_can_be_copied_into_a_config_file(
+    upstream_daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    shown = codexctl(upstream_daemon.env, "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "\n[model_providers.fake]\n" in shown.stdout
+    copy = tmp_path / "config.toml"
+    copy.write_text(shown.stdout)
+    checked = codexctl(upstream_daemon.env, "config", "check", str(copy))
+    assert (checked.returncode, checked.stderr) == (0, "")
+
+
+def test_config_check_warns_about_unknown_keys(daemon_env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'approval_policy = "never"\nopenai_base_ur = "http://127.0.0.1:9/v1"\nzzz = 1\n'
+        '[model_providers.x]\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    checked = codexctl(daemon_env, "config", "check", str(path))
+    assert checked.returncode == 0
+    assert checked.stdout == f"{path}: ok\n"
+    assert checked.stderr.splitlines() == [
+        "codexctl: warning: config.toml:2: openai_base_ur: not a key Codex or codexd knows, "
+        "so both ignore it: did you mean openai_base_url?",
+        "codexctl: warning: config.toml:3: zzz: not a key Codex or codexd knows, so both ignore it",
+    ]
+    as_json = json.loads(codexctl(daemon_env, "config", "check", str(path), "--json").stdout)
+    assert as_json["ok"] is True
+    assert [w.split(":")[2].strip() for w in as_json["warnings"]] == ["openai_base_ur", "zzz"]
 
 
 def test_config_check_without_codexd_installed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,15 +461,15 @@ def test_events_follow_config_changes(upstream_daemon: DaemonProcess, as_json: b
         Lines(proc.stderr).wait_for(lambda line: "following config" in line)
         out = Lines(proc.stdout)
         write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
-        line = out.wait_for(lambda line: "config/reloaded" in line)
+        line = out.wait_for(lambda line: "config/reloaded" in line or "config reloaded" in line)
         if as_json:
             note = json.loads(line)
             assert note["method"] == "config/reloaded"
             assert note["params"]["generation"] == 2
         else:
-            assert re.fullmatch(r"\d\d:\d\d:\d\d  config/reloaded  generation 2 from .*", line)
+            assert re.fullmatch(r"\d\d:\d\d:\d\d  config reloaded  generation 2 from .*", line)
         write_config(env, "model = 5\n")
-        invalid = out.wait_for(lambda line: "config/invalid" in line)
+        invalid = out.wait_for(lambda line: "config/invalid" in line or "config invalid" in line)
         assert "config.toml:1: model" in invalid
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 130
@@ -371,6 +477,52 @@ def test_events_follow_config_changes(upstream_daemon: DaemonProcess, as_json: b
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_events_on_a_terminal_one_human_line_per_change(
+    limited_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """Every notification in words (no JSON, no wire values), and a state that did not
+    change (the limiter republishes when only the upstream headers moved) is not shown again."""
+    env = limited_daemon.env
+    reply = Reply(headers=(("x-codex-primary-used-percent", "25"),))
+    fake_openai.script(reply, reply)
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codexctl", "events"],
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    try:
+        with os.fdopen(os.dup(master), "rb", buffering=0) as terminal:
+            screen = Lines(terminal)
+            screen.wait_for(lambda line: "following" in line)
+            for _ in range(2):
+                assert codexctl(env, "ask", "hi").returncode == 0
+            write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
+            screen.wait_for(lambda line: "config reloaded" in line)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    lines = [re.sub(r"^\d\d:\d\d:\d\d  ", "", line.rstrip("\r")) for line in screen.seen[1:]]
+    assert all(not line.startswith(("{", "[")) and "/" not in line.split("  ")[0] for line in lines)
+    assert [a for a, b in itertools.pairwise(lines) if a == b] == []
+    limits = [line for line in lines if line.startswith("limits ")]
+    assert limits[:2] == [
+        "limits           openai: 1 in flight, 0 queued",
+        "limits           openai: 0 in flight, 0 queued",
+    ], lines
+    finished = [line for line in lines if line.startswith("job finished")]
+    assert len(finished) == 2
+    assert re.fullmatch(r"job finished     job_\w+ completed codexctl gpt-5 \$0\.\d+", finished[0])
 
 
 def test_events_rejects_an_unknown_topic(upstream_daemon: DaemonProcess) -> None:

@@ -249,7 +249,7 @@ def test_ask_on_a_terminal_streams_and_shows_usage(upstream_daemon: DaemonProces
     screen.feed(raw)
     lines = screen.lines()
     assert lines[0] == REPLY
-    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.0001", lines[1]), lines
+    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.000081", lines[1]), lines
     assert len(lines) == 2
 
 
@@ -333,6 +333,32 @@ def test_quota_failure_exits_5_with_one_line(
     assert fake_openai.stats().model_requests == 1
 
 
+def test_reasoning_is_checked_against_the_model_catalog(
+    upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    env = upstream_daemon.env
+    refused = codexctl(env, "ask", "hi", "--model", "gpt-5", "--reasoning", "xhigh")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1
+    assert "'xhigh'" in refused.stderr
+    assert "choose one of minimal, low, medium, high" in refused.stderr
+    chat = codexctl(env, "submit", "hi", "--api", "chat", "--model", "gpt-5", "--reasoning", "max")
+    assert chat.returncode == 1 and "choose one of minimal, low" in chat.stderr
+    assert fake_openai.stats().model_requests == 0
+
+    dated = codexctl(env, "ask", "hi", "--model", "gpt-5-2025-08-07", "--reasoning", "high")
+    assert (dated.returncode, dated.stdout, dated.stderr) == (0, REPLY + "\n", "")
+
+    unknown = codexctl(env, "ask", "hi", "--model", "my-local-model", "--reasoning", "high")
+    assert (unknown.returncode, unknown.stdout) == (0, REPLY + "\n")
+    assert unknown.stderr == (
+        "codexctl: warning: the model catalog does not know my-local-model: "
+        "reasoning effort high is sent unchecked\n"
+    )
+    sent = fake_openai.model_requests()
+    assert [r.body["reasoning"]["effort"] for r in sent] == ["high", "high"]
+
+
 def test_unauthenticated_exits_4(daemon: DaemonProcess) -> None:
     result = codexctl(daemon.env, "ask", "hi")
     assert result.returncode == 4
@@ -393,7 +419,7 @@ def test_watch_on_a_terminal_shows_the_reply_as_ask_does(
     assert lines[0].startswith("codexctl: the reply starts over: attempt 2 in ")
     assert lines[-2] == REPLY
     assert sum(line.count("Hello") for line in lines) == 1
-    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.0001", lines[-1]), lines
+    assert re.fullmatch(r"gpt-5 · 1 in / 8 out tokens · \$0\.000081", lines[-1]), lines
     assert "response.output_text.delta" not in raw
 
 
@@ -422,7 +448,7 @@ def test_cancel_a_running_job_and_list_jobs(
     table = codexctl(env, "jobs")
     assert table.returncode == 0
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "CREATED"]
+    assert header.split()[:5] == ["ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS"]
     by_id = {r.split()[0]: r.split() for r in rows}
     assert by_id[job_id][1:5] == ["cancelled", "codexctl", "gpt-5", "1"]
     assert by_id[done_id][1:5] == ["completed", "codexctl", "gpt-5", "1"]
@@ -438,6 +464,49 @@ def test_cancel_a_running_job_and_list_jobs(
     unknown = codexctl(env, "cancel", "job_nope")
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1
+
+
+LOCAL_STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+05:30"
+
+
+def test_jobs_show_cost_error_kind_and_local_times(
+    upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    env = dict(upstream_daemon.env, TZ="IST-5:30")  # a zone with a half-hour offset
+    done_id = codexctl(env, "submit", "first").stdout.strip()
+    assert codexctl(env, "watch", done_id).returncode == 0
+    fake_openai.script(insufficient_quota())
+    failed_id = codexctl(env, "submit", "second").stdout.strip()
+    assert codexctl(env, "watch", failed_id).returncode == 5
+
+    code, raw = run_in_pty(env, "jobs", columns=160)
+    assert code == 0, raw
+    screen = Screen(160)
+    screen.feed(raw)
+    header, *rows = screen.lines()
+    assert header.split() == [
+        "ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "COST", "CREATED", "ERROR"
+    ]  # fmt: skip
+    by_id = {r.split()[0]: r for r in rows}
+    assert re.fullmatch(
+        rf"{done_id}\s+completed\s+codexctl\s+gpt-5\s+1\s+\$0\.0000[1-9]\d\s+{LOCAL_STAMP}",
+        by_id[done_id],
+    )
+    assert re.fullmatch(
+        rf"{failed_id}\s+failed\s+codexctl\s+gpt-5\s+1\s+-\s+{LOCAL_STAMP}\s+quota_exceeded",
+        by_id[failed_id],
+    )
+
+    code, raw = run_in_pty(env, "status", columns=160)
+    assert code == 0, raw
+    status = Screen(160)
+    status.feed(raw)
+    lines = {line.split()[0]: line for line in status.lines()}
+    assert re.search(rf"\(since {LOCAL_STAMP}\)$", lines["uptime"])
+    assert re.search(rf", loaded {LOCAL_STAMP}\)$", lines["config"])
+
+    as_json = json.loads(codexctl(env, "jobs", "--json").stdout)
+    assert all(j["created_at"].endswith("Z") for j in as_json["jobs"])
 
 
 # --------------------------------------------------------------------------- re-attaching

@@ -463,6 +463,7 @@ async def test_account_info(tmp_path: Path, clock: Clock) -> None:
         "expires_at": "2027-01-15T09:00:00.000000Z",
         "last_refresh": "2026-11-25T09:00:00.123456Z",
         "store": "file",
+        "key_hint": None,
     }
     empty = await make_session(tmp_path / "nowhere", FakeIssuer(clock, set()), clock)
     assert empty.account_info().mode is None

@@ -146,13 +146,18 @@ class Context:
     def print_json(self, value: Any) -> None:
         import msgspec
 
-        self.out.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+        from codexctl.fmt import json_ready
+
+        encoded = msgspec.json.encode(json_ready(value))
+        self.out.write(msgspec.json.format(encoded, indent=2).decode() + "\n")
 
     def print_json_line(self, value: Any) -> None:
         """One compact JSON value per line, flushed (for `--json` streams read by scripts)."""
         import msgspec
 
-        self.out.write(msgspec.json.encode(value).decode() + "\n")
+        from codexctl.fmt import json_ready
+
+        self.out.write(msgspec.json.encode(json_ready(value)).decode() + "\n")
         self.out.flush()
 
     def close(self) -> None:
@@ -255,13 +260,15 @@ def _discard_if_closed(stream: TextIO) -> None:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from codexctl.fmt import local_time, mode_words
+
     st = ctx.call("daemon/status")
     if ctx.json:
         ctx.print_json(st)
         return EXIT_OK
     rows: list[tuple[str, str]] = [
         ("daemon", f"codexd {st['version']} (protocol {st['protocol_version']}), pid {st['pid']}"),
-        ("uptime", f"{format_duration(st['uptime_s'])} (since {st['started_at']})"),
+        ("uptime", f"{format_duration(st['uptime_s'])} (since {local_time(st['started_at'])})"),
         ("socket", st["socket"]),
         ("started by", st["started_by"]),
         ("codex home", st["codex_home"]),
@@ -269,7 +276,8 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     ]
     cfg = st.get("config")
     if cfg:
-        line = f"{cfg['path']} (generation {cfg['generation']}, loaded {cfg['loaded_at']})"
+        loaded = local_time(cfg["loaded_at"])
+        line = f"{cfg['path']} (generation {cfg['generation']}, loaded {loaded})"
         rows.append(("config", line))
         if cfg.get("error"):
             rows.append(("config error", f"{cfg['error']} (the previous config stays in force)"))
@@ -278,7 +286,7 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
         if acct.get("mode"):
             who = acct.get("email") or ""
             plan = f" ({acct['plan_type']})" if acct.get("plan_type") else ""
-            rows.append(("account", f"{acct['mode']} {who}{plan}".strip()))
+            rows.append(("account", f"{mode_words(acct['mode'])} {who}{plan}".strip()))
         else:
             rows.append(("account", "not logged in (codexctl login)"))
     jobs = st.get("jobs")

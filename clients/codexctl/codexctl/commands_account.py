@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from codexctl.fmt import SOURCES, STORES, local_time, mode_words
 from codexctl.protocol import EXIT_AUTH, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
 MAX_KEY_BYTES = 4096
 
 Handler = Callable[[argparse.Namespace, "Context"], int]
-
-SOURCES = {
-    "env": "from the daemon's environment",
-    "auth_file": "stored in auth.json",
-    "keyring": "stored in the keyring",
-}
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> dict[str, Handler]:
@@ -235,21 +230,21 @@ def cmd_whoami(args: argparse.Namespace, ctx: Context) -> int:
     if not account.get("mode"):
         ctx.err.write("codexctl: not logged in: run codexctl login\n")
         return EXIT_AUTH
-    rows = [
-        ("mode", "ChatGPT" if account["mode"] == "chatgpt" else "API key"),
-        ("email", account.get("email") or "-"),
-        ("plan", account.get("plan_type") or "-"),
-    ]
+    rows = [("mode", mode_words(account["mode"]))]
+    if account.get("key_hint"):
+        rows.append(("key", account["key_hint"]))
+    if account["mode"] == "chatgpt":
+        rows += [("email", account.get("email") or "-"), ("plan", account.get("plan_type") or "-")]
     if account.get("account_id"):
         rows.append(("account id", account["account_id"]))
+    store = account.get("store") or ""
     rows += [
         ("credential", credential_in_use(account)),
-        ("source", account.get("source") or "-"),
-        ("store", account.get("store") or "-"),
+        ("store", STORES.get(store, store or "-")),
     ]
     if account.get("expires_at"):
-        rows.append(("token expires", account["expires_at"]))
+        rows.append(("token expires", local_time(account["expires_at"])))
     if account.get("last_refresh"):
-        rows.append(("last refresh", account["last_refresh"]))
+        rows.append(("last refresh", local_time(account["last_refresh"])))
     print_rows(ctx.out, rows)
     return EXIT_OK

@@ -19,9 +19,9 @@ from codexctl.cli import (
     UsageError,
     format_duration,
     next_notification,
-    print_rows,
     print_table,
 )
+from codexctl.fmt import format_usd, local_clock, local_time, mode_words, plain_number
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -80,11 +80,6 @@ def format_price(p: Any) -> str:
     return f"{p:g}" if isinstance(p, (int, float)) else "-"
 
 
-def format_usd(value: float, estimated: bool = False) -> str:
-    text = f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
-    return ("~" if estimated else "") + text
-
-
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     filled = round(fraction * width)
@@ -98,13 +93,6 @@ def parse_time(stamp: str | None) -> float | None:
         return datetime.fromisoformat(stamp).timestamp()
     except ValueError:
         return None
-
-
-def resets_in(stamp: str | None, now: float) -> str:
-    at = parse_time(stamp)
-    if at is None:
-        return ""
-    return f"resets in {format_duration(max(0.0, at - now))}"
 
 
 def format_minutes(minutes: int | None) -> str:
@@ -162,18 +150,28 @@ def cmd_limits(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(result)
         return EXIT_OK
     now = time.time()
-    for i, entry in enumerate(result["providers"]):
+    blocks = [(e["provider"], limit_sections(e, now)) for e in result["providers"]]
+    # one column for every provider's values, so that the blocks line up
+    width = max(
+        (len(k) for _, sections in blocks for _, rows in sections for k, _ in rows), default=0
+    )
+    for i, (provider, sections) in enumerate(blocks):
         if i:
             ctx.out.write("\n")
-        ctx.out.write(f"{entry['provider']}\n")
-        print_rows(ctx.out, [("  " + k, v) for k, v in limit_rows(entry, now)])
+        ctx.out.write(f"{provider}\n")
+        for title, rows in sections:
+            ctx.out.write(f"  {title}\n")
+            for key, value in rows:
+                ctx.out.write(f"    {key.ljust(width)}  {value}\n")
     return EXIT_OK
 
 
-def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
-    """The lines of one provider in `codexctl limits`."""
+def limit_sections(entry: Mapping[str, Any], now: float) -> list[tuple[str, list[tuple[str, str]]]]:
+    """One provider in `codexctl limits`: codexd's own budget (what is set, what is left, what
+    waits), then the upstream's windows as bars of what is used, each with its reset time.
+    A number appears once: a budget learned from the upstream's headers is the upstream's."""
     b = entry.get("budget") or {}
-    rows = [
+    budget = [
         ("requests", _left(b.get("available_requests"), b.get("requests_per_minute"), "/min")),
         ("tokens", _left(b.get("available_tokens"), b.get("tokens_per_minute"), "/min")),
         ("in flight", f"{b.get('in_flight', 0)} of {b.get('max_concurrency', '?')}"),
@@ -182,48 +180,70 @@ def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
     paused = b.get("paused_until")
     if paused and (parse_time(paused) or 0) > now:
         left = format_duration((parse_time(paused) or now) - now)
-        rows.append(("paused", f"until {_clock(paused)} (in {left})"))
+        budget.append(("paused", f"until {local_clock(paused)} (in {left})"))
     else:
-        rows.append(("paused", "no"))
-    up = entry.get("upstream") or {}
-    for name in ("requests", "tokens"):
-        w = up.get(name)
-        if w:
-            line = f"{format_int(w.get('remaining'))} of {format_int(w.get('limit'))} left"
-            when = resets_in(w.get("resets_at"), now)
-            rows.append((f"upstream {name}", f"{line}, {when}" if when else line))
-    for name in ("primary", "secondary"):
-        w = up.get(name)
-        if w:
-            used = float(w.get("used_percent") or 0.0)
-            line = f"{bar(used / 100)} {used:.0f}% of {format_minutes(w.get('window_minutes'))}"
-            when = resets_in(w.get("resets_at"), now)
-            rows.append((f"{name} window", f"{line}, {when}" if when else line))
-    credits = up.get("credits")
-    if credits:
-        if credits.get("unlimited"):
-            rows.append(("credits", "unlimited"))
-        elif credits.get("balance") is not None:
-            rows.append(("credits", f"balance {credits['balance']}"))
+        budget.append(("paused", "no"))
     backend = entry.get("backend")
     if backend:
         state = "connected" if backend.get("connected") else "unreachable, using the local budget"
         detail = f" ({backend['error']})" if backend.get("error") else ""
-        rows.append(("shared", f"{backend.get('kind')} {backend.get('url')}: {state}{detail}"))
-    return rows
+        budget.append(("shared", f"{backend.get('kind')} {backend.get('url')}: {state}{detail}"))
+    up = entry.get("upstream") or {}
+    upstream: list[tuple[str, str]] = []
+    for name in ("requests", "tokens"):
+        w = up.get(name)
+        if w and w.get("limit"):
+            remaining, limit = w.get("remaining") or 0, w["limit"]
+            line = (
+                f"{bar(1 - remaining / limit)} {format_int(remaining)} of {format_int(limit)} left"
+            )
+            upstream.append((name, _with_reset(line, w.get("resets_at"), now)))
+    for name in ("primary", "secondary"):
+        w = up.get(name)
+        if w:
+            used = float(w.get("used_percent") or 0.0)
+            line = f"{bar(used / 100)} {used:.0f}% used"
+            upstream.append(
+                (
+                    format_minutes(w.get("window_minutes")),
+                    _with_reset(line, w.get("resets_at"), now),
+                )
+            )
+    credits = up.get("credits")
+    if credits:
+        if credits.get("unlimited"):
+            upstream.append(("credits", "unlimited"))
+        elif credits.get("balance") is not None:
+            upstream.append(("credits", f"balance {credits['balance']}"))
+    sections = [("codexd budget", budget)]
+    if upstream:
+        sections.append(("upstream (as last seen)", upstream))
+    return sections
+
+
+def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
+    """`limit_sections` as one list of rows (the upstream's prefixed `upstream `)."""
+    return [
+        (key if i == 0 else f"upstream {key}", value)
+        for i, (_, rows) in enumerate(limit_sections(entry, now))
+        for key, value in rows
+    ]
+
+
+def _with_reset(line: str, stamp: str | None, now: float) -> str:
+    at = parse_time(stamp)
+    if at is None or stamp is None:
+        return line
+    when = local_clock(stamp) if at - now < 86_400 else local_time(stamp)
+    return f"{line}, resets in {format_duration(max(0.0, at - now))} ({when})"
 
 
 def _left(available: Any, limit: Any, unit: str) -> str:
-    if limit is None and available is None:
-        return "no limit set"
     if limit is None:
-        return f"{format_int(available)} left (learned from upstream)"
+        return (
+            "not set (the upstream's window below applies)" if available is not None else "not set"
+        )
     return f"{format_int(available)} left of {format_int(limit)}{unit}"
-
-
-def _clock(stamp: str) -> str:
-    at = parse_time(stamp)
-    return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at is not None else stamp
 
 
 # --------------------------------------------------------------------------- usage
@@ -287,7 +307,9 @@ def write_usage_csv(out: TextIO, key: str, rows: Sequence[Mapping[str, Any]]) ->
             (
                 row.get(key, ""),
                 *(
-                    str(row.get(f, "")).lower() if f == "estimated" else row.get(f, "")
+                    str(row.get(f, "")).lower()
+                    if f == "estimated"
+                    else plain_number(row.get(f, ""))
                     for f in USAGE_FIELDS
                 ),
             )
@@ -354,13 +376,38 @@ def config_show(ctx: Context) -> int:
     if ctx.json:
         ctx.print_json(result)
         return EXIT_OK
-    ctx.out.write(
-        f"# {result['path']} (generation {result['generation']}, loaded {result['loaded_at']})\n"
-    )
+    loaded = local_time(result["loaded_at"])
+    ctx.out.write(f"# {result['path']} (generation {result['generation']}, loaded {loaded})\n")
     if result.get("error"):
         ctx.out.write(f"# last reload failed: {result['error']} (this config stays in force)\n")
-    ctx.out.write("\n".join(toml_lines(result.get("effective") or {})) + "\n")
+    shaped, builtins = as_config_file(result.get("effective") or {})
+    ctx.out.write("\n".join(toml_lines(shaped)) + "\n")
+    if builtins:
+        ctx.out.write("\n# built-in providers (configured by Codex itself, not in config.toml):\n")
+        lines = toml_lines({"model_providers": builtins})
+        ctx.out.write("\n".join(f"# {line}" if line else "#" for line in lines[1:]) + "\n")
     return EXIT_OK
+
+
+def as_config_file(effective: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The effective config under the names config.toml uses, so that a person can copy a
+    table from `config show` into the file: the daemon's `providers` are
+    `[model_providers.ID]`, less the built-in ones (returned apart: the file may not define
+    them); the file paths the daemon reports are in the header, not keys."""
+    from codexctl.protocol import RESERVED_PROVIDER_IDS
+
+    shaped: dict[str, Any] = {}
+    builtins: dict[str, Any] = {}
+    for key, value in effective.items():
+        if key in ("path", "codexd_path"):
+            continue
+        if key == "providers":
+            custom = {k: v for k, v in value.items() if k not in RESERVED_PROVIDER_IDS}
+            builtins = {k: v for k, v in value.items() if k in RESERVED_PROVIDER_IDS}
+            shaped["model_providers"] = custom
+        else:
+            shaped[key] = value
+    return shaped, builtins
 
 
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -425,9 +472,16 @@ def config_check(file: str | None, ctx: Context) -> int:
         return EXIT_UNREACHABLE
     ok = done.returncode == 0
     error = None if ok else last_line(done.stderr) or f"{program} exited {done.returncode}"
+    warnings = [
+        line.removeprefix("warning: ")
+        for line in done.stderr.splitlines()
+        if ok and line.startswith("warning: ")
+    ]
     if ctx.json:
-        ctx.print_json({"file": path, "ok": ok, "error": error})
+        ctx.print_json({"file": path, "ok": ok, "error": error, "warnings": warnings})
     elif ok:
+        for warning in warnings:
+            ctx.err.write(f"codexctl: warning: {warning}\n")
         ctx.out.write(f"{path}: ok\n")
     else:
         ctx.err.write(f"codexctl: {error}\n")
@@ -451,42 +505,77 @@ def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
     client.call("events/subscribe", {"topics": topics})
     ctx.err.write(f"codexctl: following {', '.join(topics)}; Ctrl-C stops\n")
     ctx.err.flush()
+    shown: dict[tuple[str, str], str] = {}  # the last line per (kind, subject)
     while True:
         n = next_notification(client, ctx.out)
         if ctx.json:
             ctx.print_json_line({"method": n.method, "params": n.params})
         else:
-            stamp = datetime.now().strftime("%H:%M:%S")
-            ctx.out.write(f"{stamp}  {n.method}  {describe_notification(n.method, n.params)}\n")
-            ctx.out.flush()
+            params = n.params if isinstance(n.params, dict) else {}
+            label, subject, text = describe_notification(n.method, params)
+            if shown.get((label, subject)) != text:  # an unchanged state is not shown again
+                shown[(label, subject)] = text
+                stamp = datetime.now().strftime("%H:%M:%S")
+                ctx.out.write(f"{stamp}  {label:<{EVENT_LABEL_WIDTH}}  {text}\n")
+                ctx.out.flush()
         if n.method == "subscription/dropped" and isinstance(n.params, dict):
             topic = n.params.get("topic")
             if topic in topics:
                 client.call("events/subscribe", {"topics": [topic]})
 
 
-def describe_notification(method: str, params: Any) -> str:
-    import msgspec
+EVENT_LABEL_WIDTH: Final = 15
 
-    p = params if isinstance(params, dict) else {}
+
+def describe_notification(method: str, p: Mapping[str, Any]) -> tuple[str, str, str]:
+    """One notification for `codexctl events`: its label, what it is about (a provider, a
+    job; "" for the daemon as a whole) and the line a person reads, in the words of status,
+    whoami, jobs and limits (`--json` has the raw notification)."""
     if method == "config/reloaded":
-        return f"generation {p.get('generation')} from {p.get('path')}"
+        return "config reloaded", "", f"generation {p.get('generation')} from {p.get('path')}"
     if method == "config/invalid":
-        return f"{p.get('error')} (the previous config stays in force)"
+        return "config invalid", "", f"{p.get('error')} (the previous config stays in force)"
     if method == "account/updated":
-        return (
-            " ".join(str(p[k]) for k in ("mode", "email", "plan_type") if p.get(k)) or "logged out"
-        )
+        if not p.get("mode"):
+            return "account", "", "logged out"
+        plan = f" ({p['plan_type']})" if p.get("plan_type") else ""
+        return "account", "", f"{mode_words(p['mode'])} {p.get('email') or ''}{plan}".strip()
+    if method == "account/login_completed":
+        if p.get("success"):
+            return "login", str(p.get("login_id") or ""), "completed"
+        return "login", str(p.get("login_id") or ""), f"failed: {p.get('error') or 'no reason'}"
     if method in ("job/created", "job/finished"):
         job = p.get("job") or {}
-        return " ".join(
-            str(job[k]) for k in ("id", "state", "client", "model") if job.get(k) is not None
+        words = [str(job.get("state") or "")]
+        words += [str(job[k]) for k in ("client", "model") if job.get(k)]
+        if method == "job/finished":
+            if job.get("cost_usd") is not None:
+                words.append(format_usd(float(job["cost_usd"])))
+            if isinstance(job.get("error"), dict):
+                words.append(f"({error_words(job['error'])})")
+        label = "job created" if method == "job/created" else "job finished"
+        return (
+            label,
+            str(job.get("id") or ""),
+            f"{job.get('id')} " + " ".join(w for w in words if w),
         )
     if method == "ratelimits/updated":
+        provider = str(p.get("provider") or "")
         b = p.get("budget") or {}
-        return (
-            f"{p.get('provider')}: {b.get('in_flight', 0)} in flight, {b.get('queued', 0)} queued"
-        )
+        text = f"{provider}: {b.get('in_flight', 0)} in flight, {b.get('queued', 0)} queued"
+        paused = b.get("paused_until")
+        if paused:
+            text += f", paused until {local_clock(paused)}"
+        return "limits", provider, text
     if method == "subscription/dropped":
-        return f"{p.get('topic') or p.get('job_id')}: {p.get('reason')}; subscribing again"
-    return msgspec.json.encode(params).decode()
+        what = p.get("topic") or p.get("job_id")
+        return "missed events", str(what or ""), f"{what}: this client fell behind; following again"
+    members = ", ".join(f"{k} {v}" for k, v in p.items() if not isinstance(v, (dict, list)))
+    return method.replace("/", " "), "", members or "-"
+
+
+def error_words(error: Mapping[str, Any]) -> str:
+    """A job error as a person reads it: its kind and message."""
+    kind = (error.get("data") or {}).get("kind")
+    message = error.get("message") or ""
+    return f"{kind}: {message}" if kind and message else str(kind or message or "error")

@@ -15,7 +15,6 @@ import contextlib
 import sys
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TextIO
 
 from codexctl.cli import (
@@ -27,6 +26,7 @@ from codexctl.cli import (
     print_table,
 )
 from codexctl.errors import DaemonUnreachable
+from codexctl.fmt import format_usd, local_time
 from codexctl.protocol import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -380,12 +380,8 @@ def usage_line(model: str | None, event: dict[str, Any]) -> str:
     parts = [p for p in (model, tokens) if p]
     cost = event.get("cost_usd")
     if cost is not None:
-        parts.append(format_cost(float(cost)))
+        parts.append(format_usd(float(cost)))
     return " · ".join(parts)
-
-
-def format_cost(cost: float) -> str:
-    return f"${cost:.2f}" if cost >= 1 else f"${cost:.4f}"
 
 
 # --------------------------------------------------------------------------- commands
@@ -414,6 +410,7 @@ def show_job(ctx: Context, client: Any, job_id: str, after_seq: int, render: Ren
 def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
     prompt = read_prompt(args.prompt, sys.stdin)
     params = submit_params(args, prompt, subscribe=True)
+    warn_if_unknown_model(args, ctx)
     render = renderer_for(ctx, args.stream)
     client = ctx.client()
     job_id: str | None = None
@@ -431,6 +428,22 @@ def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
             if not cancelled:
                 ctx.err.write(f"codexctl: {how}\n")
         raise
+
+
+def warn_if_unknown_model(args: argparse.Namespace, ctx: Context) -> None:
+    """The daemon checks `--reasoning` against the model's catalog levels; for a model the
+    catalog does not know it cannot, and says so here, in one line (the job still goes)."""
+    if not (args.reasoning and args.model):
+        return
+    from codexctl.protocol import catalog_slug
+
+    slugs = {m.get("slug") for m in ctx.call("models/list").get("models", [])}
+    if args.model not in slugs and catalog_slug(args.model) not in slugs:
+        ctx.err.write(
+            f"codexctl: warning: the model catalog does not know {args.model}: "
+            f"reasoning effort {args.reasoning} is sent unchecked\n"
+        )
+        ctx.err.flush()
 
 
 def cancel_own_job(ctx: Context, job_id: str) -> tuple[bool, str]:
@@ -451,7 +464,9 @@ def cancel_own_job(ctx: Context, job_id: str) -> tuple[bool, str]:
 
 def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     prompt = read_prompt(args.prompt, sys.stdin)
-    result = ctx.call("job/submit", submit_params(args, prompt, subscribe=False))
+    params = submit_params(args, prompt, subscribe=False)
+    warn_if_unknown_model(args, ctx)
+    result = ctx.call("job/submit", params)
     if ctx.json:
         ctx.print_json(result)
     else:
@@ -526,7 +541,9 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
             str(j.get("client") or ""),
             str(j.get("model") or ""),
             str(j.get("attempts", 0)),
+            "-" if j.get("cost_usd") is None else format_usd(float(j["cost_usd"])),
             local_time(j.get("created_at")),
+            error_kind(j.get("error")),
         )
         for j in result["jobs"]
     ]
@@ -535,18 +552,15 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_OK
     print_table(
         ctx.out,
-        ("ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "CREATED"),
+        ("ID", "STATE", "CLIENT", "MODEL", "ATTEMPTS", "COST", "CREATED", "ERROR"),
         rows,
-        right=frozenset({4}),
+        right=frozenset({4, 5}),
     )
     return EXIT_OK
 
 
-def local_time(stamp: str | None) -> str:
-    """An RFC 3339 time of the daemon as local `YYYY-MM-DD HH:MM:SS`."""
-    if not stamp:
+def error_kind(error: Any) -> str:
+    """A failed job's error kind (`quota_exceeded`), "" for a job without an error."""
+    if not isinstance(error, dict):
         return ""
-    try:
-        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return stamp
+    return str((error.get("data") or {}).get("kind") or "error")

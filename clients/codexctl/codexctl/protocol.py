@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import stat
 from collections.abc import Mapping
 from typing import Any, Final
@@ -20,6 +21,17 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 SOCKET_NAME: Final = "codexd.sock"
 GATEWAY_SOCKET_NAME: Final = "gateway.sock"
 LOCK_NAME: Final = "codexd.lock"
+# Codex's built-in providers: their ids cannot be defined in [model_providers].
+RESERVED_PROVIDER_IDS: Final = ("openai", "ollama", "lmstudio")
+
+
+def catalog_slug(model: str) -> str:
+    """The catalog's name for a model: a dated snapshot is its model (`gpt-5-2025-08-07`
+    is `gpt-5`)."""
+    return _DATED_SNAPSHOT.sub("", model)
+
+
+_DATED_SNAPSHOT: Final = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 # --------------------------------------------------------------------------- socket path rule
