@@ -171,7 +171,7 @@ class GatewayListeners:
         door: _Door | None = None
         if new is not None:
             try:
-                self.services.tokens.current()
+                _token_ready(self.services)
                 door = await self._start(await _listen_tcp(new), new, tcp=True)
             except StartupError as exc:
                 if starting:
@@ -261,6 +261,17 @@ async def _listen_tcp(address: str) -> anyio.abc.Listener[anyio.abc.SocketStream
 
 def _kept(old: str | None) -> str:
     return f"still listening on http://{old}" if old else "no TCP listener"
+
+
+def _token_ready(services: Services) -> None:
+    """TCP needs the bearer token: made now, or the reason it cannot be (as a StartupError,
+    so a reload keeps the listeners it has)."""
+    try:
+        services.tokens.current()
+    except OSError as exc:
+        path = services.tokens.path
+        reason = exc.strerror or exc
+        raise StartupError(f"cannot read or create the gateway token {path}: {reason}") from exc
 
 
 async def serve_gateway(

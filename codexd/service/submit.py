@@ -101,11 +101,11 @@ def _check_reasoning(body: dict[str, Any], api: str, model: ModelInfo | None) ->
     """A reasoning effort the catalog says the model does not take is refused, naming the
     ones it does; a model the catalog does not know (or lists no levels for) goes as asked."""
     if api == "chat":
-        effort, member = body.get("reasoning_effort"), "$.body.reasoning_effort"
+        effort, member = body.get("reasoning_effort"), "body.reasoning_effort"
     else:
         reasoning = body.get("reasoning")
         effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
-        member = "$.body.reasoning.effort"
+        member = "body.reasoning.effort"
     if not isinstance(effort, str) or model is None or not model.supported_reasoning_levels:
         return
     levels = model.supported_reasoning_levels

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import msgspec
 
 from codexd.testing.fake_issuer import FakeIssuer
@@ -98,6 +99,7 @@ class Reply:
     delta_delay_s: float = 0.0
     drop_after: int | None = None  # close the connection after N events, no completion
     stall_after: int | None = None  # stay open and silent after N events until the client goes
+    hold_after: int | None = None  # after N events, wait for FakeOpenAI.release(), then go on
     malformed_after: int | None = None  # one non-JSON `data:` line after N events, then go on
     truncated: bool = False  # last JSON cut in half (whole body when not streamed)
     failure: StreamFailure | None = None
@@ -588,6 +590,7 @@ class FakeOpenAI:
         self._issuer = issuer
 
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._script: deque[tuple[str | None, Outcome]] = deque()
         self._log: deque[RecordedRequest] = deque(maxlen=max_log)
         self._stats = StatsCell(Stats())
@@ -630,12 +633,15 @@ class FakeOpenAI:
     ) -> None:
         """Serve until cancelled; `await tg.start(fake.serve)` returns `base_url`."""
         self._stats.bind_loop()
-        async with anyio.create_task_group() as tg:
-            await tg.start(self._server.serve)
-            if self._issuer is not None:
-                self._issuer.mount(self.origin)
-                self._issuer.bind_loop()
-            task_status.started(self.base_url)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._server.serve)
+                if self._issuer is not None:
+                    self._issuer.mount(self.origin)
+                    self._issuer.bind_loop()
+                task_status.started(self.base_url)
+        finally:
+            self._released.set()  # no worker thread left waiting on a held stream
 
     @classmethod
     @contextmanager
@@ -669,6 +675,10 @@ class FakeOpenAI:
         """Scripted outcomes not yet consumed."""
         with self._lock:
             return len(self._script)
+
+    def release(self) -> None:
+        """Let every stream held by `Reply.hold_after` go on (and later ones pass)."""
+        self._released.set()
 
     def set_reply(self, reply: Reply, *, text: str | None = None) -> None:
         """Change the default reply (and its text) for unscripted requests."""
@@ -1068,6 +1078,8 @@ class FakeOpenAI:
                 await anyio.sleep_forever()
             if reply.malformed_after is not None and sent == reply.malformed_after:
                 await responder.write(MALFORMED_SSE)
+            if reply.hold_after is not None and sent == reply.hold_after:
+                await anyio.to_thread.run_sync(self._released.wait, abandon_on_cancel=True)
             if frame.is_delta and reply.delta_delay_s:
                 await anyio.sleep(reply.delta_delay_s)
             if sent == last:

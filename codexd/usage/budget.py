@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from codexctl.fmt import format_usd
+from codexctl.fmt import date_time_of, format_usd
 from codexctl.protocol import BudgetStatus, ErrorKind, RpcError
 
 Period = Literal["daily", "monthly"]
@@ -81,7 +81,7 @@ class BudgetExceeded(msgspec.Struct, frozen=True):
     def message(self) -> str:
         span = "today" if self.period == "daily" else "this month"
         key = "daily_usd" if self.period == "daily" else "monthly_usd"
-        local_reset = self.resets_at.strftime("%Y-%m-%d %H:%M %Z").strip()
+        local_reset = date_time_of(self.resets_at)  # in the zone the budget's days are kept in
         return (
             f"{self.period} budget of {format_usd(self.cap_usd)} would be passed: "
             f"{format_usd(self.spent_usd)} spent {span}, this request is estimated at "

@@ -164,7 +164,9 @@ def test_limit_rows_show_a_pause_and_shared_backend() -> None:
         "upstream": {},
         "backend": {"kind": "redis", "url": "redis://127.0.0.1:6379/0", "connected": False},
     }
-    rows = dict(commands_info.limit_rows(entry, now))
+    (title, budget), *rest = commands_info.limit_sections(entry, now)
+    assert title == "codexd budget" and rest == []  # nothing seen upstream: no section
+    rows = dict(budget)
     assert rows["requests"] == "not set"
     assert rows["tokens"] == "250 left of 1,000/min"
     assert rows["in flight"] == "3 of 4"
@@ -285,6 +287,20 @@ def test_money_format_keeps_two_significant_digits() -> None:
     assert format_usd(1234.5, estimated=True) == "~$1,234.50"
     assert plain_number(5e-08) == "0.00000005"
     assert plain_number(1e22) == "10000000000000000000000"
+    assert [commands_info.format_price(p) for p in (1.25, 10, 10.0, 5e-05, None)] == [
+        "1.25",
+        "10",
+        "10",
+        "0.00005",
+        "-",
+    ]
+
+
+def test_an_upstream_window_without_a_remaining_count_is_not_drawn_as_spent() -> None:
+    entry = {"budget": {}, "upstream": {"requests": {"limit": 500, "resets_at": None}}}
+    sections = dict(commands_info.limit_sections(entry, 1_800_000_000.0))
+    rows = dict(sections["upstream (as last seen)"])
+    assert rows["requests"] == f"{commands_info.bar(0)} ? of 500 left"
 
 
 def test_usage_table_bars_scale_by_cost() -> None:
@@ -460,17 +476,26 @@ def test_events_follow_config_changes(upstream_daemon: DaemonProcess, as_json: b
         assert proc.stderr is not None and proc.stdout is not None
         Lines(proc.stderr).wait_for(lambda line: "following config" in line)
         out = Lines(proc.stdout)
-        write_config(env, config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"'))
+        good = config_text(env).replace('model = "gpt-5"', 'model = "gpt-5-mini"')
+        write_config(env, good)
         line = out.wait_for(lambda line: "config/reloaded" in line or "config reloaded" in line)
         if as_json:
             note = json.loads(line)
             assert note["method"] == "config/reloaded"
             assert note["params"]["generation"] == 2
         else:
-            assert re.fullmatch(r"\d\d:\d\d:\d\d  config reloaded  generation 2 from .*", line)
+            assert re.fullmatch(
+                r"\d\d:\d\d:\d\d [+-]\d\d:\d\d  config reloaded  generation 2 from .*", line
+            )
         write_config(env, "model = 5\n")
         invalid = out.wait_for(lambda line: "config/invalid" in line or "config invalid" in line)
         assert "config.toml:1: model" in invalid
+        if not as_json:  # the same invalid state again after a good one is shown again
+            write_config(env, good)
+            out.wait_for(lambda line: "config reloaded  generation 3" in line)
+            write_config(env, "model = 5\n")
+            again = out.wait_for(lambda line: "config invalid" in line)
+            assert again.endswith(invalid.split("  ", 1)[1])
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 130
     finally:
@@ -512,7 +537,9 @@ def test_events_on_a_terminal_one_human_line_per_change(
             proc.kill()
             proc.wait()
         os.close(master)
-    lines = [re.sub(r"^\d\d:\d\d:\d\d  ", "", line.rstrip("\r")) for line in screen.seen[1:]]
+    stamp = r"^\d\d:\d\d:\d\d [+-]\d\d:\d\d  "
+    assert all(re.match(stamp, line) for line in screen.seen[1:]), screen.seen
+    lines = [re.sub(stamp, "", line.rstrip("\r")) for line in screen.seen[1:]]
     assert all(not line.startswith(("{", "[")) and "/" not in line.split("  ")[0] for line in lines)
     assert [a for a, b in itertools.pairwise(lines) if a == b] == []
     limits = [line for line in lines if line.startswith("limits ")]

@@ -342,8 +342,10 @@ def test_reasoning_is_checked_against_the_model_catalog(
     assert refused.stderr.count("\n") == 1
     assert "'xhigh'" in refused.stderr
     assert "choose one of minimal, low, medium, high" in refused.stderr
+    assert refused.stderr.endswith(" - at `$.body.reasoning.effort`\n")
     chat = codexctl(env, "submit", "hi", "--api", "chat", "--model", "gpt-5", "--reasoning", "max")
     assert chat.returncode == 1 and "choose one of minimal, low" in chat.stderr
+    assert chat.stderr.endswith(" - at `$.body.reasoning_effort`\n")
     assert fake_openai.stats().model_requests == 0
 
     dated = codexctl(env, "ask", "hi", "--model", "gpt-5-2025-08-07", "--reasoning", "high")

@@ -225,7 +225,7 @@ def test_a_stream_running_when_the_gateway_stops_finishes(
     address = f"127.0.0.1:{_free_port()}"
     reload_with(daemon, fake_openai, f'enabled = true\ntcp = "{address}"\n')
     deltas = tuple(f"w{i} " for i in range(40))
-    fake_openai.set_reply(fo.Reply(deltas=deltas, delta_delay_s=0.15))
+    fake_openai.set_reply(fo.Reply(deltas=deltas, hold_after=6))
     body = {"model": "gpt-5", "input": "hi", "stream": True}
     with (
         tcp_http(daemon, address) as http,
@@ -242,6 +242,7 @@ def test_a_stream_running_when_the_gateway_stops_finishes(
         assert status_gateway(daemon) is None and refused_on_tcp(address)
         with Client(daemon.socket) as c:  # the stream was still running when it stopped
             assert c.call("job/get", {"job_id": job_id})["state"] == "running"
+        fake_openai.release()
         events = []
         for line in lines:
             if line.startswith("data: "):
@@ -345,6 +346,22 @@ def test_an_unknown_profile_header_is_named_as_a_header(on: DaemonProcess) -> No
         ("/v1/responses", {"model": 5, "input": "hi"}, "model", "'model' must be a string"),
         ("/v1/responses", {"model": "gpt-5"}, "input", "a responses request needs `input`"),
         ("/v1/chat/completions", {"model": "gpt-5"}, "messages", "non-empty `messages`"),
+        (
+            "/v1/responses",
+            {"model": "gpt-5", "input": "hi", "reasoning": {"effort": "max"}},
+            "reasoning.effort",
+            "gpt-5 does not take reasoning effort 'max'",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "gpt-5",
+                "messages": [{"role": "user", "content": "hi"}],
+                "reasoning_effort": "max",
+            },
+            "reasoning_effort",
+            "choose one of minimal, low, medium, high",
+        ),
     ],
 )
 def test_a_bad_body_member_is_named_as_a_body_param(

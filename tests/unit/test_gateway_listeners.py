@@ -16,6 +16,7 @@ import pytest
 from codexd.gateway import GatewayListeners
 from codexd.gateway.server import submit_error
 from codexd.service import InvalidSubmit
+from codexd.service.token import TokenFile
 
 pytestmark = pytest.mark.anyio
 
@@ -104,6 +105,27 @@ async def test_our_gateway_socket_is_made_and_removed_by_reloads(tmp_path: Path)
         listeners.follow()
         await listeners.settled()
         assert not present(ours) and listeners.status() is None
+        tg.cancel_scope.cancel()
+
+
+async def test_a_token_file_that_cannot_be_read_keeps_the_listeners_on_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Turning TCP on needs the token; when its file cannot be read the reload is refused in
+    the log and the gateway goes on as it was, instead of the error ending the daemon."""
+    services = stub_services(tmp_path, enabled=True)
+    services.tokens = TokenFile(str(tmp_path))
+    os.mkdir(services.tokens.path)  # a directory where the token file should be
+    listeners = GatewayListeners(services)
+    async with anyio.create_task_group() as tg:
+        await tg.start(listeners.run)
+        services.config.snapshot.codexd.gateway.tcp = "127.0.0.1:0"
+        listeners.follow()
+        await listeners.settled()
+        status = listeners.status()
+        assert status is not None and status.tcp is None
+        assert (await get_models(services.paths.gateway_socket))[0] == 200
+        assert f"cannot read or create the gateway token {services.tokens.path}" in caplog.text
         tg.cancel_scope.cancel()
 
 

@@ -86,7 +86,7 @@ def test_the_error_names_the_cap_the_spend_and_the_reset() -> None:
     assert "daily budget of $20.00" in err.message
     assert "$19.98 spent today" in err.message
     assert "$0.0400" in err.message
-    assert "2026-11-26 00:00" in err.message
+    assert "it resets at 2026-11-26 00:00:00 +01:00." in err.message
     assert "daily_usd" in err.message
 
 

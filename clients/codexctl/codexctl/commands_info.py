@@ -21,7 +21,7 @@ from codexctl.cli import (
     next_notification,
     print_table,
 )
-from codexctl.fmt import format_usd, local_clock, local_time, mode_words, plain_number
+from codexctl.fmt import clock_of, format_usd, local_clock, local_time, mode_words, plain_number
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -77,7 +77,10 @@ def format_int(n: Any) -> str:
 
 
 def format_price(p: Any) -> str:
-    return f"{p:g}" if isinstance(p, (int, float)) else "-"
+    """A price per million tokens as a plain decimal (`1.25`, `10`, `0.00005`)."""
+    if not isinstance(p, (int, float)) or isinstance(p, bool):
+        return "-"
+    return str(plain_number(float(p))).removesuffix(".0")
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -193,10 +196,12 @@ def limit_sections(entry: Mapping[str, Any], now: float) -> list[tuple[str, list
     for name in ("requests", "tokens"):
         w = up.get(name)
         if w and w.get("limit"):
-            remaining, limit = w.get("remaining") or 0, w["limit"]
-            line = (
-                f"{bar(1 - remaining / limit)} {format_int(remaining)} of {format_int(limit)} left"
-            )
+            remaining, limit = w.get("remaining"), w["limit"]
+            if remaining is None:  # the upstream sent its limit alone
+                line = f"{bar(0)} ? of {format_int(limit)} left"
+            else:
+                used = 1 - remaining / limit
+                line = f"{bar(used)} {format_int(remaining)} of {format_int(limit)} left"
             upstream.append((name, _with_reset(line, w.get("resets_at"), now)))
     for name in ("primary", "secondary"):
         w = up.get(name)
@@ -219,15 +224,6 @@ def limit_sections(entry: Mapping[str, Any], now: float) -> list[tuple[str, list
     if upstream:
         sections.append(("upstream (as last seen)", upstream))
     return sections
-
-
-def limit_rows(entry: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
-    """`limit_sections` as one list of rows (the upstream's prefixed `upstream `)."""
-    return [
-        (key if i == 0 else f"upstream {key}", value)
-        for i, (_, rows) in enumerate(limit_sections(entry, now))
-        for key, value in rows
-    ]
 
 
 def _with_reset(line: str, stamp: str | None, now: float) -> str:
@@ -505,7 +501,7 @@ def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
     client.call("events/subscribe", {"topics": topics})
     ctx.err.write(f"codexctl: following {', '.join(topics)}; Ctrl-C stops\n")
     ctx.err.flush()
-    shown: dict[tuple[str, str], str] = {}  # the last line per (kind, subject)
+    shown: dict[tuple[str, str], str] = {}  # the last line per state (bounded: see state_of)
     while True:
         n = next_notification(client, ctx.out)
         if ctx.json:
@@ -513,10 +509,12 @@ def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
         else:
             params = n.params if isinstance(n.params, dict) else {}
             label, subject, text = describe_notification(n.method, params)
-            if shown.get((label, subject)) != text:  # an unchanged state is not shown again
-                shown[(label, subject)] = text
-                stamp = datetime.now().strftime("%H:%M:%S")
-                ctx.out.write(f"{stamp}  {label:<{EVENT_LABEL_WIDTH}}  {text}\n")
+            state = state_of(n.method, subject)
+            line = f"{label:<{EVENT_LABEL_WIDTH}}  {text}"
+            if state is None or shown.get(state) != line:  # an unchanged state: not again
+                if state is not None:
+                    shown[state] = line
+                ctx.out.write(f"{clock_of(datetime.now().astimezone())}  {line}\n")
                 ctx.out.flush()
         if n.method == "subscription/dropped" and isinstance(n.params, dict):
             topic = n.params.get("topic")
@@ -525,6 +523,20 @@ def cmd_events(args: argparse.Namespace, ctx: Context) -> int:
 
 
 EVENT_LABEL_WIDTH: Final = 15
+
+
+def state_of(method: str, subject: str) -> tuple[str, str] | None:
+    """The state a notification reports, for `events` to skip a repeat of an unchanged one:
+    the config (reloaded or invalid), the account, a provider's limits. Jobs, logins and
+    missed events are happenings, each shown; so at most one line is kept per state, and the
+    providers are the config's."""
+    if method in ("config/reloaded", "config/invalid"):
+        return ("config", "")
+    if method == "account/updated":
+        return ("account", "")
+    if method == "ratelimits/updated":
+        return ("limits", subject)
+    return None
 
 
 def describe_notification(method: str, p: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -70,7 +70,17 @@ def local_time(stamp: str | None) -> str:
         moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone()
     except ValueError:
         return stamp
-    return moment.strftime("%Y-%m-%d %H:%M:%S ") + utc_offset(moment)
+    return date_time_of(moment)
+
+
+def date_time_of(moment: datetime) -> str:
+    """An aware time as `YYYY-MM-DD HH:MM:SS +HH:MM` in its own zone."""
+    return moment.strftime("%Y-%m-%d ") + clock_of(moment)
+
+
+def clock_of(moment: datetime) -> str:
+    """An aware time as `HH:MM:SS +HH:MM` in its own zone."""
+    return moment.strftime("%H:%M:%S ") + utc_offset(moment)
 
 
 def local_clock(stamp: str) -> str:
