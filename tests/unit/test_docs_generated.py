@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,16 @@ def test_every_notification_has_a_section(protocol_md: str) -> None:
         n.method for n in protocol.NOTIFICATIONS if f"\n### `{n.method}`\n" not in protocol_md
     ]
     assert missing == []
+
+
+def test_every_handler_and_every_protocol_type_says_what_it_is() -> None:
+    """Their docstrings are the doc's descriptions: a new one without is a hole in it."""
+    undocumented = [m.name for m in TABLE.methods.values() if not inspect.getdoc(m.handler)]
+    types = protocol.Types(protocol._tops())
+    undocumented += [
+        cls.__qualname__ for cls, s in types.info.items() if s.fields and not cls.__doc__
+    ]
+    assert undocumented == []
 
 
 def test_every_method_has_an_example_and_no_other() -> None:
