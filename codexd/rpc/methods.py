@@ -87,6 +87,7 @@ async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
     """The reply comes first; then the daemon stops accepting jobs (a `job/submit` gets
     `overloaded`), lets running jobs finish for up to `[codexd] drain_timeout_s`, cancels the
     rest and exits."""
+
     async def stop() -> None:
         ctx.services.request_shutdown()
 

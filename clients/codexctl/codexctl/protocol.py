@@ -467,7 +467,11 @@ class GatewayStatus(msgspec.Struct):
 
 
 class DaemonStatus(msgspec.Struct):
-    """`daemon/status`'s result."""
+    """`daemon/status`'s result. `started_by` is `manual`, `systemd`, `launchd` or
+    `socket_activation` (whenever a listening socket was passed in); `socket`, `codex_home`
+    and `state_dir` are the paths the daemon uses, so a client can tell when its own
+    `CODEX_HOME` differs. `jobs`, `config` and `account` are null only while their part is
+    not running."""
 
     version: str
     protocol_version: int
