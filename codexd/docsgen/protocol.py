@@ -303,16 +303,23 @@ class Types:
         if isinstance(t, mi.EnumType):
             return " or ".join(f"`{json.dumps(m.value)}`" for m in t.cls)
         if isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
-            return f"array of {self.expr(t.item_type)}"
+            return f"array of {self._grouped(t.item_type)}"
         if isinstance(t, mi.DictType):
             value = _unwrap(t.value_type)
-            return "object" if isinstance(value, mi.AnyType) else f"object of {self.expr(value)}"
+            return (
+                "object" if isinstance(value, mi.AnyType) else f"object of {self._grouped(value)}"
+            )
         if isinstance(t, mi.StructType):
             if _is_empty(t):
                 return "`{}`"
             name = t.cls.__name__
             return f"[`{name}`](#{_anchor(name)})"
         raise TypeError(f"no words for the type {t!r}: teach Types.expr")
+
+    def _grouped(self, t: mi.Type) -> str:
+        """`expr`, in parentheses when it is a choice (`array of ("a" or "b")`)."""
+        words = self.expr(t)
+        return f"({words})" if " or " in words else words
 
     def members(self, s: mi.StructType) -> list[str]:
         """The member table of a struct: what a sender must or may put in it (input types

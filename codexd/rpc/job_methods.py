@@ -145,7 +145,7 @@ async def list_jobs(ctx: CallContext, params: ListParams) -> ListResult:
 async def subscribe(ctx: CallContext, params: SubscribeParams) -> SubscribeResult:
     """Follows a job from this connection, running or finished: after the reply come the
     logged events with a seq above `after_seq`, then the live ones, up to the final event.
-    `after_seq` at or past the job's last event is `invalid_params`; one older than the
+    An `after_seq` past the job's last event is `invalid_params`; one older than the
     bounded log still holds is `replay_unavailable`, with `data.oldest_seq`. Use it to attach
     to a job another connection submitted, or to resume after a dropped connection."""
     mgr = ctx.services.jobs.manager
