@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = config_sub.add_parser("check", help="validate a config file (no daemon needed)")
     check.add_argument("file", nargs="?", metavar="FILE", help="default: $CODEX_HOME/config.toml")
+    docs = sub.add_parser(
+        "docs", help="regenerate the docs made from the code (in a source checkout)"
+    )
+    docs.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a generated doc is stale"
+    )
     return p
 
 
@@ -70,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "config":
         return _config_check(args.file)
+    if args.command == "docs":
+        return _docs(check=args.check)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -88,6 +96,24 @@ def _config_check(file: str | None) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok")
+    return 0
+
+
+def _docs(*, check: bool) -> int:
+    from codexd import docsgen
+
+    try:
+        root = docsgen.repo_root()
+    except LookupError as exc:
+        print(f"codexd: {exc}", file=sys.stderr)
+        return 1
+    if check:
+        stale = docsgen.stale(root)
+        for rel in stale:
+            print(f"{rel} is stale: run {docsgen.REGENERATE}", file=sys.stderr)
+        return 1 if stale else 0
+    for rel in docsgen.write(root):
+        print(f"wrote {rel}")
     return 0
 
 

@@ -168,6 +168,8 @@ def next_state(state: JobState, event: JobEvent) -> JobState:
 
 
 class JobEventParams(msgspec.Struct):
+    """`job/event`'s params: the job, the event's seq in the job's log, and the event."""
+
     job_id: str
     seq: int
     event: Any
@@ -338,6 +340,9 @@ class Subscriber(Protocol):
 
 
 class DroppedParams(msgspec.Struct, omit_defaults=True):
+    """`subscription/dropped`'s params: `reason` is `slow_consumer`; `job_id` and `next_seq`
+    for a job's events, `topic` for a topic's notifications."""
+
     reason: str
     job_id: str | None = None
     topic: str | None = None

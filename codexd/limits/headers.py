@@ -48,6 +48,8 @@ class UsageWindow(msgspec.Struct, frozen=True):
 
 
 class Credits(msgspec.Struct, frozen=True):
+    """A ChatGPT plan's credits, as the provider reports them (`x-codex-credits-*`)."""
+
     has_credits: bool | None = None
     unlimited: bool | None = None
     balance: str | None = None

@@ -13,7 +13,7 @@ from codexd.rpc.server import CallContext
 
 
 class ApiKeyLogin(msgspec.Struct, tag_field="method", tag="api_key", forbid_unknown_fields=True):
-    """`verify`: store the key only once the provider took it (one `GET /models`)."""
+    """Store an API key. With `verify`, only once the provider took it (one `GET /models`)."""
 
     api_key: str
     verify: bool = False
@@ -23,17 +23,20 @@ class ApiKeyLogin(msgspec.Struct, tag_field="method", tag="api_key", forbid_unkn
 
 
 class BrowserLogin(msgspec.Struct, tag_field="method", tag="browser", forbid_unknown_fields=True):
-    pass
+    """Sign in with ChatGPT in a browser: open the result's `auth_url` on this machine."""
 
 
 class DeviceLogin(msgspec.Struct, tag_field="method", tag="device", forbid_unknown_fields=True):
-    pass
+    """Sign in with ChatGPT on any device: visit `verification_url` and enter `user_code`."""
 
 
 LoginParams = ApiKeyLogin | BrowserLogin | DeviceLogin
 
 
 class LoginStartResult(msgspec.Struct, omit_defaults=True):
+    """`account/login`'s result: the login's id, and what the user must do: open `auth_url`
+    (browser), or visit `verification_url` and enter `user_code` (device)."""
+
     login_id: str
     auth_url: str | None = None
     verification_url: str | None = None
@@ -41,14 +44,21 @@ class LoginStartResult(msgspec.Struct, omit_defaults=True):
 
 
 class LoginCancelParams(msgspec.Struct, forbid_unknown_fields=True):
+    """The login to cancel."""
+
     login_id: str
 
 
 class LoginCancelResult(msgspec.Struct):
+    """`cancelled` is false when the login had ended already."""
+
     cancelled: bool
 
 
 async def account_login(ctx: CallContext, params: LoginParams) -> LoginStartResult:
+    """Starts a login and returns at once with what the user must do. Its end comes as
+    `account/login_completed` to this connection (and to the `account` topic), then, when it
+    succeeded, `account/updated`. An API key without `verify` is stored at once."""
     accounts, owner = ctx.services.accounts, ctx.connection
     match params:
         case ApiKeyLogin(api_key=key, verify=verify):
@@ -71,4 +81,7 @@ async def account_login(ctx: CallContext, params: LoginParams) -> LoginStartResu
 
 
 async def account_login_cancel(ctx: CallContext, params: LoginCancelParams) -> LoginCancelResult:
+    """Stops a login in progress (its browser callback or device-code polling); it ends with
+    `account/login_completed` and `success: false`. An id the daemon never gave out (or
+    forgot long ago) is `not_found`."""
     return LoginCancelResult(cancelled=ctx.services.accounts.cancel_login(params.login_id))

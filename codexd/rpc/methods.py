@@ -41,14 +41,19 @@ class NoParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Empty(msgspec.Struct):
-    pass
+    """A result with nothing to say: `{}`."""
 
 
 class InitializeParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`initialize`'s params: the client's name and, if it likes, its version."""
+
     client: ClientInfo
 
 
 class MethodInfo(msgspec.Struct):
+    """One method of `daemon/methods`: its name, one line on what it does, and JSON Schemas of
+    its params and its result."""
+
     name: str
     params_schema: dict[str, Any]
     result_schema: dict[str, Any]
@@ -59,6 +64,8 @@ class MethodInfo(msgspec.Struct):
 
 
 async def initialize(ctx: CallContext, params: InitializeParams) -> InitializeResult:
+    """Optional, and may come at any time: the name given is what this connection's jobs are
+    recorded under from then on."""
     ctx.connection.client_name = params.client.name
     ctx.connection.client_version = params.client.version
     return InitializeResult(
@@ -67,14 +74,20 @@ async def initialize(ctx: CallContext, params: InitializeParams) -> InitializeRe
 
 
 async def ping(ctx: CallContext, params: NoParams) -> Empty:
+    """Answered at once, whatever the daemon is doing: use it to see that one is running."""
     return Empty()
 
 
 async def status(ctx: CallContext, params: NoParams) -> DaemonStatus:
+    """The daemon's state in one object; a daemon that answers it is ready for work."""
     return await ctx.services.status.status()
 
 
 async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
+    """The reply comes first; then the daemon stops accepting jobs (a `job/submit` gets
+    `overloaded`), lets running jobs finish for up to `[codexd] drain_timeout_s`, cancels the
+    rest and exits."""
+
     async def stop() -> None:
         ctx.services.request_shutdown()
 
@@ -86,6 +99,10 @@ async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
 
 
 class ConfigRead(msgspec.Struct):
+    """`config/read`'s result. `effective` is the config in force, defaults filled in, with
+    every secret (keys, header values, credentials and query values inside URLs) replaced;
+    `error` says why the last reload failed, or is null."""
+
     path: str
     generation: int
     loaded_at: str
@@ -94,11 +111,15 @@ class ConfigRead(msgspec.Struct):
 
 
 class ConfigReloadResult(msgspec.Struct):
+    """`config/reload`'s result: the generation in force, and whether this reload changed the
+    effective config (a new generation)."""
+
     generation: int
     changed: bool
 
 
 async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
+    """What the daemon reads from config.toml (and the profile in use), as it applies it."""
     store = ctx.services.config
     st = store.status()
     return ConfigRead(
@@ -111,6 +132,9 @@ async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
 
 
 async def config_reload(ctx: CallContext, params: NoParams) -> ConfigReloadResult:
+    """Reads the config files now rather than waiting for the watcher. A file that does not
+    validate is the error `config_invalid`, located by file, line and key; the config in force
+    stays as it was. Running jobs keep the config they started with either way."""
     outcome = await ctx.services.reload_config()
     if outcome.error is not None:
         raise outcome.error.to_rpc_error()
@@ -118,14 +142,20 @@ async def config_reload(ctx: CallContext, params: NoParams) -> ConfigReloadResul
 
 
 class ModelsParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`models/list`'s params: `provider` must be a configured provider id."""
+
     provider: str | None = None
 
 
 class ModelsResult(msgspec.Struct):
+    """`models/list`'s result."""
+
     models: list[ModelInfo]
 
 
 async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
+    """The bundled catalog, with `model_catalog_json` and `[codexd.prices]` applied. An unknown
+    `provider` is `invalid_params`, naming the known ones."""
     snapshot = ctx.services.config.snapshot
     if params.provider is not None and params.provider not in snapshot.providers:
         known = ", ".join(sorted(snapshot.providers))
@@ -141,23 +171,36 @@ async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
 
 
 class EventsParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`events/subscribe`'s params: the topics to follow."""
+
     topics: list[Literal["account", "config", "ratelimits", "jobs"]]
 
 
 async def events_subscribe(ctx: CallContext, params: EventsParams) -> Empty:
+    """From the reply on, this connection receives the notifications of these topics (added to
+    the ones it follows already) until it closes. A connection that reads too slowly loses a
+    topic with `subscription/dropped` and may subscribe again."""
     ctx.services.events.subscribe(ctx.connection, list(params.topics))
     return Empty()
 
 
 class RateLimitsParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`ratelimits/read`'s params: one provider id, or every configured provider when left
+    out."""
+
     provider: str | None = None
 
 
 class RateLimitsResult(msgspec.Struct):
+    """`ratelimits/read`'s result, one entry per provider, sorted by id."""
+
     providers: list[ProviderLimits]
 
 
 async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLimitsResult:
+    """The budget codexd shares between all clients of a provider, and what the provider's
+    own rate-limit headers (and, with a ChatGPT login, the plan's windows) said last. An
+    unknown `provider` is `invalid_params`."""
     services = ctx.services
     snapshot = services.config.snapshot
     ids = [params.provider] if params.provider else sorted(snapshot.providers)
@@ -173,6 +216,10 @@ async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLim
 
 
 async def usage_read(ctx: CallContext, params: UsageReadParams) -> UsageResult:
+    """Sums over the usage ledger, which keeps one record per finished job that went upstream,
+    across restarts. Rows come one per distinct value of the `group_by` keys, sorted by them
+    (without `group_by`, one row for everything). A job whose final event the caller has seen
+    is already counted."""
     ledger = ctx.services.ledger
     since, until = params.time_range(None)
     # Read your own writes: a job whose job.completed the caller has seen is counted. Bounded,
@@ -186,36 +233,53 @@ async def usage_read(ctx: CallContext, params: UsageReadParams) -> UsageResult:
 
 
 async def account_read(ctx: CallContext, params: NoParams) -> AccountInfo:
+    """Which credential the daemon uses and where it comes from; never the secret itself."""
     return ctx.services.accounts.info()
 
 
 async def account_refresh(ctx: CallContext, params: NoParams) -> AccountInfo:
+    """Refreshes the ChatGPT tokens now. Callers at the same time share one refresh. A refresh
+    token the issuer no longer takes is `auth_expired`: log in again."""
     return await ctx.services.accounts.refresh()
 
 
 class LogoutResult(msgspec.Struct):
+    """`account/logout`'s result: `revoked` is true when the issuer revoked the tokens, false
+    when there was nothing to revoke or it could not be reached."""
+
     revoked: bool
 
 
 async def account_logout(ctx: CallContext, params: NoParams) -> LogoutResult:
+    """Revokes a ChatGPT login's tokens upstream when it can, then deletes the stored
+    credentials (auth.json or the keyring entry). An API key from the daemon's environment is
+    not stored, so it stays in use."""
     return LogoutResult(revoked=await ctx.services.accounts.logout())
 
 
 class TokenParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`gateway/token`'s params: `rotate` replaces the token (the old one stops working)."""
+
     rotate: bool = False
 
 
 class TokenResult(msgspec.Struct):
+    """`gateway/token`'s result: the bearer token TCP clients of the gateway must send."""
+
     token: str
 
 
 async def gateway_token(ctx: CallContext, params: TokenParams) -> TokenResult:
-    """`gateway/token {rotate?}` → `{token}`; only on the control socket (peer-checked)."""
+    """The gateway's bearer token, made on first use and kept in the state dir. Only the
+    control socket answers this (its peer is checked to be the user); the gateway never
+    shows its own token."""
     tokens = ctx.services.tokens
     return TokenResult(token=tokens.rotate() if params.rotate else tokens.current())
 
 
 async def methods(ctx: CallContext, params: NoParams) -> list[MethodInfo]:
+    """The method table the daemon dispatches from, in its order, with JSON Schemas made from
+    the very types it decodes params and encodes results with."""
     return describe(TABLE)
 
 

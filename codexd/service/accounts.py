@@ -17,7 +17,7 @@ import anyio.abc
 import httpx
 import msgspec
 
-from codexctl.protocol import RpcError
+from codexctl.protocol import AccountSummary, RpcError
 from codexd.auth.login import Login, LoginManager
 from codexd.auth.oauth import OAuthClient
 from codexd.auth.session import AccountInfo, AuthSession
@@ -138,7 +138,7 @@ class Accounts:
         self._events.publish(
             "account",
             "account/updated",
-            {"mode": info.mode, "email": info.email, "plan_type": info.plan_type},
+            AccountSummary(mode=info.mode, email=info.email, plan_type=info.plan_type),
         )
 
     async def _auth_file_changed(self) -> None:

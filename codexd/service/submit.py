@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from codexctl.protocol import ErrorKind, RpcError
+from codexctl.protocol import ErrorKind, JobChange, RpcError
 from codexd.auth.session import ProviderAuth
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
@@ -323,7 +323,7 @@ class JobService:
 
     def _created(self, job: Job) -> None:
         if self._events.count("jobs"):  # a job's view is dear: built only when someone listens
-            self._events.publish("jobs", "job/created", {"job": job.view(with_output=False)})
+            self._events.publish("jobs", "job/created", JobChange(job.view(with_output=False)))
 
     async def _finishing(self, job: Job, state: JobState, finished_at: float) -> None:
         """A started job's ledger row is committed before its terminal event goes out (the
@@ -353,7 +353,7 @@ class JobService:
     def _finished(self, job: Job) -> None:
         self._disown(job)
         if self._events.count("jobs"):
-            self._events.publish("jobs", "job/finished", {"job": job.view(with_output=False)})
+            self._events.publish("jobs", "job/finished", JobChange(job.view(with_output=False)))
 
     # ---------------------------------------------------------------- queries
 

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -155,20 +155,41 @@ def exit_code_for(kind: str) -> int:
 class ErrorData(msgspec.Struct, omit_defaults=True):
     """`error.data` of an error reply. Optional members are left out when they do not apply."""
 
-    kind: str
-    retryable: bool  # always present, even when false (no default, so never omitted)
-    retry_after_s: float | None = None
-    resets_at: str | None = None
-    http_status: int | None = None
-    upstream_code: str | None = None
-    request_id: str | None = None
-    oldest_seq: int | None = None
-    file: str | None = None
-    line: int | None = None
-    key: str | None = None
+    kind: Annotated[str, msgspec.Meta(description="The error kind: match on this.")]
+    # always present, even when false (no default, so never omitted)
+    retryable: Annotated[
+        bool, msgspec.Meta(description="Whether sending the same request later may succeed.")
+    ]
+    retry_after_s: Annotated[
+        float | None, msgspec.Meta(description="How long to wait before trying again.")
+    ] = None
+    resets_at: Annotated[
+        str | None, msgspec.Meta(description="When a usage limit resets (RFC 3339).")
+    ] = None
+    http_status: Annotated[int | None, msgspec.Meta(description="The provider's HTTP status.")] = (
+        None
+    )
+    upstream_code: Annotated[
+        str | None,
+        msgspec.Meta(description="The provider's error code, such as `insufficient_quota`."),
+    ] = None
+    request_id: Annotated[
+        str | None, msgspec.Meta(description="The provider's request id, for its support.")
+    ] = None
+    oldest_seq: Annotated[
+        int | None, msgspec.Meta(description="`replay_unavailable`: the oldest seq still held.")
+    ] = None
+    file: Annotated[
+        str | None, msgspec.Meta(description="`config_invalid`: the file at fault.")
+    ] = None
+    line: Annotated[int | None, msgspec.Meta(description="`config_invalid`: its line.")] = None
+    key: Annotated[str | None, msgspec.Meta(description="`config_invalid`: the key.")] = None
 
 
 class ErrorObject(msgspec.Struct):
+    """An error: a reply's `error`, a failed job's `error`. `message` is for people, `data.kind`
+    for programs."""
+
     code: int
     message: str
     data: ErrorData | None = None
@@ -261,16 +282,23 @@ class Notification(msgspec.Struct):
 
 
 class ClientInfo(msgspec.Struct, forbid_unknown_fields=True):
+    """Who the client is: `name` is what its usage is recorded under (`codexctl usage --by
+    client`)."""
+
     name: str
     version: str | None = None
 
 
 class ServerInfo(msgspec.Struct):
+    """The daemon: `name` is always `codexd`; `version` is its release."""
+
     name: str
     version: str
 
 
 class InitializeResult(msgspec.Struct):
+    """`initialize`'s result: the daemon and the protocol version it speaks."""
+
     server: ServerInfo
     protocol_version: int
 
@@ -289,8 +317,12 @@ class Usage(msgspec.Struct):
     total_tokens: int = 0
 
 
-class JobView(msgspec.Struct):
-    """The Job of `job/get`; `output_text` is left out of `job/created|finished`."""
+class JobView(msgspec.Struct, kw_only=True):
+    """A job as `job/get` shows it. `state` is one of the job states; `client` is the name of
+    the client that submitted it; `api` the wire API it went to (`responses` or `chat`);
+    `attempts` counts the attempts sent upstream. `output_text` is the reply's text so far
+    (left out of `job/created` and `job/finished`), `usage` and `cost_usd` are set once the job
+    has finished, and `error` once it failed or was cancelled."""
 
     id: str
     state: str
@@ -302,7 +334,7 @@ class JobView(msgspec.Struct):
     started_at: str | None
     finished_at: str | None
     attempts: int
-    output_text: str | msgspec.UnsetType | None
+    output_text: str | msgspec.UnsetType | None = msgspec.UNSET
     usage: Usage | None
     cost_usd: float | None
     error: ErrorObject | None
@@ -380,16 +412,27 @@ class SubscribeResult(msgspec.Struct):
     next_seq: int
 
 
+class JobChange(msgspec.Struct):
+    """`job/created` and `job/finished`'s params: the job, without its `output_text`."""
+
+    job: JobView
+
+
 # --------------------------------------------------------------------------- daemon/status
 
 
 class JobCounts(msgspec.Struct):
+    """`daemon/status.jobs`: jobs waiting, running, and kept (finished ones included)."""
+
     queued: int
     running: int
     retained: int
 
 
 class ConfigStatus(msgspec.Struct):
+    """`daemon/status.config`: the config file, its generation (one more per change that was
+    loaded), when it was loaded, and why the last reload failed (null when it did not)."""
+
     path: str
     generation: int
     loaded_at: str
@@ -397,6 +440,9 @@ class ConfigStatus(msgspec.Struct):
 
 
 class AccountSummary(msgspec.Struct):
+    """Who is logged in, in short (`daemon/status.account`, `account/updated`): `mode` is
+    `api_key`, `chatgpt` or null (no credentials)."""
+
     mode: str | None
     email: str | None
     plan_type: str | None
@@ -421,7 +467,11 @@ class GatewayStatus(msgspec.Struct):
 
 
 class DaemonStatus(msgspec.Struct):
-    """`daemon/status`'s result."""
+    """`daemon/status`'s result. `started_by` is `manual`, `systemd`, `launchd` or
+    `socket_activation` (whenever a listening socket was passed in); `socket`, `codex_home`
+    and `state_dir` are the paths the daemon uses, so a client can tell when its own
+    `CODEX_HOME` differs. `jobs`, `config` and `account` are null only while their part is
+    not running."""
 
     version: str
     protocol_version: int
