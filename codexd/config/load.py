@@ -284,6 +284,8 @@ def _range_text(kind: str, info: Any, value: Any) -> str:
 
 def _describe(info: Any, value: Any) -> str:
     """What a field expects, in words."""
+    if isinstance(info, mi.Metadata):  # a described key: the type is inside
+        return _describe(info.type, value)
     if isinstance(info, mi.UnionType):
         inner = [t for t in info.types if not isinstance(t, mi.NoneType)]
         if len(inner) == 1:
