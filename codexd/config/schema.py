@@ -137,9 +137,7 @@ class ProviderConfig(Struct, frozen=True, kw_only=True):
     ] = DEFAULT_STREAM_MAX_RETRIES
     stream_idle_timeout_ms: Annotated[
         PositiveInt,
-        Meta(
-            description="Milliseconds a stream may stay silent before it counts as dropped."
-        ),
+        Meta(description="Milliseconds a stream may stay silent before it counts as dropped."),
     ] = DEFAULT_STREAM_IDLE_TIMEOUT_MS
 
 
@@ -349,8 +347,7 @@ class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     drain_timeout_s: Annotated[
         Seconds,
         Meta(
-            description="On shutdown, seconds running jobs get to finish before they are "
-            "cancelled."
+            description="On shutdown, seconds running jobs get to finish before they are cancelled."
         ),
     ] = 30
     max_retry_wait_s: Annotated[
@@ -374,8 +371,7 @@ class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     usage_retention_days: Annotated[
         PositiveInt,
         Meta(
-            description="Usage ledger rows older than this many days are folded into daily "
-            "totals."
+            description="Usage ledger rows older than this many days are folded into daily totals."
         ),
     ] = 400
     rate_limits: Annotated[
@@ -390,9 +386,9 @@ class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "the price of a model that has none."
         ),
     ] = {}
-    gateway: Annotated[
-        GatewaySettings, Meta(description="The OpenAI-compatible HTTP gateway.")
-    ] = GatewaySettings()
+    gateway: Annotated[GatewaySettings, Meta(description="The OpenAI-compatible HTTP gateway.")] = (
+        GatewaySettings()
+    )
 
 
 # --------------------------------------------------------------------------- the whole file
@@ -429,7 +425,7 @@ class ConfigToml(Struct, frozen=True, kw_only=True):
     model_reasoning_summary: Annotated[
         ReasoningSummary | None,
         Meta(
-            description='The reasoning summary asked for when a Responses request sets none; '
+            description="The reasoning summary asked for when a Responses request sets none; "
             '`"none"` asks for none.'
         ),
     ] = None
@@ -492,9 +488,7 @@ class ConfigToml(Struct, frozen=True, kw_only=True):
         dict[str, ProviderConfig],
         Meta(description="Providers of your own, by id; a built-in id is refused."),
     ] = {}
-    codexd: Annotated[CodexdSettings, Meta(description="codexd's own settings.")] = (
-        CodexdSettings()
-    )
+    codexd: Annotated[CodexdSettings, Meta(description="codexd's own settings.")] = CodexdSettings()
 
 
 # --------------------------------------------------------------------------- catalog entries
