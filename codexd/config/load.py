@@ -826,6 +826,11 @@ def _build(
     return _check(cfg, files, env, os.path.dirname(main_path))
 
 
+def default_config(env: Mapping[str, str] | None = None) -> ConfigSnapshot:
+    """The effective config when neither file exists (every key at its default)."""
+    return _build(None, CONFIG_NAME, None, env)
+
+
 def load_config(codex_home: str, env: Mapping[str, str] | None = None) -> ConfigSnapshot:
     """The effective config of `codex_home` (config.toml + codexd.toml; missing = defaults).
 
