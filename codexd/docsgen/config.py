@@ -570,7 +570,8 @@ def render() -> str:
         "its line and key. At start-up an invalid file stops `codexd run` with that message.",
         "",
         "A reload applies to what begins after it: jobs keep the configuration they were "
-        "submitted with, and connections their limits. The gateway starts, stops or moves "
+        "submitted with, and an open connection may keep the limits it started with. The "
+        "gateway starts, stops or moves "
         "its listeners to follow `[codexd.gateway]`. The keys marked *restart* in the "
         f"tables below ({restart}) are read at start-up only: after a reload that changes one "
         "of them codexd logs a warning, and the change takes effect once codexd restarts.",
