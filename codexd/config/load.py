@@ -284,6 +284,8 @@ def _range_text(kind: str, info: Any, value: Any) -> str:
 
 def _describe(info: Any, value: Any) -> str:
     """What a field expects, in words."""
+    if isinstance(info, mi.Metadata):  # a described key: the type is inside
+        return _describe(info.type, value)
     if isinstance(info, mi.UnionType):
         inner = [t for t in info.types if not isinstance(t, mi.NoneType)]
         if len(inner) == 1:
@@ -822,6 +824,11 @@ def _build(
         located = _explain(exc, doc, ConfigToml)
         raise files.error(located.keys, located.problem)
     return _check(cfg, files, env, os.path.dirname(main_path))
+
+
+def default_config(env: Mapping[str, str] | None = None) -> ConfigSnapshot:
+    """The effective config when neither file exists (every key at its default)."""
+    return _build(None, CONFIG_NAME, None, env)
 
 
 def load_config(codex_home: str, env: Mapping[str, str] | None = None) -> ConfigSnapshot:

@@ -63,36 +63,108 @@ DEFAULT_MODEL_PROVIDER: Final = "openai"
 
 
 # --------------------------------------------------------------------------- Codex's tables
+# Every key of the file carries its description (`Meta(description=...)`): docs/config.md is
+# generated from these Structs (codexd/docsgen/config.py), and a key without one fails its test.
 
 
 class ProviderConfig(Struct, frozen=True, kw_only=True):
     """`[model_providers.ID]` (Codex's `ModelProviderInfo`); unknown keys are ignored."""
 
-    name: str | None = None
-    base_url: str | None = None
-    env_key: str | None = None
-    env_key_instructions: str | None = None
-    experimental_bearer_token: str | None = None
-    wire_api: WireApi = "responses"
-    query_params: dict[str, str] | None = None
-    http_headers: dict[str, str] | None = None
-    env_http_headers: dict[str, str] | None = None
-    requires_openai_auth: bool = False
-    request_max_retries: Retries = DEFAULT_REQUEST_MAX_RETRIES
-    stream_max_retries: Retries = DEFAULT_STREAM_MAX_RETRIES
-    stream_idle_timeout_ms: PositiveInt = DEFAULT_STREAM_IDLE_TIMEOUT_MS
+    name: Annotated[
+        str | None, Meta(description="The provider's display name; unset: its id. Not empty.")
+    ] = None
+    base_url: Annotated[
+        str | None,
+        Meta(
+            description="The URL requests go to (`/responses` or `/chat/completions` is "
+            "appended); unset: as for `openai`."
+        ),
+    ] = None
+    env_key: Annotated[
+        str | None,
+        Meta(
+            description="The environment variable of the daemon that holds the API key, "
+            "sent as `Authorization: Bearer`."
+        ),
+    ] = None
+    env_key_instructions: Annotated[
+        str | None, Meta(description="Accepted for Codex, which shows it; codexd does not use it.")
+    ] = None
+    experimental_bearer_token: Annotated[
+        str | None,
+        Meta(
+            description="An API key written in the file, used when `env_key` gives none; "
+            "never shown by `config show`."
+        ),
+    ] = None
+    wire_api: Annotated[
+        WireApi,
+        Meta(
+            description='The API the provider speaks: `"responses"` (POST /responses) or '
+            '`"chat"` (POST /chat/completions).'
+        ),
+    ] = "responses"
+    query_params: Annotated[
+        dict[str, str] | None,
+        Meta(description="Added to every request URL (Azure's `api-version`, for one)."),
+    ] = None
+    http_headers: Annotated[
+        dict[str, str] | None, Meta(description="Headers sent with every request.")
+    ] = None
+    env_http_headers: Annotated[
+        dict[str, str] | None,
+        Meta(
+            description="Header name → environment variable: the header is sent with the "
+            "variable's value when the daemon's environment sets it."
+        ),
+    ] = None
+    requires_openai_auth: Annotated[
+        bool,
+        Meta(
+            description="Use the daemon's OpenAI login (ChatGPT sign-in or API key) instead "
+            "of `env_key`."
+        ),
+    ] = False
+    request_max_retries: Annotated[
+        Retries,
+        Meta(
+            description="Retries of a request that fails before its stream starts (429, 5xx, "
+            "connection errors)."
+        ),
+    ] = DEFAULT_REQUEST_MAX_RETRIES
+    stream_max_retries: Annotated[
+        Retries, Meta(description="Retries of a stream that drops or stays idle too long.")
+    ] = DEFAULT_STREAM_MAX_RETRIES
+    stream_idle_timeout_ms: Annotated[
+        PositiveInt,
+        Meta(description="Milliseconds a stream may stay silent before it counts as dropped."),
+    ] = DEFAULT_STREAM_IDLE_TIMEOUT_MS
 
 
 class ProfileConfig(Struct, frozen=True, kw_only=True):
     """`[profiles.NAME]`: overrides of the top-level model keys; unknown keys are ignored."""
 
-    model: str | None = None
-    model_provider: str | None = None
-    model_context_window: PositiveInt | None = None
-    model_reasoning_effort: ReasoningEffort | None = None
-    model_reasoning_summary: ReasoningSummary | None = None
-    model_verbosity: Verbosity | None = None
-    chatgpt_base_url: str | None = None
+    model: Annotated[str | None, Meta(description="Replaces the top-level `model`.")] = None
+    model_provider: Annotated[
+        str | None, Meta(description="Replaces the top-level `model_provider`.")
+    ] = None
+    model_context_window: Annotated[
+        PositiveInt | None, Meta(description="Replaces the top-level `model_context_window`.")
+    ] = None
+    model_reasoning_effort: Annotated[
+        ReasoningEffort | None,
+        Meta(description="Replaces the top-level `model_reasoning_effort`."),
+    ] = None
+    model_reasoning_summary: Annotated[
+        ReasoningSummary | None,
+        Meta(description="Replaces the top-level `model_reasoning_summary`."),
+    ] = None
+    model_verbosity: Annotated[
+        Verbosity | None, Meta(description="Replaces the top-level `model_verbosity`.")
+    ] = None
+    chatgpt_base_url: Annotated[
+        str | None, Meta(description="Replaces the top-level `chatgpt_base_url`.")
+    ] = None
 
 
 # --------------------------------------------------------------------------- codexd's tables
@@ -101,42 +173,133 @@ class ProfileConfig(Struct, frozen=True, kw_only=True):
 class ModelParams(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`[model_params]`: defaults for requests that leave these out."""
 
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
-    max_tokens: PositiveInt | None = None
-    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    temperature: Annotated[
+        Annotated[float, Meta(ge=0, le=2)] | None,
+        Meta(description="Sampling temperature."),
+    ] = None
+    max_tokens: Annotated[
+        PositiveInt | None,
+        Meta(
+            description="Output token cap (sent as `max_output_tokens` to the Responses API, "
+            "`max_completion_tokens` to Chat Completions)."
+        ),
+    ] = None
+    top_p: Annotated[
+        Annotated[float, Meta(ge=0, le=1)] | None,
+        Meta(description="Nucleus sampling: the probability mass to sample from."),
+    ] = None
+    frequency_penalty: Annotated[
+        Annotated[float, Meta(ge=-2, le=2)] | None,
+        Meta(description="Chat Completions only (the Responses API has no penalties)."),
+    ] = None
+    presence_penalty: Annotated[
+        Annotated[float, Meta(ge=-2, le=2)] | None,
+        Meta(description="Chat Completions only (the Responses API has no penalties)."),
+    ] = None
 
 
 class RateLimitSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`[codexd.rate_limits.ID]`; None means no cap beyond what upstream teaches."""
 
-    requests_per_minute: PositiveInt | None = None
-    tokens_per_minute: PositiveInt | None = None
-    max_concurrency: PositiveInt = 64
-    default_output_tokens: PositiveInt = 4096
-    backend: str | None = None
+    requests_per_minute: Annotated[
+        PositiveInt | None,
+        Meta(
+            description="Most request starts in any rolling 60 seconds; unset: only what "
+            "upstream's rate-limit headers and 429s teach."
+        ),
+    ] = None
+    tokens_per_minute: Annotated[
+        PositiveInt | None,
+        Meta(
+            description="Most tokens in any rolling 60 seconds (estimated when a request "
+            "starts, corrected by its real usage); unset: only what upstream teaches."
+        ),
+    ] = None
+    max_concurrency: Annotated[
+        PositiveInt, Meta(description="Most requests in flight at once.")
+    ] = 64
+    default_output_tokens: Annotated[
+        PositiveInt,
+        Meta(
+            description="The output part of the token estimate for a request that sets no "
+            "output cap."
+        ),
+    ] = 4096
+    backend: Annotated[
+        str | None,
+        Meta(
+            description="A `redis://`, `rediss://` or `unix://` URL: keep this budget in "
+            "Redis, shared by the daemons of several machines; unset: in memory."
+        ),
+    ] = None
 
 
 class BudgetSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    daily_usd: Usd | None = None
-    monthly_usd: Usd | None = None
+    """`[codexd.budget]`: spending caps; a cap left out is no cap."""
+
+    daily_usd: Annotated[
+        Usd | None,
+        Meta(
+            description="Most USD spent in the local day; a job that would pass it fails "
+            "with `budget_exceeded`."
+        ),
+    ] = None
+    monthly_usd: Annotated[
+        Usd | None,
+        Meta(description="Most USD spent in the local month, likewise."),
+    ] = None
 
 
 class Price(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """USD per 1M tokens."""
 
-    input: UsdPerMillion
-    cached_input: UsdPerMillion
-    output: UsdPerMillion
+    input: Annotated[
+        UsdPerMillion, Meta(description="USD per million input tokens not read from cache.")
+    ]
+    cached_input: Annotated[
+        UsdPerMillion, Meta(description="USD per million input tokens read from cache.")
+    ]
+    output: Annotated[
+        UsdPerMillion,
+        Meta(description="USD per million output tokens (reasoning tokens included)."),
+    ]
 
 
 class GatewaySettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    enabled: bool = False
-    tcp: str | None = None
-    head_timeout_s: Timeout = DEFAULT_GATEWAY_HEAD_TIMEOUT_S
-    idle_timeout_s: Timeout = DEFAULT_GATEWAY_IDLE_TIMEOUT_S
-    max_unauthenticated_connections: PositiveInt = DEFAULT_GATEWAY_MAX_UNAUTHENTICATED
+    """`[codexd.gateway]`: the OpenAI-compatible HTTP API."""
+
+    enabled: Annotated[
+        bool,
+        Meta(
+            description="Serve the OpenAI HTTP API on `gateway.sock` beside the control "
+            "socket (and on `tcp` when set)."
+        ),
+    ] = False
+    tcp: Annotated[
+        str | None,
+        Meta(
+            description="Also listen on this loopback `host:port`; requests there must carry "
+            "the bearer token that `codexctl gateway token` prints."
+        ),
+    ] = None
+    head_timeout_s: Annotated[
+        Timeout,
+        Meta(
+            description="Seconds a request head may take to arrive whole; past it the "
+            "connection is closed."
+        ),
+    ] = DEFAULT_GATEWAY_HEAD_TIMEOUT_S
+    idle_timeout_s: Annotated[
+        Timeout,
+        Meta(description="Seconds a kept-alive connection may wait for its next request."),
+    ] = DEFAULT_GATEWAY_IDLE_TIMEOUT_S
+    max_unauthenticated_connections: Annotated[
+        PositiveInt,
+        Meta(
+            description="TCP connections that have not shown the token yet; past it the "
+            "oldest is closed."
+        ),
+    ] = DEFAULT_GATEWAY_MAX_UNAUTHENTICATED
 
 
 DEFAULT_RATE_LIMIT: Final = RateLimitSettings()
@@ -145,21 +308,87 @@ DEFAULT_RATE_LIMIT: Final = RateLimitSettings()
 class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`[codexd]`: every bound of the daemon, with its default."""
 
-    log_level: LogLevel = "info"
-    max_message_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576
-    max_connections: PositiveInt = 256
-    connection_idle_timeout_s: Timeout = DEFAULT_CONNECTION_IDLE_TIMEOUT_S
-    max_queued_jobs: PositiveInt = 1000
-    job_retention_s: Seconds = 900
-    drain_timeout_s: Seconds = 30
-    max_retry_wait_s: Seconds = 120
-    max_job_log_events: Annotated[int, Meta(ge=2)] = 100_000
-    auth_issuer: str = "https://auth.openai.com"
-    usage_retention_days: PositiveInt = 400
-    rate_limits: dict[str, RateLimitSettings] = {}
-    budget: BudgetSettings = BudgetSettings()
-    prices: dict[str, Price] = {}
-    gateway: GatewaySettings = GatewaySettings()
+    log_level: Annotated[
+        LogLevel,
+        Meta(description="How much the daemon logs (`codexd run --log-level` sets it at start)."),
+    ] = "info"
+    max_message_bytes: Annotated[
+        Annotated[int, Meta(ge=1024)],
+        Meta(
+            description="Longest request line a client may send on the control socket; a "
+            "longer one is answered with an error and closes the connection."
+        ),
+    ] = 1_048_576
+    max_connections: Annotated[
+        PositiveInt,
+        Meta(
+            description="Most control-socket connections at once; one more is refused with "
+            "an error."
+        ),
+    ] = 256
+    connection_idle_timeout_s: Annotated[
+        Timeout,
+        Meta(
+            description="Seconds after which a control-socket connection with nothing in "
+            "flight and no subscription is closed."
+        ),
+    ] = DEFAULT_CONNECTION_IDLE_TIMEOUT_S
+    max_queued_jobs: Annotated[
+        PositiveInt,
+        Meta(description="Most jobs waiting to run; one more is refused with `overloaded`."),
+    ] = 1000
+    job_retention_s: Annotated[
+        Seconds,
+        Meta(
+            description="Seconds a finished job and its events stay available (`codexctl "
+            "watch`, re-attaching)."
+        ),
+    ] = 900
+    drain_timeout_s: Annotated[
+        Seconds,
+        Meta(
+            description="On shutdown, seconds running jobs get to finish before they are cancelled."
+        ),
+    ] = 30
+    max_retry_wait_s: Annotated[
+        Seconds,
+        Meta(
+            description="Longest wait accepted before a retry (or for a usage window to "
+            "reset); a longer one fails the job at once, with `retry_after_s`."
+        ),
+    ] = 120
+    max_job_log_events: Annotated[
+        Annotated[int, Meta(ge=2)],
+        Meta(
+            description="Most events kept in one job's log (stream deltas included); past "
+            "it the oldest but the first are dropped."
+        ),
+    ] = 100_000
+    auth_issuer: Annotated[
+        str,
+        Meta(description="The OAuth issuer of the ChatGPT sign-in and of token refresh."),
+    ] = "https://auth.openai.com"
+    usage_retention_days: Annotated[
+        PositiveInt,
+        Meta(
+            description="Usage ledger rows older than this many days are folded into daily totals."
+        ),
+    ] = 400
+    rate_limits: Annotated[
+        dict[str, RateLimitSettings],
+        Meta(description="The client-side rate-limit budget of each provider, by its id."),
+    ] = {}
+    budget: Annotated[BudgetSettings, Meta(description="Spending caps.")] = BudgetSettings()
+    prices: Annotated[
+        dict[str, Price],
+        Meta(
+            description='Prices by model, adding to or replacing the catalog\'s; `"*"` is '
+            "the price of a model that has none."
+        ),
+    ] = {}
+    gateway: Annotated[GatewaySettings, Meta(description="The OpenAI-compatible HTTP gateway.")] = (
+        GatewaySettings()
+    )
 
 
 # --------------------------------------------------------------------------- the whole file
@@ -168,22 +397,98 @@ class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 class ConfigToml(Struct, frozen=True, kw_only=True):
     """`$CODEX_HOME/config.toml` as decoded; keys codexd does not use are ignored."""
 
-    model: str | None = None
-    model_provider: str | None = None
-    model_context_window: PositiveInt | None = None
-    model_reasoning_effort: ReasoningEffort | None = None
-    model_reasoning_summary: ReasoningSummary | None = None
-    model_verbosity: Verbosity | None = None
-    profile: str | None = None
-    profiles: dict[str, ProfileConfig] = {}
-    openai_base_url: str | None = None
-    chatgpt_base_url: str | None = None
-    cli_auth_credentials_store: CredentialsStore = "file"
-    forced_login_method: LoginMethod | None = None
-    model_catalog_json: str | None = None
-    model_params: ModelParams = ModelParams()
-    model_providers: dict[str, ProviderConfig] = {}
-    codexd: CodexdSettings = CodexdSettings()
+    model: Annotated[
+        str | None,
+        Meta(description="The model of a request that names none; unset: the catalog's default."),
+    ] = None
+    model_provider: Annotated[
+        str,
+        Meta(
+            description="The provider of a request that names none: a built-in id or one of "
+            "`[model_providers]`."
+        ),
+    ] = DEFAULT_MODEL_PROVIDER
+    model_context_window: Annotated[
+        PositiveInt | None,
+        Meta(
+            description="The model's context window in tokens, as Codex reads it; codexd "
+            "shows it with the selected settings and sends nothing for it."
+        ),
+    ] = None
+    model_reasoning_effort: Annotated[
+        ReasoningEffort | None,
+        Meta(
+            description="The reasoning effort of a request that sets none; the model's "
+            "catalog entry says which it takes."
+        ),
+    ] = None
+    model_reasoning_summary: Annotated[
+        ReasoningSummary | None,
+        Meta(
+            description="The reasoning summary asked for when a Responses request sets none; "
+            '`"none"` asks for none.'
+        ),
+    ] = None
+    model_verbosity: Annotated[
+        Verbosity | None,
+        Meta(description="The text verbosity of a request that sets none."),
+    ] = None
+    profile: Annotated[
+        str | None,
+        Meta(
+            description="The `[profiles.NAME]` whose settings lie over the top-level ones; a "
+            "request may name another."
+        ),
+    ] = None
+    profiles: Annotated[
+        dict[str, ProfileConfig], Meta(description="Named sets of model settings.")
+    ] = {}
+    openai_base_url: Annotated[
+        str | None,
+        Meta(
+            description="Where the built-in `openai` provider sends requests, whatever the "
+            f"login; unset: {OPENAI_API_BASE_URL} with an API key, `chatgpt_base_url` + "
+            "`codex` with a ChatGPT sign-in."
+        ),
+    ] = None
+    chatgpt_base_url: Annotated[
+        str,
+        Meta(
+            description="The ChatGPT backend: under a ChatGPT sign-in, requests go to this "
+            "URL + `codex`."
+        ),
+    ] = DEFAULT_CHATGPT_BASE_URL
+    cli_auth_credentials_store: Annotated[
+        CredentialsStore,
+        Meta(
+            description='Where the login is kept: `"file"` (auth.json, mode 600), '
+            '`"keyring"` (the system keyring, under Codex\'s names) or `"auto"` (the keyring, '
+            "else the file)."
+        ),
+    ] = "file"
+    forced_login_method: Annotated[
+        LoginMethod | None,
+        Meta(
+            description='Allow only this login: `"chatgpt"` (ChatGPT sign-in) or `"api"` '
+            "(API key); unset: a stored ChatGPT sign-in first, else an API key."
+        ),
+    ] = None
+    model_catalog_json: Annotated[
+        str | None,
+        Meta(
+            description="A models.json in Codex's format whose models add to or replace the "
+            "bundled catalog; relative to $CODEX_HOME, `~` expanded, read at start and at "
+            "each reload."
+        ),
+    ] = None
+    model_params: Annotated[
+        ModelParams, Meta(description="Defaults for requests that leave these out.")
+    ] = ModelParams()
+    model_providers: Annotated[
+        dict[str, ProviderConfig],
+        Meta(description="Providers of your own, by id; a built-in id is refused."),
+    ] = {}
+    codexd: Annotated[CodexdSettings, Meta(description="codexd's own settings.")] = CodexdSettings()
 
 
 # --------------------------------------------------------------------------- catalog entries

@@ -6,6 +6,9 @@ an invalid file leaves the old snapshot in force, records the located error for
 error. A valid file that changes the effective config bumps the generation and tells
 subscribers (`config/reloaded`). Jobs hold the snapshot object they started with, so a swap never
 touches running work.
+
+`RESTART_KEYS` is the one list of keys a reload cannot apply: the store warns when one of them
+differs from start-up, and the config doc marks them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Final
 
 import anyio.from_thread
 import msgspec
@@ -23,6 +27,46 @@ from codexd.config.load import ConfigError, load_config
 from codexd.config.schema import ConfigSnapshot
 
 log = logging.getLogger("codexd.config")
+
+# The keys whose value the running daemon took at start-up: a reload validates them and the
+# new snapshot carries them, but the part built from them keeps the old value until codexd
+# restarts. Every other key applies on reload, to the jobs, connections and requests that
+# begin after it. `*` stands for any id of a table.
+RESTART_KEYS: Final = (
+    "cli_auth_credentials_store",  # the credential store is opened once
+    "forced_login_method",  # the auth session's choice of credential
+    "codexd.auth_issuer",  # the OAuth client that refreshes tokens
+    "codexd.rate_limits.*.backend",  # a provider's limiter, made on its first use
+)
+
+
+def _values(node: Any, parts: list[str], prefix: str) -> dict[str, Any]:
+    """Every concrete dotted key matching `parts` below `node`, with its value."""
+    if not parts:
+        return {prefix: node}
+    head, rest = parts[0], parts[1:]
+    join = (prefix + ".") if prefix else ""
+    if head == "*":
+        items = node.items() if isinstance(node, dict) else ()
+        found: dict[str, Any] = {}
+        for key, child in sorted(items):
+            found.update(_values(child, rest, join + key))
+        return found
+    child = node.get(head) if isinstance(node, dict) else getattr(node, head)
+    return _values(child, rest, join + head)
+
+
+def restart_pending(started: ConfigSnapshot, current: ConfigSnapshot) -> list[str]:
+    """The keys of `RESTART_KEYS` (ids filled in) whose value in `current` differs from the
+    one codexd started with."""
+    changed: list[str] = []
+    for key in RESTART_KEYS:
+        before = _values(started, key.split("."), "")
+        after = _values(current, key.split("."), "")
+        changed += [
+            k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)
+        ]
+    return changed
 
 
 class ConfigReloaded(msgspec.Struct, frozen=True):
@@ -104,6 +148,8 @@ class ConfigStore:
         self._logged_error: str | None = None
         self._subscribers: list[Subscriber] = []
         self._home_thread = threading.get_ident()
+        self._started = snapshot
+        self._pending: list[str] = []
 
     @classmethod
     def open(
@@ -141,6 +187,11 @@ class ConfigStore:
     def path(self) -> str:
         return self._snapshot.path
 
+    @property
+    def restart_pending(self) -> list[str]:
+        """The keys of `RESTART_KEYS` changed since start-up, which wait for a restart."""
+        return list(self._pending)
+
     def status(self) -> ConfigStatus:
         return ConfigStatus(
             path=self.path, generation=self._generation, loaded_at=self._loaded_at, error=self.error
@@ -176,6 +227,13 @@ class ConfigStore:
             self._generation += 1
             self._loaded_at = rfc3339(self._now())
             log.info("config reloaded: generation %d", self._generation)
+            pending = restart_pending(self._started, candidate)
+            if pending and pending != self._pending:
+                log.warning(
+                    "config: %s changed since start-up and applies only after a restart of codexd",
+                    ", ".join(pending),
+                )
+            self._pending = pending
         if changed or recovered:
             self._publish(ConfigReloaded(generation=self._generation, path=self.path))
         return ReloadOutcome(generation=self._generation, changed=changed)

@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from codexd.docsgen import protocol
+from codexd.docsgen import config, protocol
 
 GENERATED: Final[Mapping[str, Callable[[], str]]] = {
+    "docs/config.md": config.render,
     "docs/protocol.md": protocol.render,
 }
 

@@ -6,11 +6,20 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+from codexd.config.load import load_config
 from codexd.config.redact import REDACTED, redact
-from codexd.config.store import ConfigInvalid, ConfigReloaded, ConfigStore, rfc3339
+from codexd.config.store import (
+    RESTART_KEYS,
+    ConfigInvalid,
+    ConfigReloaded,
+    ConfigStore,
+    rfc3339,
+)
 
 T0 = datetime(2026, 11, 25, 9, 0, 0, 123000, tzinfo=UTC)
 
@@ -164,3 +173,48 @@ backend = "redis://:hunter2@127.0.0.1:6379/0"
     # Unset limits are null, not missing.
     assert effective["codexd"]["budget"] == {"daily_usd": None, "monthly_usd": None}
     assert effective["codexd"]["rate_limits"]["az"]["requests_per_minute"] is None
+
+
+def test_a_key_that_needs_a_restart_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _, _ = open_store(tmp_path)
+    (tmp_path / "config.toml").write_text('model = "gpt-5"\n')
+    store.reload()
+    assert store.restart_pending == []  # `model` applies on reload
+    (tmp_path / "config.toml").write_text(
+        'model = "gpt-5"\ncli_auth_credentials_store = "keyring"\n'
+        '[codexd.rate_limits.openai]\nbackend = "redis://127.0.0.1:6379/0"\n'
+    )
+    with caplog.at_level(logging.WARNING, logger="codexd.config"):
+        store.reload()
+        (tmp_path / "config.toml").write_text(
+            'model = "gpt-5.2"\ncli_auth_credentials_store = "keyring"\n'
+            '[codexd.rate_limits.openai]\nbackend = "redis://127.0.0.1:6379/0"\n'
+        )
+        store.reload()
+    pending = ["cli_auth_credentials_store", "codexd.rate_limits.openai.backend"]
+    assert store.restart_pending == pending
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "config: cli_auth_credentials_store, codexd.rate_limits.openai.backend changed since "
+        "start-up and applies only after a restart of codexd"
+    ]
+    (tmp_path / "config.toml").write_text('model = "gpt-5.2"\n')
+    store.reload()
+    assert store.restart_pending == []  # back to what codexd started with
+
+
+def test_every_restart_key_names_a_key_of_the_file(tmp_path: Path) -> None:
+    """A renamed key would silently drop out of the list (and out of the doc's restart marks)."""
+    (tmp_path / "config.toml").write_text("[codexd.rate_limits.openai]\n")
+    snapshot = load_config(str(tmp_path), {})
+    for key in RESTART_KEYS:
+        node: Any = snapshot
+        for part in key.split("."):
+            if part == "*":
+                node = next(iter(node.values()))
+            else:
+                assert part in type(node).__struct_fields__, key
+                node = getattr(node, part)
+        assert not isinstance(node, msgspec.Struct | dict), f"{key} is a table, not a key"
