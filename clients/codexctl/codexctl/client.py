@@ -107,10 +107,12 @@ class Client:
         with Client() as c:                # the socket codexctl finds, or Client(path)
             print(c.ask("Say hi").text)
 
-    Connecting: `Client(socket_path=None, *, timeout=30.0, client=None)`. Without a path the
+    Connecting: `Client(socket_path=None, *, timeout=30.0, client=None)`. Without a path, the
     socket is `$CODEXD_SOCKET`, then `$XDG_RUNTIME_DIR/codexd/codexd.sock`, then the
     per-user defaults. `client=ClientInfo(name="my-tool")` names your tool in the usage
-    ledger. The connection opens on first use (or `connect()`, or `with`).
+    ledger. The connection opens on first use (or `connect()`, or `with`). `timeout` bounds
+    each call's wait for its reply; `reattach_timeout` how long `events()` keeps trying to
+    reconnect after the connection is lost.
 
     Typed calls, one per daemon method: `status()`, `ping()`, `shutdown()`, `methods()`,
     `initialize()`; `account()`, `refresh_account()`, `login()`, `cancel_login()`,
