@@ -26,6 +26,7 @@ from codexctl.cli import (
     print_table,
 )
 from codexctl.errors import DaemonUnreachable
+from codexctl.events import TEXT_DELTA, Follower, Step
 from codexctl.fmt import format_usd, local_time
 from codexctl.protocol import (
     EXIT_FAILED,
@@ -35,8 +36,6 @@ from codexctl.protocol import (
     exit_code_for,
 )
 
-TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
-TEXT_DELTA = "response.output_text.delta"
 JOB_STATES = ("queued", "running", "retrying", "completed", "failed", "cancelled")
 DEFAULT_COLUMNS = 80
 DEFAULT_LINES = 24
@@ -115,29 +114,18 @@ def read_prompt(arg: str, stdin: TextIO) -> str:
 
 def submit_params(args: argparse.Namespace, prompt: str, *, subscribe: bool) -> dict[str, Any]:
     """`job/submit` params: a Responses body by default, a Chat body with `--api chat`."""
-    body: dict[str, Any]
-    if args.api == "chat":
-        messages = []
-        if args.system:
-            messages.append({"role": "system", "content": args.system})
-        messages.append({"role": "user", "content": prompt})
-        body = {"messages": messages}
-        if args.reasoning:
-            body["reasoning_effort"] = args.reasoning
-    else:
-        body = {"input": prompt}
-        if args.system:
-            body["instructions"] = args.system
-        if args.reasoning:
-            body["reasoning"] = {"effort": args.reasoning}
-    if args.model:
-        body["model"] = args.model
-    params: dict[str, Any] = {"body": body, "subscribe": subscribe}
-    for name in ("api", "provider", "profile"):
-        value = getattr(args, name)
-        if value:
-            params[name] = value
-    return params
+    from codexctl.calls import submit_params as params_for
+
+    return params_for(
+        prompt,
+        subscribe=subscribe,
+        api=args.api,
+        model=args.model,
+        system=args.system,
+        reasoning=args.reasoning,
+        provider=args.provider,
+        profile=args.profile,
+    )
 
 
 # --------------------------------------------------------------------------- following a job
@@ -155,21 +143,16 @@ def follow(
     the terminal one, which is returned. A dropped subscription is re-attached after the last
     event seen, so the caller never notices. `out`, when given, is watched for a reader that
     went away (BrokenPipeError) while the job is quiet."""
-    last = after_seq
+    follower = Follower(job_id, after_seq)
     while True:
         n = next_notification(client, out)
-        params = n.params if isinstance(n.params, dict) else {}
-        if n.method == "job/event" and params.get("job_id") == job_id:
-            seq = params.get("seq", 0)
-            if seq <= last:
-                continue
-            last = seq
-            on_event(params)
-            event = params.get("event") or {}
-            if event.get("type") in TERMINAL_EVENTS:
-                return dict(event)
-        elif n.method == "subscription/dropped" and params.get("job_id") == job_id:
-            client.call("job/subscribe", {"job_id": job_id, "after_seq": last})
+        step = follower.feed(n)
+        if step is Step.EVENT:
+            on_event(n.params)
+            if follower.done:
+                return dict(n.params.get("event") or {})
+        elif step is Step.RESUBSCRIBE:
+            client.call("job/subscribe", {"job_id": job_id, "after_seq": follower.last})
 
 
 def one_line(text: str) -> str:
@@ -402,7 +385,7 @@ def show_job(ctx: Context, client: Any, job_id: str, after_seq: int, render: Ren
     if isinstance(render, LiveTerminal):
         model = None
         with contextlib.suppress(RpcError):
-            model = client.call("job/get", {"job_id": job_id}).get("model")
+            model = client.job(job_id).model
         ctx.err.write(usage_line(model, terminal) + "\n")
     return EXIT_OK
 
@@ -437,7 +420,7 @@ def warn_if_unknown_model(args: argparse.Namespace, ctx: Context) -> None:
         return
     from codexctl.protocol import catalog_slug
 
-    slugs = {m.get("slug") for m in ctx.call("models/list").get("models", [])}
+    slugs = {m.slug for m in ctx.client().models().models}
     if args.model not in slugs and catalog_slug(args.model) not in slugs:
         ctx.err.write(
             f"codexctl: warning: the model catalog does not know {args.model}: "
@@ -453,11 +436,10 @@ def cancel_own_job(ctx: Context, job_id: str) -> tuple[bool, str]:
 
     try:
         with Client(ctx.socket, timeout=10.0) as c:
-            job = c.call("job/cancel", {"job_id": job_id})
+            state = c.cancel(job_id).state
     except (RpcError, DaemonUnreachable, OSError) as exc:
         return False, f"could not cancel job {job_id}: {exc}"
-    state = job.get("state") if isinstance(job, dict) else None
-    if state not in (None, "cancelled"):
+    if state != "cancelled":
         return True, f"job {job_id} had already ended: {state}"
     return True, f"job {job_id} cancelled"
 
