@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import socket
+import sys
 from collections import Counter
 from dataclasses import dataclass
+
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux has
 
 
 def _tcp_inodes() -> set[str]:
@@ -18,6 +23,35 @@ def _tcp_inodes() -> set[str]:
         except OSError:
             continue
     return inodes
+
+
+def _is_tcp(pidfd: int | None, fd: int) -> bool:
+    """Whether `fd` of the process behind `pidfd` is a TCP socket, asked of the socket itself
+    (pidfd_getfd): one the peer reset is gone from /proc/net/tcp while its owner still holds
+    it, and is a pooled connection to be dropped at its next use, not a leaked descriptor."""
+    if pidfd is None:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    dup = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+    if dup < 0:
+        return False
+    try:
+        with socket.socket(fileno=dup) as sock:
+            return sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == (
+                socket.SOCK_STREAM
+            )
+    except OSError:
+        os.close(dup)
+        return False
+
+
+def _pidfd(pid: int) -> int | None:
+    if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -36,21 +70,26 @@ def fd_census(pid: int) -> FdCensus:
     other: Counter[str] = Counter()
     tcp = total = 0
     base = f"/proc/{pid}/fd"
-    for name in os.listdir(base):
-        try:
-            target = os.readlink(os.path.join(base, name))
-        except OSError:
-            continue  # closed while we looked
-        total += 1
-        if target.startswith("socket:["):
-            if target[8:-1] in tcp_inodes:
-                tcp += 1
-                continue
-            other["socket"] += 1
-        elif target.startswith("/"):
-            other["file:" + target] += 1
-        else:
-            other[target.split(":")[0].split("[")[0]] += 1
+    pidfd = _pidfd(pid)
+    try:
+        for name in os.listdir(base):
+            try:
+                target = os.readlink(os.path.join(base, name))
+            except OSError:
+                continue  # closed while we looked
+            total += 1
+            if target.startswith("socket:["):
+                if target[8:-1] in tcp_inodes or _is_tcp(pidfd, int(name)):
+                    tcp += 1
+                    continue
+                other["socket"] += 1
+            elif target.startswith("/"):
+                other["file:" + target] += 1
+            else:
+                other[target.split(":")[0].split("[")[0]] += 1
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return FdCensus(total, tcp, other)
 
 
