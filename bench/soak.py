@@ -56,6 +56,7 @@ ACCESS_TTL_S = 360.0
 # Short, so that memory reaches its steady state within the run; each client sees its own
 # job's terminal event, so nothing needs a job to be retained for the final checks.
 RETENTION_S = 20
+WARM_UP_CLIENT = "soak-warm-up"  # its one job is not part of the run's accounts
 SAMPLE_EVERY_S = 2.0
 CONFIG_EVERY_S = 3.0
 FAULT_EVERY_S = 0.25
@@ -150,6 +151,7 @@ class Soak:
         self.config_edits = 0
         self.rss: list[int] = []
         self.fds: list[int] = []
+        self.warm_streams = 0
         self.errors: list[str] = []
 
     # -- workers ---------------------------------------------------------------------
@@ -214,6 +216,24 @@ class Soak:
                                 return
                     c.call("job/subscribe", {"job_id": job_id, "after_seq": last})
 
+    def warm_up(self, socket_path: str) -> None:
+        """One job to its end and into the ledger before the descriptors are counted, so the
+        count starts with what the daemon opens on first use (the ledger's files, the
+        watchers) and compares like with like."""
+        with Client(socket_path, timeout=60) as c:
+            c.call("initialize", {"client": {"name": WARM_UP_CLIENT}})
+            job_id = c.call("job/submit", {"body": {"input": "warm-up"}})["job_id"]
+            while True:
+                n = c.next_notification(timeout=60)
+                assert n is not None, "no event from the warm-up job for 60 s"
+                p = n.params if isinstance(n.params, dict) else {}
+                if p.get("job_id") == job_id and p["event"]["type"] in TERMINAL:
+                    break
+            deadline = time.monotonic() + 30
+            while c.call("usage/read", {})["total"]["requests"] < 1:
+                assert time.monotonic() < deadline, "the warm-up job never reached the ledger"
+                c.call("daemon/ping")
+
     def fault_loop(self, fake: FakeOpenAI) -> None:
         rng = random.Random(99)
         while not self.stop.wait(FAULT_EVERY_S):
@@ -260,6 +280,8 @@ class Soak:
             with DaemonProcess(env, stderr_path=stderr_path) as daemon:
                 assert daemon.proc is not None
                 pid = daemon.proc.pid
+                self.warm_up(daemon.socket)
+                self.warm_streams = fake.stats().completed_streams
                 fds_before = fd_census(pid).non_tcp
                 threads = [
                     threading.Thread(target=self.client_loop, args=(i, daemon.socket))
@@ -347,7 +369,7 @@ class Soak:
             refreshes=refreshes,
             ledger_rows={},
             started_jobs=started_jobs,
-            fake_completed=fake.stats().completed_streams,
+            fake_completed=fake.stats().completed_streams - self.warm_streams,
             rss_curve=self.rss,
             fd_curve=self.fds,
             fds_before=fds_before,
@@ -360,7 +382,12 @@ class Soak:
         """After the daemon stopped (its ledger flushed): one row per started job."""
         path = os.path.join(env["CODEXD_STATE_DIR"], "usage.sqlite3")
         with sqlite3.connect(path) as db:
-            rows = dict(db.execute("SELECT status, count(*) FROM usage GROUP BY status"))
+            rows = dict(
+                db.execute(
+                    "SELECT status, count(*) FROM usage WHERE client != ? GROUP BY status",
+                    (WARM_UP_CLIENT,),
+                )
+            )
         report.ledger_rows = rows
         problems = []
         if sum(rows.values()) != report.started_jobs:
