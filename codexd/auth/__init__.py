@@ -5,7 +5,6 @@ endpoints, and `AuthSession`, the single place that refreshes (single-flight, un
 from codexd.auth.authfile import AuthDocument, AuthFileError, TokenSet
 from codexd.auth.session import (
     OPENAI,
-    AccountInfo,
     AuthSession,
     Credentials,
     Provider,
@@ -16,7 +15,6 @@ from codexd.auth.tokens import JwtClaims, MalformedToken, Secret, parse_claims
 
 __all__ = [
     "OPENAI",
-    "AccountInfo",
     "AuthDocument",
     "AuthFileError",
     "AuthSession",

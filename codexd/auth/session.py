@@ -23,6 +23,7 @@ import anyio
 import msgspec
 
 from codexctl.protocol import ErrorKind, RpcError
+from codexctl.results import AccountInfo, CredentialSource
 from codexd.auth.authfile import (
     AuthDocument,
     LockTimeout,
@@ -44,8 +45,6 @@ DEFAULT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0)
 
 Refresher = Callable[[Secret, RefreshReason], Awaitable[TokenGrant | OAuthFailure]]
 CredentialMode = Literal["api_key", "chatgpt", "none"]
-# "config": a provider's `experimental_bearer_token` (never the OpenAI login's source).
-CredentialSource = Literal["env", "auth_file", "keyring", "config"]
 ForcedLoginMethod = Literal["chatgpt", "api"]
 
 
@@ -97,20 +96,6 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"Credentials(mode={self.mode}, source={self.source})"
-
-
-class AccountInfo(msgspec.Struct, frozen=True):
-    """`account/read`'s result: who is logged in, never a secret."""
-
-    mode: Literal["api_key", "chatgpt"] | None
-    source: CredentialSource | None
-    email: str | None
-    plan_type: str | None
-    account_id: str | None
-    expires_at: str | None
-    last_refresh: str | None
-    store: Literal["file", "keyring"]
-    key_hint: str | None = None  # an API key masked as Codex shows it: sk-proj-***p1234
 
 
 def key_hint(key: str) -> str:

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from codexctl import results
+
 # --------------------------------------------------------------------------- value types
 
 WireApi = Literal["responses", "chat"]
@@ -31,7 +33,6 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 Seconds = Annotated[float, Meta(ge=0)]
 Timeout = Annotated[float, Meta(gt=0)]
 Usd = Annotated[float, Meta(ge=0)]
-UsdPerMillion = Annotated[float, Meta(ge=0)]
 
 MAX_RETRIES: Final = 100
 DEFAULT_REQUEST_MAX_RETRIES: Final = 4
@@ -250,19 +251,11 @@ class BudgetSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = None
 
 
-class Price(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Price(results.Price, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """USD per 1M tokens."""
 
-    input: Annotated[
-        UsdPerMillion, Meta(description="USD per million input tokens not read from cache.")
-    ]
-    cached_input: Annotated[
-        UsdPerMillion, Meta(description="USD per million input tokens read from cache.")
-    ]
-    output: Annotated[
-        UsdPerMillion,
-        Meta(description="USD per million output tokens (reasoning tokens included)."),
-    ]
+    # The members are the wire type's (the price `models/list` reports); only the config
+    # refuses unknown keys.
 
 
 class GatewaySettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

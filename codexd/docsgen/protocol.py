@@ -26,6 +26,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from codexctl import protocol as wire
+from codexctl.results import ProviderLimits
 from codexd.config.schema import CodexdSettings
 from codexd.config.store import ConfigInvalid, ConfigReloaded
 from codexd.docsgen.examples import (
@@ -36,7 +37,6 @@ from codexd.docsgen.examples import (
 )
 from codexd.events import TOPICS
 from codexd.jobs import TRANSITIONS, DroppedParams, JobEventParams, JobState
-from codexd.limits.limiter import ProviderLimits
 from codexd.rpc.methods import TABLE
 from codexd.rpc.server import Method
 from codexd.service.accounts import LoginCompleted

@@ -35,7 +35,8 @@ from typing import Final, Literal
 
 import msgspec
 
-from codexd.limits.headers import LimitWindow, RateLimitHeaders, rfc3339
+from codexctl.results import BudgetSnapshot, LimitWindow
+from codexd.limits.headers import RateLimitHeaders, rfc3339
 
 WINDOW_S: Final = 60.0
 DEFAULT_MARGIN_S: Final = 1.0
@@ -79,19 +80,6 @@ class Admission(msgspec.Struct, frozen=True):
 
 
 ADMIT: Final = Admission(True)
-
-
-class BudgetSnapshot(msgspec.Struct, frozen=True):
-    """`ratelimits/read` → `providers[].budget`."""
-
-    requests_per_minute: int | None
-    tokens_per_minute: int | None
-    max_concurrency: int
-    available_requests: int | None
-    available_tokens: int | None
-    in_flight: int
-    queued: int
-    paused_until: str | None
 
 
 class _Charge:

@@ -25,44 +25,11 @@ from typing import Final
 
 import msgspec
 
+from codexctl.results import Credits, LimitWindow, UpstreamLimits, UsageWindow
 from codexd.security.scrub import GENERIC, Scrubber
 
 # --------------------------------------------------------------------------- values
-
-
-class LimitWindow(msgspec.Struct, frozen=True):
-    """One `x-ratelimit-*` family (requests or tokens)."""
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_after_s: float | None = None
-    resets_at: str | None = None
-
-
-class UsageWindow(msgspec.Struct, frozen=True):
-    """A ChatGPT plan window (`x-codex-primary-*` / `x-codex-secondary-*`)."""
-
-    used_percent: float
-    window_minutes: int | None = None
-    resets_at: str | None = None
-
-
-class Credits(msgspec.Struct, frozen=True):
-    """A ChatGPT plan's credits, as the provider reports them (`x-codex-credits-*`)."""
-
-    has_credits: bool | None = None
-    unlimited: bool | None = None
-    balance: str | None = None
-
-
-class UpstreamLimits(msgspec.Struct, frozen=True):
-    """`ratelimits/read` → `providers[].upstream`: the last facts the server told us."""
-
-    requests: LimitWindow | None = None
-    tokens: LimitWindow | None = None
-    primary: UsageWindow | None = None
-    secondary: UsageWindow | None = None
-    credits: Credits | None = None
+# The windows and credits themselves are the wire types of `ratelimits/read` (codexctl.results).
 
 
 class RateLimitHeaders(msgspec.Struct, frozen=True):

@@ -25,12 +25,12 @@ from contextlib import asynccontextmanager
 from typing import Final, Protocol
 
 import anyio
-import msgspec
 from anyio.abc import TaskStatus
 
-from codexd.limits.budget import DEFAULT_MARGIN_S, Budget, BudgetLimits, BudgetSnapshot
+from codexctl.results import BackendStatus, ProviderLimits, UpstreamLimits
+from codexd.limits.budget import DEFAULT_MARGIN_S, Budget, BudgetLimits
 from codexd.limits.fairqueue import FairQueue
-from codexd.limits.headers import RateLimitHeaders, UpstreamLimits
+from codexd.limits.headers import RateLimitHeaders
 from codexd.limits.redis import RedisUnavailable, RedisWindow
 
 log = logging.getLogger(__name__)
@@ -45,27 +45,6 @@ REMOTE_TOKEN_POLL_S: Final = 1.0
 # Corrections and pauses waiting to reach Redis; past this the oldest are dropped (a lost
 # correction only leaves the shared window a little more conservative or generous).
 MAX_PENDING_REMOTE: Final = 1024
-
-
-class BackendStatus(msgspec.Struct, frozen=True):
-    """Where the window lives when it is shared: Redis, or this daemon while Redis is away."""
-
-    kind: str
-    url: str
-    connected: bool
-    error: str | None = None
-
-
-class ProviderLimits(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params.
-
-    `backend` is there only when the budget is shared (it says whether Redis answers); a
-    local budget has exactly the members `ratelimits/read` reports."""
-
-    provider: str
-    budget: BudgetSnapshot
-    upstream: UpstreamLimits
-    backend: BackendStatus | None = None
 
 
 class RateLimitSettingsLike(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from codexctl.results import LoginCancelResult, LoginStartResult
 from codexd.auth.login import LoginManager
 from codexd.rpc.server import CallContext
 
@@ -33,26 +34,10 @@ class DeviceLogin(msgspec.Struct, tag_field="method", tag="device", forbid_unkno
 LoginParams = ApiKeyLogin | BrowserLogin | DeviceLogin
 
 
-class LoginStartResult(msgspec.Struct, omit_defaults=True):
-    """`account/login`'s result: the login's id, and what the user must do: open `auth_url`
-    (browser), or visit `verification_url` and enter `user_code` (device)."""
-
-    login_id: str
-    auth_url: str | None = None
-    verification_url: str | None = None
-    user_code: str | None = None
-
-
 class LoginCancelParams(msgspec.Struct, forbid_unknown_fields=True):
     """The login to cancel."""
 
     login_id: str
-
-
-class LoginCancelResult(msgspec.Struct):
-    """`cancelled` is false when the login had ended already."""
-
-    cancelled: bool
 
 
 async def account_login(ctx: CallContext, params: LoginParams) -> LoginStartResult:

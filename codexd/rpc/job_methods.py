@@ -15,6 +15,7 @@ from codexctl.protocol import (
     SubmitResult,
     SubscribeResult,
 )
+from codexctl.results import Empty
 from codexd.jobs import Job
 from codexd.rpc.server import CallContext
 from codexd.service import SubmitRequest
@@ -85,10 +86,6 @@ class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True):
 
     job_id: str
     after_seq: int = 0
-
-
-class Empty(msgspec.Struct):
-    """A result with nothing to say: `{}`."""
 
 
 async def submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:

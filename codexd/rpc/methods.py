@@ -25,39 +25,36 @@ from codexctl.protocol import (
     SubmitResult,
     SubscribeResult,
 )
+from codexctl.results import (
+    AccountInfo,
+    ConfigRead,
+    ConfigReloadResult,
+    Empty,
+    LoginCancelResult,
+    LoginStartResult,
+    LogoutResult,
+    MethodInfo,
+    ModelsResult,
+    RateLimitsResult,
+    TokenResult,
+    UsageResult,
+)
 from codexd import __version__
-from codexd.auth.session import AccountInfo
 from codexd.config.redact import redact
-from codexd.limits.limiter import ProviderLimits
 from codexd.rpc import account_methods as account
 from codexd.rpc import job_methods as jobs
 from codexd.rpc.server import CallContext, Method, MethodTable
-from codexd.usage.catalog import ModelInfo
-from codexd.usage.ledger import UsageReadParams, UsageResult
+from codexd.usage.ledger import UsageReadParams
 
 
 class NoParams(msgspec.Struct, forbid_unknown_fields=True):
     """Methods that take no params accept `{}` or none at all."""
 
 
-class Empty(msgspec.Struct):
-    """A result with nothing to say: `{}`."""
-
-
 class InitializeParams(msgspec.Struct, forbid_unknown_fields=True):
     """`initialize`'s params: the client's name and, if it likes, its version."""
 
     client: ClientInfo
-
-
-class MethodInfo(msgspec.Struct):
-    """One method of `daemon/methods`: its name, one line on what it does, and JSON Schemas of
-    its params and its result."""
-
-    name: str
-    params_schema: dict[str, Any]
-    result_schema: dict[str, Any]
-    summary: str
 
 
 # --------------------------------------------------------------------------- handlers
@@ -98,26 +95,6 @@ async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
 # --------------------------------------------------------------------------- config, models
 
 
-class ConfigRead(msgspec.Struct):
-    """`config/read`'s result. `effective` is the config in force, defaults filled in, with
-    every secret (keys, header values, credentials and query values inside URLs) replaced;
-    `error` says why the last reload failed, or is null."""
-
-    path: str
-    generation: int
-    loaded_at: str
-    error: str | None
-    effective: dict[str, Any]
-
-
-class ConfigReloadResult(msgspec.Struct):
-    """`config/reload`'s result: the generation in force, and whether this reload changed the
-    effective config (a new generation)."""
-
-    generation: int
-    changed: bool
-
-
 async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
     """What the daemon reads from config.toml (and the profile in use), as it applies it."""
     store = ctx.services.config
@@ -145,12 +122,6 @@ class ModelsParams(msgspec.Struct, forbid_unknown_fields=True):
     """`models/list`'s params: `provider` must be a configured provider id."""
 
     provider: str | None = None
-
-
-class ModelsResult(msgspec.Struct):
-    """`models/list`'s result."""
-
-    models: list[ModelInfo]
 
 
 async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
@@ -189,12 +160,6 @@ class RateLimitsParams(msgspec.Struct, forbid_unknown_fields=True):
     out."""
 
     provider: str | None = None
-
-
-class RateLimitsResult(msgspec.Struct):
-    """`ratelimits/read`'s result, one entry per provider, sorted by id."""
-
-    providers: list[ProviderLimits]
 
 
 async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLimitsResult:
@@ -243,13 +208,6 @@ async def account_refresh(ctx: CallContext, params: NoParams) -> AccountInfo:
     return await ctx.services.accounts.refresh()
 
 
-class LogoutResult(msgspec.Struct):
-    """`account/logout`'s result: `revoked` is true when the issuer revoked the tokens, false
-    when there was nothing to revoke or it could not be reached."""
-
-    revoked: bool
-
-
 async def account_logout(ctx: CallContext, params: NoParams) -> LogoutResult:
     """Revokes a ChatGPT login's tokens upstream when it can, then deletes the stored
     credentials (auth.json or the keyring entry). An API key from the daemon's environment is
@@ -261,12 +219,6 @@ class TokenParams(msgspec.Struct, forbid_unknown_fields=True):
     """`gateway/token`'s params: `rotate` replaces the token (the old one stops working)."""
 
     rotate: bool = False
-
-
-class TokenResult(msgspec.Struct):
-    """`gateway/token`'s result: the bearer token TCP clients of the gateway must send."""
-
-    token: str
 
 
 async def gateway_token(ctx: CallContext, params: TokenParams) -> TokenResult:
@@ -355,14 +307,14 @@ TABLE = MethodTable(
         Method(
             "account/login",
             account.LoginParams,  # type: ignore[arg-type]  # a tagged union of Structs
-            account.LoginStartResult,
+            LoginStartResult,
             account.account_login,
             "Log in (api_key, browser or device); the end is account/login_completed.",
         ),
         Method(
             "account/login/cancel",
             account.LoginCancelParams,
-            account.LoginCancelResult,
+            LoginCancelResult,
             account.account_login_cancel,
             "Cancel a login in progress.",
             inline=True,
@@ -423,7 +375,7 @@ TABLE = MethodTable(
         Method(
             "job/unsubscribe",
             jobs.JobIdParams,
-            jobs.Empty,
+            Empty,
             jobs.unsubscribe,
             "Stop following a job.",
             inline=True,

@@ -18,9 +18,10 @@ import httpx
 import msgspec
 
 from codexctl.protocol import AccountSummary, RpcError
+from codexctl.results import AccountInfo
 from codexd.auth.login import Login, LoginManager
 from codexd.auth.oauth import OAuthClient
-from codexd.auth.session import AccountInfo, AuthSession
+from codexd.auth.session import AuthSession
 from codexd.auth.tokens import Secret
 from codexd.auth.watch import watch_auth_file
 from codexd.config.store import ConfigStore

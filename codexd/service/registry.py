@@ -12,9 +12,10 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
+from codexctl.results import ProviderLimits
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
-from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
+from codexd.limits.limiter import Limiter, budget_limits
 from codexd.limits.redis import RedisWindow
 from codexd.usage.catalog import Catalog
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from codexctl.protocol import ErrorKind, JobChange, RpcError
+from codexctl.results import ModelInfo
 from codexd.auth.session import ProviderAuth
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
@@ -25,7 +26,7 @@ from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
 from codexd.upstream.runner import JobRequest, estimate_for
 from codexd.upstream.wire import RequestDefaults
 from codexd.usage import budget as usage_budget
-from codexd.usage.catalog import Catalog, ModelInfo
+from codexd.usage.catalog import Catalog
 from codexd.usage.cost import estimate_cost_usd
 from codexd.usage.ledger import UsageRecord
 

@@ -15,23 +15,13 @@ from typing import Final
 
 import msgspec
 
+from codexctl import results
 from codexctl.protocol import catalog_slug
+from codexctl.results import ModelInfo
 from codexd.config.schema import CatalogModel, ConfigSnapshot, Price
 
 FALLBACK_PRICE: Final = Price(input=1.25, cached_input=0.125, output=10.0)
 DEFAULT_PRICE_KEY: Final = "*"
-
-
-class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of `models/list`, member for member."""
-
-    slug: str
-    display_name: str
-    description: str
-    context_window: int | None
-    default_reasoning_level: str | None
-    supported_reasoning_levels: tuple[str, ...]
-    price: Price | None
 
 
 class _BundledPrice(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,7 +166,7 @@ class Catalog:
             found = self._models.get(catalog_slug(slug))
         return found
 
-    def price_for(self, slug: str) -> Price | None:
+    def price_for(self, slug: str) -> results.Price | None:
         """The model's price, or None (then cost uses `default_price` and is `estimated`)."""
         model = self.get(slug)
         return model.price if model is not None else None

@@ -35,6 +35,7 @@ import anyio
 import msgspec
 
 from codexctl.protocol import BudgetStatus, ErrorKind, RpcError
+from codexctl.results import UsageResult, UsageRow, UsageTotals
 from codexd.security.files import restore_private
 from codexd.usage import budget as usage_budget
 from codexd.usage.budget import CapsLike
@@ -167,53 +168,24 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     estimated: bool
 
 
-class UsageTotals(msgspec.Struct, kw_only=True):
-    """`usage/read`'s `total`; a row adds its group keys."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float = 0.0
-    estimated: bool = False
-
-    def add(
-        self,
-        requests: int,
-        input_tokens: int,
-        cached_input_tokens: int,
-        output_tokens: int,
-        reasoning_tokens: int,
-        cost: float,
-        estimated: int,
-    ) -> None:
-        self.requests += requests
-        self.input_tokens += input_tokens
-        self.cached_input_tokens += cached_input_tokens
-        self.output_tokens += output_tokens
-        self.reasoning_tokens += reasoning_tokens
-        self.cost_usd += cost
-        self.estimated = self.estimated or bool(estimated)
-
-
-class UsageRow(UsageTotals, kw_only=True):
-    """One group of `usage/read`: only the keys asked for in `group_by` are present."""
-
-    day: str | msgspec.UnsetType = msgspec.UNSET
-    model: str | msgspec.UnsetType = msgspec.UNSET
-    client: str | msgspec.UnsetType = msgspec.UNSET
-    provider: str | msgspec.UnsetType = msgspec.UNSET
-
-
-class UsageResult(msgspec.Struct, omit_defaults=True):
-    """`usage/read`'s result. Through the daemon it also carries `budget`: today's and this
-    month's spend against the `[codexd.budget]` caps (`codexctl usage` shows them),
-    whatever `since`/`until` asked for."""
-
-    rows: list[UsageRow]
-    total: UsageTotals
-    budget: BudgetStatus | None = None
+def add_counts(
+    totals: UsageTotals,
+    requests: int,
+    input_tokens: int,
+    cached_input_tokens: int,
+    output_tokens: int,
+    reasoning_tokens: int,
+    cost: float,
+    estimated: int,
+) -> None:
+    """Adds one aggregated ledger record's counters (as `_groups` yields them) to `totals`."""
+    totals.requests += requests
+    totals.input_tokens += input_tokens
+    totals.cached_input_tokens += cached_input_tokens
+    totals.output_tokens += output_tokens
+    totals.reasoning_tokens += reasoning_tokens
+    totals.cost_usd += cost
+    totals.estimated = totals.estimated or bool(estimated)
 
 
 class UsageReadParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -474,7 +446,7 @@ class Ledger:
         groups: dict[tuple[str, ...], UsageRow] = {}
         for record in self._groups(since, until):
             counters = record[4:]
-            total.add(*counters)
+            add_counts(total, *counters)
             if not keys:
                 continue
             group = tuple(record[i] for i in positions)
@@ -483,7 +455,7 @@ class Ledger:
                 row = groups[group] = UsageRow()
                 for key, value in zip(keys, group, strict=True):
                     setattr(row, key, value)
-            row.add(*counters)
+            add_counts(row, *counters)
         rows = [groups[group] for group in sorted(groups)]
         for counted in (*rows, total):
             # Sums of binary floats grow tails like 14.688000000000514; nano-dollars are plenty.

@@ -15,6 +15,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from codexctl.results import LimitWindow
 from codexd.limits.budget import (
     ADMIT,
     MAX_TOKEN_LOG,
@@ -24,7 +25,7 @@ from codexd.limits.budget import (
     BudgetLimits,
 )
 from codexd.limits.estimate import estimate_tokens
-from codexd.limits.headers import LimitWindow, RateLimitHeaders
+from codexd.limits.headers import RateLimitHeaders
 
 T0 = 1000.0
 WALL = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC).timestamp()

@@ -9,9 +9,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from codexctl.results import ModelInfo
 from codexd.config.load import ConfigError, load_config
 from codexd.config.schema import Price
-from codexd.usage.catalog import FALLBACK_PRICE, Catalog, ModelInfo, default_price
+from codexd.usage.catalog import FALLBACK_PRICE, Catalog, default_price
 
 BRIEF_MODELS = [
     "gpt-5.1-codex-max",

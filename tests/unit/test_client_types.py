@@ -27,10 +27,10 @@ from codexctl.events import (
     reconnect_delays,
 )
 from codexctl.protocol import ERROR_TABLE, ErrorData, ErrorKind, ErrorObject, JobRetrying, RpcError
+from codexctl.results import BudgetSnapshot, LimitWindow, ProviderLimits, UpstreamLimits
 from codexd.config.store import ConfigInvalid as ServerConfigInvalid
 from codexd.config.store import ConfigReloaded as ServerConfigReloaded
 from codexd.jobs import DroppedParams
-from codexd.limits.limiter import ProviderLimits
 from codexd.service.accounts import LoginCompleted as ServerLoginCompleted
 
 
@@ -93,7 +93,6 @@ def _members(tp: Any) -> Any:
         (ConfigRejected, ServerConfigInvalid),
         (LoginCompleted, ServerLoginCompleted),
         (SubscriptionDropped, DroppedParams),
-        (RateLimitsUpdated, ProviderLimits),
     ],
 )
 def test_notification_types_have_the_daemons_shape(client: Any, server: Any) -> None:
@@ -101,6 +100,17 @@ def test_notification_types_have_the_daemons_shape(client: Any, server: Any) -> 
     assert msgspec.json.schema(client)["$defs"].keys() - {client.__name__} == (
         msgspec.json.schema(server)["$defs"].keys() - {server.__name__}
     )
+
+
+def test_rate_limits_updated_decodes_what_the_daemon_sends() -> None:
+    """The daemon sends a `codexctl.results.ProviderLimits`; the notification extends it."""
+    assert issubclass(RateLimitsUpdated, ProviderLimits)
+    budget = BudgetSnapshot(60, None, 4, 59, None, 1, 0, None)
+    sent = ProviderLimits("openai", budget, UpstreamLimits(requests=LimitWindow(remaining=3)))
+    params = msgspec.json.decode(msgspec.json.encode(sent))
+    decoded = decode_notification(Notification("ratelimits/updated", params))
+    assert isinstance(decoded, RateLimitsUpdated)
+    assert msgspec.structs.asdict(decoded) == msgspec.structs.asdict(sent)
 
 
 def _event(seq: int, event: dict[str, Any], job_id: str = "j1") -> Notification:

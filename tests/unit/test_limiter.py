@@ -10,9 +10,10 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
+from codexctl.results import LimitWindow, ProviderLimits, UsageWindow
 from codexd.limits.budget import BudgetLimits
-from codexd.limits.headers import LimitWindow, RateLimitHeaders, UsageWindow
-from codexd.limits.limiter import Limiter, ProviderLimits, budget_limits
+from codexd.limits.headers import RateLimitHeaders
+from codexd.limits.limiter import Limiter, budget_limits
 
 pytestmark = pytest.mark.anyio
 

@@ -1,12 +1,66 @@
-"""The results clients decode are codexctl.protocol's types, the very ones the table sends."""
+"""The results the daemon sends are codexctl's types: one definition of each, both sides.
+
+The method table's result types, and every struct inside them, must be classes of
+`codexctl.protocol` or `codexctl.results`, the modules clients decode with. A result type
+defined in the daemon again (a second copy of a wire shape, free to drift) fails here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import msgspec
 import pytest
+from msgspec import inspect as mi
 
-from codexctl import protocol
+from codexctl import protocol, results
 from codexd.rpc.methods import TABLE
+
+WIRE_MODULES = {protocol.__name__, results.__name__}
+
+
+def _structs(t: mi.Type, seen: set[type]) -> Iterator[type]:
+    """Every struct class reachable from `t`: itself, its members', items', variants'."""
+    if isinstance(t, mi.StructType):
+        if t.cls in seen:
+            return
+        seen.add(t.cls)
+        yield t.cls
+        for field in t.fields:
+            yield from _structs(field.type, seen)
+        return
+    for attr in ("type", "item_type", "key_type", "value_type"):
+        inner = getattr(t, attr, None)
+        if isinstance(inner, mi.Type):
+            yield from _structs(inner, seen)
+    for attr in ("types", "item_types"):
+        for inner in getattr(t, attr, ()):
+            yield from _structs(inner, seen)
+
+
+def _result_structs(result_type: Any) -> list[type]:
+    return list(_structs(mi.type_info(result_type), set()))
+
+
+def test_the_walk_finds_nested_structs() -> None:
+    found = _result_structs(list[results.MethodInfo])
+    assert found == [results.MethodInfo]
+    assert {results.ProviderLimits, results.LimitWindow, results.Credits} <= set(
+        _result_structs(results.RateLimitsResult)
+    )
+
+
+@pytest.mark.parametrize("method", sorted(TABLE.methods))
+def test_every_result_type_is_a_codexctl_type(method: str) -> None:
+    found = _result_structs(TABLE.methods[method].result_type)
+    assert found, f"{method}'s result is no struct"
+    elsewhere = [f"{cls.__module__}.{cls.__qualname__}" for cls in found]
+    elsewhere = [name for name in elsewhere if name.rsplit(".", 1)[0] not in WIRE_MODULES]
+    assert elsewhere == [], (
+        f"{method} sends types defined outside codexctl: define them in codexctl.results "
+        "(or codexctl.protocol) and import them in the daemon"
+    )
 
 
 @pytest.mark.parametrize(
@@ -18,10 +72,14 @@ from codexd.rpc.methods import TABLE
         ("job/cancel", protocol.JobView),
         ("job/subscribe", protocol.SubscribeResult),
         ("daemon/status", protocol.DaemonStatus),
+        ("account/read", results.AccountInfo),
+        ("ratelimits/read", results.RateLimitsResult),
+        ("usage/read", results.UsageResult),
+        ("daemon/methods", list[results.MethodInfo]),
     ],
 )
 def test_the_method_table_sends_the_protocol_result_types(method: str, result: type) -> None:
-    assert TABLE.methods[method].result_type is result
+    assert TABLE.methods[method].result_type == result
 
 
 def test_a_client_decodes_a_status_reply_into_its_type() -> None:

@@ -7,12 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from codexctl.results import Credits, LimitWindow, UpstreamLimits, UsageWindow
 from codexd.limits.headers import (
-    Credits,
-    LimitWindow,
     RateLimitHeaders,
-    UpstreamLimits,
-    UsageWindow,
     parse_duration,
     parse_rate_limit_headers,
     retry_after_from_message,

@@ -1,11 +1,9 @@
-"""Typed results of the methods whose result types the daemon defines for itself.
+"""The results of the methods beyond the job and status ones of `codexctl.protocol`.
 
-`codexctl.protocol` holds the types both sides import (`DaemonStatus`, `JobView`,
-`SubmitResult`, …). The rest are built inside the daemon, which this package must never
-import; their shapes are mirrored here, member for member and under the same names, for the
-typed calls of `codexctl.Client`. A test holds each one equal (by JSON Schema) to the daemon's
-own, so the two cannot drift apart. Unknown members are ignored on decoding, so a newer daemon
-that adds a member does not break an older client.
+Like the types of `codexctl.protocol`, each is defined once, here: the daemon builds and
+encodes these very classes, and `codexctl.Client`'s typed calls decode into them. Their
+docstrings are the descriptions of docs/protocol.md. Unknown members are ignored on decoding,
+so a newer daemon that adds a member does not break an older client.
 """
 
 from __future__ import annotations
@@ -16,18 +14,22 @@ import msgspec
 
 from codexctl.protocol import BudgetStatus
 
+# Where the credential in use was found. "config": a provider's `experimental_bearer_token`
+# (never the OpenAI login's source).
+CredentialSource = Literal["env", "auth_file", "keyring", "config"]
+
 # --------------------------------------------------------------------------- account
 
 
 class AccountInfo(msgspec.Struct, frozen=True):
-    """`account/read`: who is logged in and with which credential; never a secret.
+    """`account/read`'s result: who is logged in and with which credential; never a secret.
 
-    `mode` is `api_key`, `chatgpt` or None (no credentials); `source` is where the credential
+    `mode` is `api_key`, `chatgpt` or null (no credentials); `source` is where the credential
     in use was found; `key_hint` is an API key masked as Codex shows it (`sk-proj-***p1234`).
     """
 
     mode: Literal["api_key", "chatgpt"] | None
-    source: Literal["env", "auth_file", "keyring", "config"] | None
+    source: CredentialSource | None
     email: str | None
     plan_type: str | None
     account_id: str | None
@@ -38,8 +40,8 @@ class AccountInfo(msgspec.Struct, frozen=True):
 
 
 class LoginStartResult(msgspec.Struct, omit_defaults=True):
-    """`account/login`: the login's id and what to show the user (a browser URL, or a device
-    code and where to enter it). Its end is the `LoginCompleted` notification."""
+    """`account/login`'s result: the login's id, and what the user must do: open `auth_url`
+    (browser), or visit `verification_url` and enter `user_code` (device)."""
 
     login_id: str
     auth_url: str | None = None
@@ -48,13 +50,14 @@ class LoginStartResult(msgspec.Struct, omit_defaults=True):
 
 
 class LoginCancelResult(msgspec.Struct):
-    """`account/login/cancel`: whether a login in progress was cancelled."""
+    """`cancelled` is false when the login had ended already."""
 
     cancelled: bool
 
 
 class LogoutResult(msgspec.Struct):
-    """`account/logout`: whether the login was also revoked upstream."""
+    """`account/logout`'s result: `revoked` is true when the issuer revoked the tokens, false
+    when there was nothing to revoke or it could not be reached."""
 
     revoked: bool
 
@@ -68,13 +71,21 @@ UsdPerMillion = Annotated[float, msgspec.Meta(ge=0)]
 class Price(msgspec.Struct, frozen=True, kw_only=True):
     """USD per 1M tokens."""
 
-    input: UsdPerMillion
-    cached_input: UsdPerMillion
-    output: UsdPerMillion
+    input: Annotated[
+        UsdPerMillion,
+        msgspec.Meta(description="USD per million input tokens not read from cache."),
+    ]
+    cached_input: Annotated[
+        UsdPerMillion, msgspec.Meta(description="USD per million input tokens read from cache.")
+    ]
+    output: Annotated[
+        UsdPerMillion,
+        msgspec.Meta(description="USD per million output tokens (reasoning tokens included)."),
+    ]
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One model of the catalog: its context window, reasoning levels and price (None when
+    """One model of the catalog: its context window, reasoning levels and price (null when
     the catalog has none)."""
 
     slug: str
@@ -87,14 +98,15 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelsResult(msgspec.Struct):
-    """`models/list`."""
+    """`models/list`'s result."""
 
     models: list[ModelInfo]
 
 
 class ConfigRead(msgspec.Struct):
-    """`config/read`: the effective config (secrets redacted), its generation and the error of
-    the last reload, if it failed."""
+    """`config/read`'s result. `effective` is the config in force, defaults filled in, with
+    every secret (keys, header values, credentials and query values inside URLs) replaced;
+    `error` says why the last reload failed, or is null."""
 
     path: str
     generation: int
@@ -104,7 +116,8 @@ class ConfigRead(msgspec.Struct):
 
 
 class ConfigReloadResult(msgspec.Struct):
-    """`config/reload`: the generation in force and whether the file had changed."""
+    """`config/reload`'s result: the generation in force, and whether this reload changed the
+    effective config (a new generation)."""
 
     generation: int
     changed: bool
@@ -114,7 +127,8 @@ class ConfigReloadResult(msgspec.Struct):
 
 
 class BudgetSnapshot(msgspec.Struct, frozen=True):
-    """A provider's client-side budget now (a limit that is not set is None)."""
+    """`ratelimits/read` → `providers[].budget`: the provider's budget in this daemon now (a
+    limit that is not set is null)."""
 
     requests_per_minute: int | None
     tokens_per_minute: int | None
@@ -136,7 +150,8 @@ class LimitWindow(msgspec.Struct, frozen=True):
 
 
 class UsageWindow(msgspec.Struct, frozen=True):
-    """A ChatGPT plan window: how much of it is used and when it resets."""
+    """A ChatGPT plan window (`x-codex-primary-*` / `x-codex-secondary-*`): how much of it is
+    used and when it resets."""
 
     used_percent: float
     window_minutes: int | None = None
@@ -144,7 +159,7 @@ class UsageWindow(msgspec.Struct, frozen=True):
 
 
 class Credits(msgspec.Struct, frozen=True):
-    """A ChatGPT plan's credits."""
+    """A ChatGPT plan's credits, as the provider reports them (`x-codex-credits-*`)."""
 
     has_credits: bool | None = None
     unlimited: bool | None = None
@@ -152,7 +167,7 @@ class Credits(msgspec.Struct, frozen=True):
 
 
 class UpstreamLimits(msgspec.Struct, frozen=True):
-    """The rate-limit facts the provider last told the daemon."""
+    """`ratelimits/read` → `providers[].upstream`: the last facts the server told us."""
 
     requests: LimitWindow | None = None
     tokens: LimitWindow | None = None
@@ -162,7 +177,7 @@ class UpstreamLimits(msgspec.Struct, frozen=True):
 
 
 class BackendStatus(msgspec.Struct, frozen=True):
-    """Where a shared budget's window lives (Redis), and whether it answers."""
+    """Where the window lives when it is shared: Redis, or this daemon while Redis is away."""
 
     kind: str
     url: str
@@ -171,7 +186,10 @@ class BackendStatus(msgspec.Struct, frozen=True):
 
 
 class ProviderLimits(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One provider of `ratelimits/read`, and the `ratelimits/updated` notification."""
+    """One `ratelimits/read` `providers[]` entry, and the `ratelimits/updated` params.
+
+    `backend` is there only when the budget is shared (it says whether Redis answers); a
+    local budget has exactly the members `ratelimits/read` reports."""
 
     provider: str
     budget: BudgetSnapshot
@@ -180,7 +198,7 @@ class ProviderLimits(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class RateLimitsResult(msgspec.Struct):
-    """`ratelimits/read`."""
+    """`ratelimits/read`'s result, one entry per provider, sorted by id."""
 
     providers: list[ProviderLimits]
 
@@ -189,7 +207,8 @@ class RateLimitsResult(msgspec.Struct):
 
 
 class UsageTotals(msgspec.Struct, kw_only=True):
-    """Requests, tokens and cost; `estimated` when a model had no price of its own."""
+    """`usage/read`'s `total`: requests, tokens and cost, `estimated` when a model had no
+    price of its own. A row adds its group keys."""
 
     requests: int = 0
     input_tokens: int = 0
@@ -201,7 +220,7 @@ class UsageTotals(msgspec.Struct, kw_only=True):
 
 
 class UsageRow(UsageTotals, kw_only=True):
-    """One group of `usage/read`: only the keys asked for in `group_by` are set."""
+    """One group of `usage/read`: only the keys asked for in `group_by` are present."""
 
     day: str | msgspec.UnsetType = msgspec.UNSET
     model: str | msgspec.UnsetType = msgspec.UNSET
@@ -210,7 +229,9 @@ class UsageRow(UsageTotals, kw_only=True):
 
 
 class UsageResult(msgspec.Struct, omit_defaults=True):
-    """`usage/read`: the groups, their total, and the spend against the budget caps."""
+    """`usage/read`'s result. Through the daemon it also carries `budget`: today's and this
+    month's spend against the `[codexd.budget]` caps (`codexctl usage` shows them),
+    whatever `since`/`until` asked for."""
 
     rows: list[UsageRow]
     total: UsageTotals
@@ -220,8 +241,12 @@ class UsageResult(msgspec.Struct, omit_defaults=True):
 # --------------------------------------------------------------------------- the rest
 
 
+class Empty(msgspec.Struct):
+    """A result with nothing to say: `{}` (a typed call returns None for it)."""
+
+
 class TokenResult(msgspec.Struct):
-    """`gateway/token`: the bearer token for the gateway's TCP address (a secret)."""
+    """`gateway/token`'s result: the bearer token TCP clients of the gateway must send."""
 
     token: str
 
@@ -230,7 +255,8 @@ class TokenResult(msgspec.Struct):
 
 
 class MethodInfo(msgspec.Struct):
-    """One method of `daemon/methods`, with the JSON Schemas of its params and result."""
+    """One method of `daemon/methods`: its name, one line on what it does, and JSON Schemas of
+    its params and its result."""
 
     name: str
     params_schema: dict[str, Any]
