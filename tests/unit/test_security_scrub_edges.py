@@ -20,8 +20,10 @@ def test_a_longer_value_is_cut_before_a_shorter_one_it_holds() -> None:
         assert Scrubber(values)(f"echo {longer} end") == f"echo {REDACTED} end"
 
 
-def test_a_value_holding_a_slash_is_cut_in_its_url_encoded_form() -> None:
-    assert Scrubber(["abc/defghijk"])("echo abc%2Fdefghijk end") == f"echo {REDACTED} end"
+def test_a_value_holding_a_slash_and_a_space_is_cut_in_each_url_encoded_form() -> None:
+    scrubber = Scrubber(["abc/def ghijk-123"])
+    for echoed in ("abc%2Fdef%20ghijk-123", "abc%2Fdef+ghijk-123"):
+        assert scrubber(f"echo {echoed} end") == f"echo {REDACTED} end"
 
 
 def test_the_credentials_of_an_auth_scheme_are_cut_alone_even_with_spaces() -> None:
