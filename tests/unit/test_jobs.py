@@ -1074,3 +1074,76 @@ async def test_the_reaper_forgets_finished_jobs_at_once_with_zero_retention() ->
             await anyio.wait_all_tasks_blocked()
             assert mgr.jobs == {}
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_live_subscribers_are_those_of_unfinished_jobs() -> None:
+    """What shutdown waits on: every subscriber, live or replaying, of a job not finished."""
+    mgr = manager(Steps())
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        go = anyio.Event()
+        running, done = (
+            submit(mgr, STARTED, go),
+            submit(mgr, STARTED, go, {"type": "job.cancelled"}),
+        )
+        await anyio.wait_all_tasks_blocked()
+        live, replaying, of_done = FakeSub(), FakeSub(), FakeSub()
+        await mgr.stream_to(running, live, 0)
+        mgr.claim(running, replaying)
+        await mgr.stream_to(done, of_done, 0)
+        assert mgr.live_subscribers() == {live, replaying, of_done}
+        go.set()
+        await done.finished.wait()
+        assert mgr.live_subscribers() == {live, replaying}
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_the_reaper_forgets_a_finished_job_once_its_retention_has_passed() -> None:
+    mgr = JobManager(Steps(), limits=lambda: JobLimits(job_retention_s=0.01))
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = submit(mgr, {"type": "job.cancelled"})
+        await job.finished.wait()
+        # The reaper's own timer, not a wake-up, must do it. Forgetting a job sets no event:
+        # look until it is gone, bounded.
+        with anyio.fail_after(5):
+            while job.id in mgr.jobs:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_completed_jobs_text_counts_toward_the_retained_bytes() -> None:
+    text = "x" * 1000
+
+    async def runner(job: Job, mgr: JobManager) -> None:
+        mgr.emit(job, JobStarted(attempt=1))
+        await mgr.complete(job, output_text=text, usage=Usage(), cost_usd=0.0, response_id=None)
+
+    # Room for two texts, not for two texts and their events.
+    mgr = manager(runner, job_retention_s=3600, max_retained_log_bytes=2 * len(text) + 100)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        jobs = []
+        for _ in range(2):
+            job = submit(mgr)
+            await job.finished.wait()
+            await anyio.wait_all_tasks_blocked()
+            jobs.append(job)
+        assert list(mgr.jobs) == [jobs[1].id]
+        tg.cancel_scope.cancel()
+
+
+def test_an_upstream_event_keeps_only_a_text_delta_and_an_integer_sequence_number() -> None:
+    """What the job's text and the gateway's stream position are taken from."""
+    odd = UpstreamEvent(
+        {"type": "response.output_text.delta", "delta": {"text": "a"}, "sequence_number": "7"}
+    )
+    assert (odd.delta, odd.sequence_number) == (None, None)
+    assert (
+        UpstreamEvent({"type": "response.created", "sequence_number": True}).sequence_number is None
+    )
+    fine = UpstreamEvent({"type": "response.output_text.delta", "delta": "a", "sequence_number": 7})
+    assert (fine.delta, fine.sequence_number) == ("a", 7)
