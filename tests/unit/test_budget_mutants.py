@@ -226,3 +226,11 @@ def test_a_request_cap_alone_ends_at_its_reset() -> None:
     assert b.next_change(T0 + 3) == T0 + 10
     assert b.available_requests(T0 + 9.9) == 0
     assert b.next_change(T0 + 10) is None
+
+
+def test_a_server_cap_is_gone_at_its_reset_instant() -> None:
+    """From the reset on, only the configured limits apply: no cap is reported, not a full one."""
+    b = budget()
+    b.observe_headers(tokens_left(0, 10.0, limit=1000), T0)
+    assert b.available_tokens(T0) == 0
+    assert b.available_tokens(T0 + 10.0) is None
