@@ -767,3 +767,74 @@ async def test_logout_deletes_the_login_even_when_revoking_fails(
     assert logged(caplog_auth, logging.WARNING) == [
         "could not revoke the login upstream: ConnectError"
     ]
+
+
+# ---------------------------------------------------------------------- a provider's bearer token
+
+
+async def test_a_providers_bearer_token_is_used_unless_its_env_key_is_set(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Codex's order: the provider's env_key when it is set, else its bearer token, and only
+    then a login."""
+    write_doc(tmp_path, chatgpt_doc(make_tokens(exp=clock() + 3600)))
+    session = await make_session(
+        tmp_path, FakeIssuer(clock, set()), clock, env={"AZURE_KEY": "sk-azure-env"}
+    )
+    with_token = Provider(id="azure", env_key=None, bearer_token="tok-config-123")
+    creds = await session.credentials(with_token)
+    assert (creds.mode, creds.source, creds.bearer) == (
+        "api_key",
+        "config",
+        Secret("tok-config-123"),
+    )
+    # An env_key whose variable is unset still leaves the bearer token in charge.
+    unset = Provider(id="azure", env_key="UNSET_KEY", bearer_token="tok-config-123")
+    assert (await session.credentials(unset)).source == "config"
+    set_ = Provider(id="azure", env_key="AZURE_KEY", bearer_token="tok-config-123")
+    creds = await session.credentials(set_)
+    assert (creds.source, creds.bearer) == ("env", Secret("sk-azure-env"))
+    assert session.check_credentials(with_token) is None
+
+
+async def test_a_rejected_bearer_token_is_named_as_the_configs(
+    tmp_path: Path, clock: Clock
+) -> None:
+    session = await make_session(tmp_path, FakeIssuer(clock, set()), clock)
+    provider = Provider(id="azure", env_key=None, bearer_token="tok-config-123")
+    creds = await session.credentials(provider)
+    assert session.rejected(creds, provider, "401 invalid_api_key") == (
+        "upstream rejected the experimental_bearer_token of provider azure "
+        "(401 invalid_api_key): correct it in config.toml"
+    )
+
+
+async def test_check_credentials_is_the_error_a_job_would_fail_with(
+    tmp_path: Path, clock: Clock
+) -> None:
+    session = await make_session(tmp_path, FakeIssuer(clock, set()), clock)
+    azure = Provider(id="azure", env_key="AZURE_OPENAI_API_KEY")
+    error = session.check_credentials(azure)
+    assert error is not None
+    with pytest.raises(RpcError) as info:
+        await session.credentials(azure)
+    assert (error.kind, error.message) == (info.value.kind, info.value.message)
+    with_key = await make_session(
+        tmp_path, FakeIssuer(clock, set()), clock, env={"AZURE_OPENAI_API_KEY": "sk-az"}
+    )
+    assert with_key.check_credentials(azure) is None
+
+
+async def test_a_rejected_environment_key_says_where_to_correct_it(
+    tmp_path: Path, clock: Clock
+) -> None:
+    session = await make_session(
+        tmp_path, FakeIssuer(clock, set()), clock, env={"AZURE_KEY": "sk-azure-env"}
+    )
+    provider = Provider(id="azure", env_key="AZURE_KEY")
+    creds = await session.credentials(provider)
+    assert session.rejected(creds, provider, "401 invalid_api_key") == (
+        "upstream rejected the API key in AZURE_KEY of the daemon's environment "
+        "(401 invalid_api_key): correct AZURE_KEY where codexd gets its environment (for the "
+        "service: ~/.config/codexd/env) and restart codexd"
+    )
