@@ -1147,14 +1147,16 @@ async def test_the_reaper_forgets_a_finished_job_once_its_retention_has_passed()
 
 @pytest.mark.anyio
 async def test_a_completed_jobs_text_counts_toward_the_retained_bytes() -> None:
-    text = "x" * 1000
+    text = "x" * 10_000
 
     async def runner(job: Job, mgr: JobManager) -> None:
         mgr.emit(job, JobStarted(attempt=1))
         await mgr.complete(job, output_text=text, usage=Usage(), cost_usd=0.0, response_id=None)
 
-    # Room for two texts, not for two texts and their events.
-    mgr = manager(runner, job_retention_s=3600, max_retained_log_bytes=2 * len(text) + 100)
+    # A completion holds its text twice (in the event and in its job/event line once made):
+    # room for one job's, not for two jobs'. Were the text left out, or counted once, both
+    # jobs would fit.
+    mgr = manager(runner, job_retention_s=3600, max_retained_log_bytes=3 * len(text))
     async with anyio.create_task_group() as tg:
         await tg.start(mgr.run)
         jobs = []
