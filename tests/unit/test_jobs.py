@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from hypothesis import given
@@ -1127,6 +1128,49 @@ async def test_live_subscribers_are_those_of_unfinished_jobs() -> None:
         go.set()
         await done.finished.wait()
         assert mgr.live_subscribers() == {live, replaying}
+        tg.cancel_scope.cancel()
+
+
+class TickingClock(FakeClock):
+    """A clock that moves `step` seconds each time it is read: a daemon that is slow (or
+    suspended) between two readings."""
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+        self.readings = 0
+
+    def monotonic(self) -> float:
+        self.readings += 1
+        self.now += self.step
+        return self.now
+
+    async def settled(self) -> None:
+        """Until every task is blocked and a round of the event loop read the clock no more
+        (a task may look blocked with a cancellation on its way to it)."""
+        while True:
+            readings = self.readings
+            await anyio.wait_all_tasks_blocked()
+            await anyio.lowlevel.checkpoint()
+            await anyio.wait_all_tasks_blocked()
+            if self.readings == readings:
+                return
+
+
+@pytest.mark.anyio
+async def test_a_retention_that_ends_while_the_reaper_looks_ends_at_once() -> None:
+    """The reaper reads the clock to find the next deadline and again to time its sleep: a
+    deadline already past at the second reading is not slept on, not even briefly."""
+    # The job finishes at t; the reaper's next reading is t + 6 (the job has 4 s left) and
+    # the one after, which times its sleep, t + 12: the job is due.
+    clock = TickingClock(step=6.0)
+    mgr = manager(Steps(), clock, job_retention_s=10)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mgr.run)
+        job = submit(mgr, {"type": "job.cancelled"})
+        await job.finished.wait()
+        await clock.settled()
+        assert job.id not in mgr.jobs
         tg.cancel_scope.cancel()
 
 
