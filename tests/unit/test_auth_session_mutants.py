@@ -32,6 +32,7 @@ from codexd.auth.session import (
     AuthSession,
     Credentials,
     Provider,
+    key_hint,
     needs_refresh,
     same_tokens,
 )
@@ -261,6 +262,27 @@ async def test_a_stored_api_key_is_an_api_key_credential(tmp_path: Path, clock: 
         None,
         "file",
     )
+
+
+def test_a_key_hint_shows_the_first_8_and_last_5_characters_of_a_long_enough_key() -> None:
+    assert key_hint("sk-proj-0123456789abcdef") == "sk-proj-***bcdef"
+    # 14 characters is the shortest key shown in part; at 13 the hint would show all but one.
+    assert key_hint("sk-abcdefghij") == "***"
+    assert key_hint("sk-abcdefghijk") == "sk-abcde***ghijk"
+    assert key_hint("") == "***"
+
+
+async def test_account_info_shows_the_hint_of_the_key_in_use(tmp_path: Path, clock: Clock) -> None:
+    write_doc(tmp_path, {"auth_mode": "apikey", "OPENAI_API_KEY": "sk-stored-0123456789"})
+    session = await make_session(tmp_path, FakeIssuer(clock, set()), clock)
+    assert session.account_info().key_hint == "sk-store***56789"
+    with_env = await make_session(
+        tmp_path, FakeIssuer(clock, set()), clock, env={"OPENAI_API_KEY": "sk-environ-987654321"}
+    )
+    assert with_env.account_info().key_hint == "sk-envir***54321"
+    # A provider that needs no key has no hint.
+    none = with_env.account_info(Provider(id="local", env_key=None))
+    assert (none.mode, none.key_hint) == (None, None)
 
 
 async def test_the_account_id_falls_back_to_the_id_tokens(tmp_path: Path, clock: Clock) -> None:
