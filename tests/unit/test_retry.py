@@ -301,3 +301,41 @@ def test_attempts_are_bounded_and_delays_are_sane(
         assert 0 <= retry.delay_s <= max(policy.max_retry_wait_s, policy.backoff_max_s * 1.1)
     if final is not None and retry_after is not None:
         assert final.retry_after_s == pytest.approx(retry_after)
+
+
+# --------------------------------------------------------------------------- edges (mutation)
+
+
+def test_a_retry_carries_the_error_that_caused_it() -> None:
+    error = http(500)
+    d = decide(Attempts(), error, {}, NOW, HALF)
+    assert isinstance(d, Retry)
+    assert d.error == error
+
+
+def test_a_wait_of_exactly_max_retry_wait_s_is_still_waited_for() -> None:
+    policy = RetryPolicy(max_retry_wait_s=120, random=lambda: 0.5)
+    d = decide(Attempts(), http(429), {"retry-after": "120"}, NOW, policy)
+    assert isinstance(d, Retry)
+    assert d.delay_s == 120
+
+
+def test_an_error_marked_not_retryable_is_not_retried_whatever_its_kind() -> None:
+    for kind in (ErrorKind.RATE_LIMITED, ErrorKind.UPSTREAM_ERROR, ErrorKind.STREAM_ERROR):
+        error = UpstreamError(kind=kind, message="no", retryable=False)
+        assert decide(Attempts(), error, {}, NOW, HALF) == GiveUp(error)
+
+
+def test_giving_up_without_a_new_hint_keeps_the_errors_own_retry_after() -> None:
+    error = UpstreamError(
+        kind=ErrorKind.RATE_LIMITED, message="slow down", retryable=True, retry_after_s=7.0
+    )
+    d = decide(Attempts(request_retries=4), error, {}, NOW, HALF)
+    assert isinstance(d, GiveUp)
+    assert d.error.retry_after_s == 7.0
+    assert d.error.message == "slow down (gave up after 5 attempts)"
+
+
+def test_retry_after_ms_below_a_second_is_kept_as_is() -> None:
+    assert parse_retry_after({"retry-after-ms": "250"}, NOW) == pytest.approx(0.25)
+    assert parse_retry_after({"retry-after-ms": "-3"}, NOW) == 0
