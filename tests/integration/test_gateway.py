@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -693,3 +694,27 @@ def test_the_documented_unix_socket_snippet_works(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     exec(compile(snippet, "docs/gateway.md", "exec"), {})
     assert capsys.readouterr().out.strip() == fake_openai.reply_text
+
+
+def test_the_documented_tcp_snippet_works(
+    gateway: DaemonProcess,
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The TCP snippet as written, with the test daemon's address for 127.0.0.1:8765: it
+    runs `codexctl gateway token` from PATH and sends the token as the API key."""
+    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    snippet = next(
+        block
+        for block in re.findall(r"```python\n(.*?)```", doc, re.S)
+        if '"gateway", "token"' in block
+    )
+    assert "127.0.0.1:8765" in snippet
+    snippet = snippet.replace("127.0.0.1:8765", gateway.env["GATEWAY_TCP"])
+    for name in ("CODEXD_SOCKET", "CODEX_HOME", "CODEXD_STATE_DIR"):
+        monkeypatch.setenv(name, gateway.env[name])
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    exec(compile(snippet, "docs/gateway.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == fake_openai.reply_text
+    assert len(fake_openai.model_requests()) == 1
