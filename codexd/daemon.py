@@ -22,13 +22,14 @@ import anyio
 import anyio.abc
 
 from codexctl.protocol import GatewayStatus
+from codexctl.results import ConfigRejected, ConfigReloaded
 from codexd import __version__
 from codexd.activation import ActivatedSockets
 from codexd.auth.oauth import OAuthClient
 from codexd.auth.session import AuthSession
 from codexd.auth.stores import open_store
 from codexd.config.load import ConfigError
-from codexd.config.store import ConfigInvalid, ConfigReloaded, ConfigStore, ReloadOutcome
+from codexd.config.store import ConfigStore, ReloadOutcome
 from codexd.config.watch import watch_config
 from codexd.events import EventHub
 from codexd.gateway import GatewayListeners
@@ -236,7 +237,7 @@ class Daemon:
         finally:
             self.notifier.ready(status=services.status.line())
 
-    def _config_event(self, services: Services, event: ConfigReloaded | ConfigInvalid) -> None:
+    def _config_event(self, services: Services, event: ConfigReloaded | ConfigRejected) -> None:
         if isinstance(event, ConfigReloaded):
             snapshot = self.config.snapshot
             services.limiters.reconfigure(snapshot)

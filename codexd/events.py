@@ -13,7 +13,8 @@ from typing import Any, Final, Literal
 import msgspec
 
 from codexctl.protocol import Notification
-from codexd.jobs import DroppedParams, Subscriber
+from codexctl.results import SubscriptionDropped
+from codexd.jobs import Subscriber
 
 log = logging.getLogger("codexd.events")
 
@@ -62,6 +63,5 @@ class EventHub:
             subs.discard(sub)
             if not sub.closed:
                 log.info("dropped a slow subscriber of topic %s", topic)
-                sub.defer(
-                    _line("subscription/dropped", DroppedParams("slow_consumer", topic=topic))
-                )
+                dropped_params = SubscriptionDropped("slow_consumer", topic=topic)
+                sub.defer(_line("subscription/dropped", dropped_params))

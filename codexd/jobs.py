@@ -41,6 +41,7 @@ from codexctl.protocol import (
 )
 from codexctl.protocol import JobView as JobView  # the wire types live with the client
 from codexctl.protocol import Usage as Usage
+from codexctl.results import SubscriptionDropped
 from codexd.clock import Clock, SystemClock, rfc3339
 
 log = logging.getLogger("codexd.jobs")
@@ -339,19 +340,9 @@ class Subscriber(Protocol):
     def defer(self, line: bytes) -> None: ...
 
 
-class DroppedParams(msgspec.Struct, omit_defaults=True):
-    """`subscription/dropped`'s params: `reason` is `slow_consumer`; `job_id` and `next_seq`
-    for a job's events, `topic` for a topic's notifications."""
-
-    reason: str
-    job_id: str | None = None
-    topic: str | None = None
-    next_seq: int | None = None
-
-
 def dropped_line(job_id: str, next_seq: int) -> bytes:
     buf = bytearray()
-    params = DroppedParams(reason="slow_consumer", job_id=job_id, next_seq=next_seq)
+    params = SubscriptionDropped(reason="slow_consumer", job_id=job_id, next_seq=next_seq)
     _encoder.encode_into(Notification(method="subscription/dropped", params=params), buf)
     buf += b"\n"
     return bytes(buf)

@@ -12,8 +12,6 @@ from codexd.config.schema import (
 )
 from codexd.config.store import (
     ConfigEvent,
-    ConfigInvalid,
-    ConfigReloaded,
     ConfigStatus,
     ConfigStore,
     ReloadOutcome,
@@ -24,8 +22,6 @@ __all__ = [
     "CodexdSettings",
     "ConfigError",
     "ConfigEvent",
-    "ConfigInvalid",
-    "ConfigReloaded",
     "ConfigSnapshot",
     "ConfigStatus",
     "ConfigStore",

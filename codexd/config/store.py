@@ -23,6 +23,7 @@ from typing import Any, Final
 import anyio.from_thread
 import msgspec
 
+from codexctl.results import ConfigRejected, ConfigReloaded
 from codexd.config.load import ConfigError, load_config
 from codexd.config.schema import ConfigSnapshot
 
@@ -69,25 +70,7 @@ def restart_pending(started: ConfigSnapshot, current: ConfigSnapshot) -> list[st
     return changed
 
 
-class ConfigReloaded(msgspec.Struct, frozen=True):
-    """Params of the `config/reloaded` notification."""
-
-    generation: int
-    path: str
-
-    method = "config/reloaded"
-
-
-class ConfigInvalid(msgspec.Struct, frozen=True):
-    """Params of the `config/invalid` notification (the old config stays in force)."""
-
-    path: str
-    error: str
-
-    method = "config/invalid"
-
-
-ConfigEvent = ConfigReloaded | ConfigInvalid
+ConfigEvent = ConfigReloaded | ConfigRejected
 Subscriber = Callable[[ConfigEvent], None]
 
 
@@ -198,7 +181,7 @@ class ConfigStore:
         )
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call `callback` with every ConfigReloaded / ConfigInvalid; returns the unsubscribe."""
+        """Call `callback` with every ConfigReloaded / ConfigRejected; returns the unsubscribe."""
         self._subscribers.append(callback)
 
         def unsubscribe() -> None:
@@ -216,7 +199,7 @@ class ConfigStore:
             if exc.message != self._logged_error:
                 log.warning("config invalid, keeping generation %d: %s", self._generation, exc)
                 self._logged_error = exc.message
-            self._publish(ConfigInvalid(path=exc.file, error=exc.message))
+            self._publish(ConfigRejected(path=exc.file, error=exc.message))
             return ReloadOutcome(generation=self._generation, changed=False, error=exc)
         recovered = self._error is not None
         self._error = None

@@ -26,9 +26,14 @@ import msgspec
 from msgspec import inspect as mi
 
 from codexctl import protocol as wire
-from codexctl.results import ProviderLimits
+from codexctl.results import (
+    ConfigRejected,
+    ConfigReloaded,
+    LoginCompleted,
+    ProviderLimits,
+    SubscriptionDropped,
+)
 from codexd.config.schema import CodexdSettings
-from codexd.config.store import ConfigInvalid, ConfigReloaded
 from codexd.docsgen.examples import (
     ERROR_EXAMPLE,
     EXAMPLES,
@@ -36,10 +41,9 @@ from codexd.docsgen.examples import (
     Exchange,
 )
 from codexd.events import TOPICS
-from codexd.jobs import TRANSITIONS, DroppedParams, JobEventParams, JobState
+from codexd.jobs import TRANSITIONS, JobEventParams, JobState
 from codexd.rpc.methods import TABLE
 from codexd.rpc.server import Method
-from codexd.service.accounts import LoginCompleted
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ NOTIFICATIONS: Final[tuple[Notice, ...]] = (
     ),
     Notice(
         "subscription/dropped",
-        DroppedParams,
+        SubscriptionDropped,
         None,
         "This connection read too slowly and lost a subscription: a job's events (`job_id`, "
         "with `next_seq`, the seq of the first event it missed: pass `next_seq - 1` to "
@@ -92,7 +96,7 @@ NOTIFICATIONS: Final[tuple[Notice, ...]] = (
     ),
     Notice(
         "config/invalid",
-        ConfigInvalid,
+        ConfigRejected,
         "config",
         "A changed config file was refused; the previous config stays in force.",
     ),

@@ -14,7 +14,7 @@ from codexd.config.store import ConfigStore, ReloadOutcome
 from codexd.events import EventHub
 from codexd.jobs import Subscriber
 from codexd.paths import Paths
-from codexd.service.accounts import Accounts, LoginCompleted
+from codexd.service.accounts import Accounts
 from codexd.service.registry import Catalogs, Limiters
 from codexd.service.status import Identity, Status
 from codexd.service.submit import (
@@ -71,7 +71,6 @@ __all__ = [
     "InvalidSubmit",
     "JobService",
     "Limiters",
-    "LoginCompleted",
     "ResolvedJob",
     "Services",
     "Status",

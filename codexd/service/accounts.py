@@ -15,10 +15,9 @@ from typing import Any, Final, Literal
 import anyio
 import anyio.abc
 import httpx
-import msgspec
 
 from codexctl.protocol import AccountSummary, RpcError
-from codexctl.results import AccountInfo
+from codexctl.results import AccountInfo, LoginCompleted
 from codexd.auth.login import Login, LoginManager
 from codexd.auth.oauth import OAuthClient
 from codexd.auth.session import AuthSession
@@ -34,14 +33,6 @@ log = logging.getLogger("codexd.auth")
 AUTH_WATCH_POLL_MS: Final = 200
 
 LoginMethod = Literal["api_key", "browser", "device"]
-
-
-class LoginCompleted(msgspec.Struct, omit_defaults=True):
-    """`account/login_completed`'s params. `error` says what went wrong (never a secret)."""
-
-    login_id: str
-    success: bool
-    error: str | None = None
 
 
 class Accounts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from typing import Any
@@ -10,7 +11,7 @@ import msgspec
 import pytest
 
 import codexctl
-from codexctl import errors
+from codexctl import errors, protocol, results
 from codexctl.events import (
     ConfigRejected,
     ConfigReloaded,
@@ -28,10 +29,7 @@ from codexctl.events import (
 )
 from codexctl.protocol import ERROR_TABLE, ErrorData, ErrorKind, ErrorObject, JobRetrying, RpcError
 from codexctl.results import BudgetSnapshot, LimitWindow, ProviderLimits, UpstreamLimits
-from codexd.config.store import ConfigInvalid as ServerConfigInvalid
-from codexd.config.store import ConfigReloaded as ServerConfigReloaded
-from codexd.jobs import DroppedParams
-from codexd.service.accounts import LoginCompleted as ServerLoginCompleted
+from codexd.docsgen.protocol import NOTIFICATIONS
 
 
 @pytest.mark.parametrize("kind", list(ErrorKind))
@@ -71,35 +69,61 @@ def test_exports_are_the_lazy_names_and_import_nothing_heavy() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def _shape(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        skip = ("title", "description", "additionalProperties")
-        return {k: _shape(v) for k, v in schema.items() if k not in skip}
-    if isinstance(schema, list):
-        return [_shape(v) for v in schema]
-    return schema
+# The notifications whose params the daemon sends as codexctl's own classes: one definition
+# of each wire shape, in codexctl.results, which codexctl.events re-exports.
+SHARED_NOTIFICATIONS = (LoginCompleted, ConfigReloaded, ConfigRejected, SubscriptionDropped)
 
 
-def _members(tp: Any) -> Any:
-    """The type's own members (not its nested types'), by the schema's top `$ref`."""
-    schema = _shape(msgspec.json.schema(tp))
-    return schema["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+@pytest.mark.parametrize("cls", SHARED_NOTIFICATIONS)
+def test_the_shared_notification_types_are_codexctls_and_documented(cls: Any) -> None:
+    assert cls.__module__ == results.__name__
+    documented = {n.method: n.params for n in NOTIFICATIONS}
+    assert documented[cls.method] is cls, (
+        f"docs list {cls.method} as {documented[cls.method]!r}, not {cls.__qualname__} "
+        "of codexctl.results"
+    )
+
+
+def _daemon_structs() -> list[type[msgspec.Struct]]:
+    """Every struct class defined in a codexd module the daemon and its docs import."""
+    importlib.import_module("codexd.daemon")
+    found: list[type[msgspec.Struct]] = []
+    for name, module in sorted(sys.modules.items()):
+        if name != "codexd" and not name.startswith("codexd."):
+            continue
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, msgspec.Struct)
+                and obj.__module__ == name
+            ):
+                found.append(obj)
+    return found
+
+
+def test_the_daemon_defines_no_notification_type_again() -> None:
+    """A struct of the daemon with the members of a shared notification type is a second
+    copy of its wire shape, free to drift: import codexctl.results' class instead."""
+    shapes = {cls.__struct_fields__: cls for cls in SHARED_NOTIFICATIONS}
+    structs = _daemon_structs()
+    assert any(cls.__name__ == "JobEventParams" for cls in structs)  # the walk sees the daemon
+    again = [
+        f"{cls.__module__}.{cls.__qualname__} (as {shapes[cls.__struct_fields__].__name__})"
+        for cls in structs
+        if cls.__struct_fields__ in shapes
+    ]
+    assert again == [], "define notification params once, in codexctl.results"
 
 
 @pytest.mark.parametrize(
-    ("client", "server"),
-    [
-        (ConfigReloaded, ServerConfigReloaded),
-        (ConfigRejected, ServerConfigInvalid),
-        (LoginCompleted, ServerLoginCompleted),
-        (SubscriptionDropped, DroppedParams),
-    ],
+    "params",
+    [n.params for n in NOTIFICATIONS if n.method != "job/event"],
+    ids=[n.method for n in NOTIFICATIONS if n.method != "job/event"],
 )
-def test_notification_types_have_the_daemons_shape(client: Any, server: Any) -> None:
-    assert _members(client) == _members(server)
-    assert msgspec.json.schema(client)["$defs"].keys() - {client.__name__} == (
-        msgspec.json.schema(server)["$defs"].keys() - {server.__name__}
-    )
+def test_every_notification_but_job_event_is_a_codexctl_type(params: Any) -> None:
+    """`job/event` carries its event as it was logged (`Any`); every other notification's
+    params are a class of codexctl.protocol or codexctl.results."""
+    assert params.__module__ in {protocol.__name__, results.__name__}
 
 
 def test_rate_limits_updated_decodes_what_the_daemon_sends() -> None:

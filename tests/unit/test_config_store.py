@@ -11,12 +11,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from codexctl.results import ConfigRejected, ConfigReloaded
 from codexd.config.load import load_config
 from codexd.config.redact import REDACTED, redact
 from codexd.config.store import (
     RESTART_KEYS,
-    ConfigInvalid,
-    ConfigReloaded,
     ConfigStore,
     rfc3339,
 )
@@ -90,7 +89,7 @@ def test_an_invalid_edit_keeps_the_old_snapshot(
     assert second.error == first.error
     assert store.snapshot is old
     assert store.status().error == message
-    assert events == [ConfigInvalid(path=str(tmp_path / "config.toml"), error=message)] * 2
+    assert events == [ConfigRejected(path=str(tmp_path / "config.toml"), error=message)] * 2
     # Logged once per distinct error, not once per attempt.
     assert [r.getMessage() for r in caplog.records].count(
         f"config invalid, keeping generation 1: {message}"

@@ -14,7 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from codexd.config.store import ConfigEvent, ConfigInvalid, ConfigReloaded, ConfigStore
+from codexctl.results import ConfigRejected, ConfigReloaded
+from codexd.config.store import ConfigEvent, ConfigStore
 from codexd.config.watch import watch_config
 
 pytestmark = pytest.mark.anyio
@@ -108,8 +109,8 @@ async def test_an_invalid_edit_is_reported_and_the_old_config_stays(tmp_path: Pa
     (tmp_path / "config.toml").write_text('model = "a"\n')
     async with watching(tmp_path) as w:
         (tmp_path / "config.toml").write_text('model = "b"\n[codexd]\nmax_connections = "x"\n')
-        event = await w.until(lambda e: isinstance(e, ConfigInvalid))
-        assert isinstance(event, ConfigInvalid)
+        event = await w.until(lambda e: isinstance(e, ConfigRejected))
+        assert isinstance(event, ConfigRejected)
         assert event.error.startswith("config.toml:3: codexd.max_connections: expected")
         assert w.store.snapshot.model == "a"
         (tmp_path / "config.toml").write_text('model = "b"\n')

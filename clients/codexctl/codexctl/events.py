@@ -4,6 +4,8 @@ The daemon sends notifications (messages without an id). `decode_notification` t
 into its class: `JobEvent` for `job/event`, `JobCreated`, `JobFinished`, `AccountUpdated`,
 `LoginCompleted`, `ConfigReloaded`, `ConfigRejected`, `RateLimitsUpdated`,
 `SubscriptionDropped`; a method this client does not know stays a raw `Notification`.
+`LoginCompleted`, `ConfigReloaded`, `ConfigRejected` and `SubscriptionDropped` are the very
+classes the daemon sends (defined in `codexctl.results`, re-exported here).
 
 A `JobEvent`'s `event` is one of codexd's own (`JobQueued`, `JobStarted`, `JobRetrying`,
 `JobCompleted`, `JobFailed`, `JobCancelled`), a text delta (`TextDelta`), a reasoning summary
@@ -32,7 +34,11 @@ from codexctl.protocol import (
     JobStarted,
     JobView,
 )
+from codexctl.results import ConfigRejected as ConfigRejected
+from codexctl.results import ConfigReloaded as ConfigReloaded
+from codexctl.results import LoginCompleted as LoginCompleted
 from codexctl.results import ProviderLimits
+from codexctl.results import SubscriptionDropped as SubscriptionDropped
 
 # --------------------------------------------------------------------------- job events
 
@@ -156,46 +162,10 @@ class AccountUpdated(msgspec.Struct, frozen=True):
     plan_type: str | None
 
 
-class LoginCompleted(msgspec.Struct, frozen=True, omit_defaults=True):
-    """`account/login_completed`: a login ended; `error` says why when it failed."""
-
-    method: ClassVar[str] = "account/login_completed"
-    login_id: str
-    success: bool
-    error: str | None = None
-
-
-class ConfigReloaded(msgspec.Struct, frozen=True):
-    """`config/reloaded` (topic `config`): a new config is in force."""
-
-    method: ClassVar[str] = "config/reloaded"
-    generation: int
-    path: str
-
-
-class ConfigRejected(msgspec.Struct, frozen=True):
-    """`config/invalid` (topic `config`): an edit was invalid; the old config stays."""
-
-    method: ClassVar[str] = "config/invalid"
-    path: str
-    error: str
-
-
 class RateLimitsUpdated(ProviderLimits, frozen=True, omit_defaults=True):
     """`ratelimits/updated` (topic `ratelimits`): one provider's limits changed."""
 
     method: ClassVar[str] = "ratelimits/updated"
-
-
-class SubscriptionDropped(msgspec.Struct, frozen=True, omit_defaults=True):
-    """`subscription/dropped`: the daemon stopped sending a job's events (or a topic's)
-    because this client read too slowly; `next_seq` is the first event it did not send."""
-
-    method: ClassVar[str] = "subscription/dropped"
-    reason: str
-    job_id: str | None = None
-    topic: str | None = None
-    next_seq: int | None = None
 
 
 TypedNotification = (

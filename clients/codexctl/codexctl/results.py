@@ -2,13 +2,14 @@
 
 Like the types of `codexctl.protocol`, each is defined once, here: the daemon builds and
 encodes these very classes, and `codexctl.Client`'s typed calls decode into them. Their
-docstrings are the descriptions of docs/protocol.md. Unknown members are ignored on decoding,
+docstrings are the descriptions of docs/protocol.md. The params of the notifications that
+`codexctl.protocol` does not hold live here too. Unknown members are ignored on decoding,
 so a newer daemon that adds a member does not break an older client.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -236,6 +237,50 @@ class UsageResult(msgspec.Struct, omit_defaults=True):
     rows: list[UsageRow]
     total: UsageTotals
     budget: BudgetStatus | None = None
+
+
+# --------------------------------------------------------------------------- notifications
+# The params of the notifications the daemon sends, each with its `method` (a class variable,
+# not a member). `codexctl.events` decodes notifications into these very classes.
+
+
+class LoginCompleted(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`account/login_completed`'s params: a login ended; `error` says why when it failed
+    (never a secret)."""
+
+    method: ClassVar[str] = "account/login_completed"
+    login_id: str
+    success: bool
+    error: str | None = None
+
+
+class ConfigReloaded(msgspec.Struct, frozen=True):
+    """`config/reloaded`'s params: a new config is in force."""
+
+    method: ClassVar[str] = "config/reloaded"
+    generation: int
+    path: str
+
+
+class ConfigRejected(msgspec.Struct, frozen=True):
+    """`config/invalid`'s params: an edit was invalid; the old config stays in force."""
+
+    method: ClassVar[str] = "config/invalid"
+    path: str
+    error: str
+
+
+class SubscriptionDropped(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`subscription/dropped`'s params: the daemon stopped sending a job's events (or a
+    topic's) because the client read too slowly. `reason` is `slow_consumer`; `job_id` and
+    `next_seq` (the first event it did not send) for a job's events, `topic` for a topic's
+    notifications."""
+
+    method: ClassVar[str] = "subscription/dropped"
+    reason: str
+    job_id: str | None = None
+    topic: str | None = None
+    next_seq: int | None = None
 
 
 # --------------------------------------------------------------------------- the rest
