@@ -110,9 +110,10 @@ def _apply(base: ModelInfo | None, extra: CatalogModel) -> ModelInfo:
     )
 
 
-def default_price(snapshot: ConfigSnapshot) -> Price:
-    """`[codexd.prices."*"]`, else 1.25 / 0.125 / 10.0 (for rows marked `estimated`)."""
-    return snapshot.codexd.prices.get(DEFAULT_PRICE_KEY, FALLBACK_PRICE)
+def default_price(prices: Mapping[str, Price]) -> Price:
+    """The price of a model with none (its cost is `estimated`): `[codexd.prices."*"]`,
+    else 1.25 / 0.125 / 10.0."""
+    return prices.get(DEFAULT_PRICE_KEY, FALLBACK_PRICE)
 
 
 class Catalog:
@@ -152,7 +153,7 @@ class Catalog:
         return cls(
             models,
             default_model=_bundled().default_model,
-            default_price=prices.get(DEFAULT_PRICE_KEY, FALLBACK_PRICE),
+            default_price=default_price(prices),
         )
 
     @classmethod

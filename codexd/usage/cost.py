@@ -7,16 +7,13 @@ reasoning is billed at the output price and is never added a second time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Final, Protocol
-
-import msgspec
 
 TOKENS_PER_PRICE_UNIT: Final = 1_000_000
 
 
 class PriceLike(Protocol):
-    """Anything with the three prices: our `Price`, the catalog's, a `[codexd.prices]` entry."""
+    """Anything with the three prices: the catalog's `Price`, a `[codexd.prices]` entry."""
 
     @property
     def input(self) -> float: ...
@@ -39,24 +36,6 @@ class UsageLike(Protocol):
 
     @property
     def output_tokens(self) -> int: ...
-
-
-class Price(msgspec.Struct, frozen=True):
-    """USD per 1M tokens."""
-
-    input: float
-    cached_input: float
-    output: float
-
-
-# The price of a model with none, unless `[codexd.prices."*"]` says otherwise.
-DEFAULT_PRICE: Final = Price(input=1.25, cached_input=0.125, output=10.0)
-DEFAULT_PRICE_KEY: Final = "*"
-
-
-def default_price(configured: Mapping[str, PriceLike]) -> PriceLike:
-    """`[codexd.prices."*"]` when the config sets it, else 1.25 / 0.125 / 10.0."""
-    return configured.get(DEFAULT_PRICE_KEY, DEFAULT_PRICE)
 
 
 def cost_usd(usage: UsageLike, price: PriceLike | None, default: PriceLike) -> tuple[float, bool]:

@@ -88,17 +88,16 @@ def test_dated_snapshot_names_find_their_model() -> None:
 
 
 def test_unknown_model_uses_the_default_price(tmp_path: Path) -> None:
-    snap = load_config(str(tmp_path), {})
-    assert (
-        default_price(snap) == FALLBACK_PRICE == Price(input=1.25, cached_input=0.125, output=10.0)
-    )
+    """What a job without a price of its own is charged at: 1.25 / 0.125 / 10.0, unless
+    `[codexd.prices."*"]` says otherwise (which is then no model of its own)."""
+    catalog = Catalog.for_snapshot(load_config(str(tmp_path), {}))
+    assert catalog.default_price == Price(input=1.25, cached_input=0.125, output=10.0)
+    assert catalog.default_price == FALLBACK_PRICE == default_price({})
     (tmp_path / "config.toml").write_text(
         '[codexd.prices."*"]\ninput = 2\ncached_input = 0.2\noutput = 8\n'
     )
-    snap = load_config(str(tmp_path), {})
-    assert default_price(snap) == Price(input=2, cached_input=0.2, output=8)
-    catalog = Catalog.for_snapshot(snap)
-    assert catalog.default_price == default_price(snap)
+    catalog = Catalog.for_snapshot(load_config(str(tmp_path), {}))
+    assert catalog.default_price == Price(input=2, cached_input=0.2, output=8)
     assert catalog.get("*") is None
 
 

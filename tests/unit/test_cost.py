@@ -7,13 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codexd.usage.cost import (
-    DEFAULT_PRICE,
-    Price,
-    cost_usd,
-    default_price,
-    estimate_cost_usd,
-)
+from codexd.config.schema import Price
+from codexd.usage.catalog import FALLBACK_PRICE as DEFAULT_PRICE
+from codexd.usage.cost import cost_usd, estimate_cost_usd
 
 
 class Usage(msgspec.Struct):
@@ -48,16 +44,6 @@ def test_a_model_without_a_price_uses_the_default_and_is_estimated() -> None:
     cost, estimated = cost_usd(Usage(1_000_000, 100_000, 10_000), None, DEFAULT_PRICE)
     assert estimated is True
     assert cost == pytest.approx(0.9 * 1.25 + 0.1 * 0.125 + 0.01 * 10.0)
-
-
-def test_spec_default_price_and_the_star_override() -> None:
-    assert (DEFAULT_PRICE.input, DEFAULT_PRICE.cached_input, DEFAULT_PRICE.output) == (
-        1.25,
-        0.125,
-        10.0,
-    )
-    assert default_price({}) is DEFAULT_PRICE
-    assert default_price({"*": PRICE, "other": DEFAULT_PRICE}) is PRICE
 
 
 def test_nonsense_counts_never_make_a_negative_or_inflated_cost() -> None:
