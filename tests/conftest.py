@@ -66,20 +66,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def daemon_env(tmp_path: Path) -> dict[str, str]:
-    """An environment whose daemon lives entirely inside tmp_path."""
-    home = tmp_path / "codex-home"
+def daemon_env_under(root: Path) -> dict[str, str]:
+    """An environment whose daemon lives entirely inside `root` (no credentials)."""
+    home = root / "codex-home"
     home.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
     env.pop("NOTIFY_SOCKET", None)
     env.pop("XDG_RUNTIME_DIR", None)
     env.update(
-        CODEXD_SOCKET=str(tmp_path / "run" / "codexd.sock"),
-        CODEXD_STATE_DIR=str(tmp_path / "state"),
+        CODEXD_SOCKET=str(root / "run" / "codexd.sock"),
+        CODEXD_STATE_DIR=str(root / "state"),
         CODEX_HOME=str(home),
     )
     return env
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose daemon lives entirely inside tmp_path."""
+    return daemon_env_under(tmp_path)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from tests.fuzz.procfs import fd_census
 
 HOLDER = r"""
-import socket, struct, time
+import contextlib, socket, struct, sys
 pair = socket.socketpair()
 server = socket.socket()
 server.bind(("127.0.0.1", 0))
@@ -20,12 +20,10 @@ client = socket.create_connection(server.getsockname())
 accepted, _ = server.accept()
 accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 accepted.close()  # the peer resets: `client` leaves /proc/net/tcp, its descriptor stays
-try:
+with contextlib.suppress(ConnectionResetError):
     client.recv(1)  # returns once the reset has arrived
-except ConnectionResetError:
-    pass
 print("ready", flush=True)
-time.sleep(60)
+sys.stdin.read()  # hold everything until the test is done with us
 """
 
 
@@ -34,7 +32,11 @@ def test_a_tcp_socket_its_peer_reset_counts_as_tcp_not_as_another_descriptor() -
     """A pooled upstream connection the server reset is still TCP (dropped at its next use);
     counting it among the other descriptors made a run look like it leaked two."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLDER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n", proc.stderr

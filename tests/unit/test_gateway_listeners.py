@@ -3,6 +3,7 @@ HTTP wording of a refused submission (gateway/server.py `submit_error`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -46,11 +47,9 @@ async def get_models(path: str) -> tuple[int, dict[str, Any]]:
     async with await anyio.connect_unix(path) as stream:
         await stream.send(b"GET /v1/models HTTP/1.1\r\nhost: codexd\r\nconnection: close\r\n\r\n")
         data = b""
-        try:
-            while True:
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:  # the reply ends when the gateway closes the connection
                 data += await stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            pass
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body)
 

@@ -1181,8 +1181,8 @@ async def test_the_reaper_forgets_a_finished_job_once_its_retention_has_passed()
         await tg.start(mgr.run)
         job = submit(mgr, {"type": "job.cancelled"})
         await job.finished.wait()
-        # The reaper's own timer, not a wake-up, must do it. Forgetting a job sets no event:
-        # look until it is gone, bounded.
+        # A test about time: the reaper's own timer (a real 10 ms), not a wake-up, must do
+        # it. Forgetting a job sets no event, so look until it is gone, bounded.
         with anyio.fail_after(5):
             while job.id in mgr.jobs:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
