@@ -28,6 +28,7 @@ import anyio.abc
 import msgspec
 
 from codexctl.protocol import (
+    TERMINAL_EVENT_TYPES,
     ErrorKind,
     JobCancelled,
     JobCompleted,
@@ -98,7 +99,7 @@ class UpstreamEvent:
 
 
 JobEvent = JobOwnEvent | UpstreamEvent
-_TERMINAL: Final = (JobCompleted, JobFailed, JobCancelled)
+_TERMINAL: Final = TERMINAL_EVENT_TYPES
 
 _KIND: Final[Mapping[type, str]] = {
     JobQueued: "job.queued",

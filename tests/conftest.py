@@ -66,6 +66,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (for a gateway `tcp` address)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def daemon_env_under(root: Path) -> dict[str, str]:
     """An environment whose daemon lives entirely inside `root` (no credentials)."""
     home = root / "codex-home"

@@ -25,7 +25,7 @@ from codexctl.cli import main as codexctl_main
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
-from tests.conftest import require_module, require_root, write_config
+from tests.conftest import free_port, require_module, require_root, write_config
 
 openai = require_module("openai", minversion="3")
 httpx2 = require_module("httpx2")
@@ -78,15 +78,9 @@ SDK_EVENT_TYPES = [
 CHAT = [{"role": "user", "content": "hi"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def gateway_env(daemon_env: dict[str, str], fake_openai: FakeOpenAI) -> dict[str, str]:
-    port = _free_port()
+    port = free_port()
     write_config(
         daemon_env,
         f'openai_base_url = "{fake_openai.base_url}"\nmodel = "gpt-5"\n'

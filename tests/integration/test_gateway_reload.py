@@ -24,13 +24,7 @@ from codexctl import Client
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
-from tests.conftest import write_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port, write_config
 
 
 def config_text(fake: FakeOpenAI, gateway: str) -> str:
@@ -163,7 +157,7 @@ def status_row(screen: str, name: str) -> str:
 def test_a_reload_turns_the_gateway_on_then_off(
     daemon: DaemonProcess, fake_openai: FakeOpenAI
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     assert status_gateway(daemon) is None
     assert refused_on_unix(daemon) and refused_on_tcp(address)
 
@@ -188,7 +182,7 @@ def test_a_reload_turns_the_gateway_on_then_off(
 
 
 def test_a_reload_moves_the_tcp_address(daemon: DaemonProcess, fake_openai: FakeOpenAI) -> None:
-    first, second = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    first, second = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     reload_with(daemon, fake_openai, f'enabled = true\ntcp = "{first}"\n')
     with tcp_http(daemon, first) as http:
         assert answered(http)
@@ -206,7 +200,7 @@ def test_a_reload_moves_the_tcp_address(daemon: DaemonProcess, fake_openai: Fake
 def test_a_tcp_address_taken_on_reload_keeps_the_old_one(
     daemon: DaemonProcess, fake_openai: FakeOpenAI
 ) -> None:
-    first = f"127.0.0.1:{_free_port()}"
+    first = f"127.0.0.1:{free_port()}"
     reload_with(daemon, fake_openai, f'enabled = true\ntcp = "{first}"\n')
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -222,7 +216,7 @@ def test_a_tcp_address_taken_on_reload_keeps_the_old_one(
 def test_a_stream_running_when_the_gateway_stops_finishes(
     daemon: DaemonProcess, fake_openai: FakeOpenAI
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     reload_with(daemon, fake_openai, f'enabled = true\ntcp = "{address}"\n')
     deltas = tuple(f"w{i} " for i in range(40))
     fake_openai.set_reply(fo.Reply(deltas=deltas, hold_after=6))
@@ -264,7 +258,7 @@ def test_status_and_codexctl_status_show_the_gateway(
     assert code == 0, screen
     assert status_row(screen, "gateway").startswith("off")
 
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     reload_with(daemon, fake_openai, f'enabled = true\ntcp = "{address}"\n')
     code, screen = codexctl_on_a_terminal(daemon.env, "status")
     assert code == 0, screen
@@ -300,7 +294,7 @@ def test_gateway_token_prints_the_token_and_says_when_nothing_takes_it(
     unix_only = token_command()
     assert unix_only.returncode == 0 and unix_only.stdout.strip() == token_of(daemon)
     assert "no TCP address" in unix_only.stderr
-    reload_with(daemon, fake_openai, f'enabled = true\ntcp = "127.0.0.1:{_free_port()}"\n')
+    reload_with(daemon, fake_openai, f'enabled = true\ntcp = "127.0.0.1:{free_port()}"\n')
     on = token_command()
     assert on.returncode == 0 and on.stdout.strip() == token_of(daemon) and on.stderr == ""
 

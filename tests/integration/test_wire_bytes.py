@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, RawReply
-from tests.conftest import LineConn, write_config
+from tests.conftest import LineConn, free_port, write_config
 
 HERE = Path(__file__).parent / "wire_bytes"
 WRITE = os.environ.get("CODEXD_WRITE_WIRE_BYTES") == "1"
@@ -93,19 +92,13 @@ ERROR_BODY = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def daemon(daemon_env: dict[str, str], fake_openai: FakeOpenAI) -> Iterator[DaemonProcess]:
     write_config(
         daemon_env,
         f'openai_base_url = "{fake_openai.base_url}"\nmodel = "gpt-5"\n'
         "request_max_retries = 0\nstream_max_retries = 0\n"
-        f'[codexd.gateway]\nenabled = true\ntcp = "127.0.0.1:{_free_port()}"\n',
+        f'[codexd.gateway]\nenabled = true\ntcp = "127.0.0.1:{free_port()}"\n',
     )
     daemon_env["OPENAI_API_KEY"] = "sk-test-key-for-the-fake-0000"
     with DaemonProcess(daemon_env) as proc:
@@ -123,7 +116,7 @@ def _check(name: str, data: bytes) -> None:
     if WRITE:
         HERE.mkdir(exist_ok=True)
         path.write_bytes(data)
-        return
+        pytest.skip(f"wrote {name}: review its diff, then run again without the variable")
     assert data == path.read_bytes(), f"{name} changed"
 
 

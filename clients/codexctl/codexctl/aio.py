@@ -134,7 +134,7 @@ class AsyncClient:
             raise
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         if self._client_info is not None:
-            await self.call("initialize", {"client": msgspec.to_builtins(self._client_info)})
+            await self._run(calls.initialize(self._client_info))
 
     async def aclose(self) -> None:
         """Close the connection for good."""

@@ -165,7 +165,7 @@ class Client:
             return
         self._sock = open_checked(self.socket_path, explicit=self._explicit, timeout=self._timeout)
         if self._client_info is not None:
-            self.call("initialize", {"client": msgspec.to_builtins(self._client_info)})
+            self._run(calls.initialize(self._client_info))
 
     def close(self) -> None:
         """Close the connection; the next call opens a new one."""

@@ -20,12 +20,14 @@ from after a dropped subscription or a lost connection.
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Iterator
 from typing import Any, ClassVar, Final
 
 import msgspec
 
 from codexctl.protocol import (
+    TERMINAL_EVENT_TYPES,
     JobCancelled,
     JobCompleted,
     JobFailed,
@@ -43,7 +45,7 @@ from codexctl.results import SubscriptionDropped as SubscriptionDropped
 # --------------------------------------------------------------------------- job events
 
 TEXT_DELTA: Final = "response.output_text.delta"
-TERMINAL_EVENTS: Final = frozenset({"job.completed", "job.failed", "job.cancelled"})
+TERMINAL_EVENTS: Final = frozenset(t.__struct_config__.tag for t in TERMINAL_EVENT_TYPES)
 
 
 class TextDelta(msgspec.Struct, frozen=True, tag=TEXT_DELTA, tag_field="type"):
@@ -88,20 +90,7 @@ KnownEvent = (
 )
 Event = KnownEvent | UpstreamEvent
 
-_KNOWN_TAGS: Final = frozenset(
-    t.__struct_config__.tag
-    for t in (
-        JobQueued,
-        JobStarted,
-        JobRetrying,
-        JobCompleted,
-        JobFailed,
-        JobCancelled,
-        TextDelta,
-        ReasoningDelta,
-        OutputItemDone,
-    )
-)
+_KNOWN_TAGS: Final = frozenset(t.__struct_config__.tag for t in typing.get_args(KnownEvent))
 
 
 def decode_event(event: Any) -> Event:
@@ -136,7 +125,7 @@ class JobEvent(msgspec.Struct, frozen=True):
     @property
     def terminal(self) -> bool:
         """Whether this is the job's last event (completed, failed or cancelled)."""
-        return isinstance(self.event, JobCompleted | JobFailed | JobCancelled)
+        return isinstance(self.event, TERMINAL_EVENT_TYPES)
 
 
 class JobCreated(msgspec.Struct, frozen=True):
@@ -244,9 +233,9 @@ class Follower:
         params = note.params if isinstance(note.params, dict) else {}
         if params.get("job_id") != self.job_id or self.done:
             return Step.SKIP
-        if note.method == "subscription/dropped":
+        if note.method == SubscriptionDropped.method:
             return Step.RESUBSCRIBE
-        if note.method != "job/event":
+        if note.method != JobEvent.method:
             return Step.SKIP
         seq = params.get("seq", 0)
         if not isinstance(seq, int) or seq <= self.last:

@@ -390,6 +390,8 @@ class JobCancelled(msgspec.Struct, tag="job.cancelled", tag_field="type"):
 
 
 JobOwnEvent = JobQueued | JobStarted | JobRetrying | JobCompleted | JobFailed | JobCancelled
+# A job's last event: one of these ends every job, and nothing follows it.
+TERMINAL_EVENT_TYPES: Final = (JobCompleted, JobFailed, JobCancelled)
 
 
 class SubmitResult(msgspec.Struct):
