@@ -134,7 +134,8 @@ class AsyncClient:
             raise
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         if self._client_info is not None:
-            await self._run(calls.initialize(self._client_info))
+            hello = calls.initialize(self._client_info)  # its reply is not needed: not decoded
+            await self.call(hello.method, hello.params)
 
     async def aclose(self) -> None:
         """Close the connection for good."""

@@ -165,7 +165,8 @@ class Client:
             return
         self._sock = open_checked(self.socket_path, explicit=self._explicit, timeout=self._timeout)
         if self._client_info is not None:
-            self._run(calls.initialize(self._client_info))
+            hello = calls.initialize(self._client_info)  # its reply is not needed: not decoded
+            self.call(hello.method, hello.params)
 
     def close(self) -> None:
         """Close the connection; the next call opens a new one."""
