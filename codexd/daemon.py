@@ -158,6 +158,7 @@ class Daemon:
             events=events,
             snapshot=lambda: config.snapshot,
             catalog=catalogs.catalog,
+            profile=config.for_profile,
         )
         accounts = Accounts(
             session=auth,

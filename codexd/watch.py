@@ -42,7 +42,7 @@ def _watch_target(codex_home: str) -> str:
 
 async def watch_names(
     codex_home: str,
-    names: Collection[str],
+    names: Collection[str] | Callable[[str], bool],
     on_change: Callable[[], Awaitable[None]],
     *,
     ready: anyio.Event | None = None,
@@ -55,7 +55,9 @@ async def watch_names(
 
     `debounce_ms` and `step_ms` are watchfiles' own: a batch is delivered `step_ms` after the
     last change (at most `debounce_ms` after the first), so a save is seen within ~50 ms.
+    `names` is the file names to watch, or a test of a file name.
     """
+    wanted = names if callable(names) else names.__contains__
     codex_home = _absolute(codex_home)
     while True:
         target = _watch_target(codex_home)
@@ -64,7 +66,7 @@ async def watch_names(
 
         def relevant(_change: watchfiles.Change, path: str, *, target: str = target) -> bool:
             if target == codex_home:
-                return os.path.basename(path) in names or path == codex_home
+                return wanted(os.path.basename(path)) or path == codex_home
             # Watching an ancestor: only the next path component towards codex_home matters.
             return codex_home.startswith(path.rstrip(os.sep) + os.sep) or path == codex_home
 
@@ -88,5 +90,5 @@ async def watch_names(
             if _watch_target(codex_home) != target:
                 # codex_home appeared (or vanished): watch the right directory instead.
                 break
-            if watching_home and any(os.path.basename(path) in names for _change, path in changes):
+            if watching_home and any(wanted(os.path.basename(path)) for _change, path in changes):
                 await on_change()

@@ -22,6 +22,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from codexctl.protocol import RESERVED_PROVIDER_IDS, ErrorKind, RpcError
+from codexctl.results import ConfigLayer
 from codexd.config.schema import (
     DEFAULT_CHATGPT_BASE_URL,
     DEFAULT_MODEL_PROVIDER,
@@ -44,6 +45,9 @@ from codexd.security.scrub import looks_like_secret, redact_urls
 
 CONFIG_NAME: Final = "config.toml"
 CODEXD_NAME: Final = "codexd.toml"
+# A profile file is `$CODEX_HOME/NAME.config.toml`, NAME as Codex accepts it for `--profile`.
+PROFILE_SUFFIX: Final = ".config.toml"
+_PROFILE_NAME: Final = re.compile(r"[A-Za-z0-9_-]+")
 # The tables codexd.toml may hold (for `codex --strict-config` users).
 CODEXD_FILE_TABLES: Final = ("codexd", "model_params")
 _LOOPBACK_NAMES: Final = ("localhost",)
@@ -71,6 +75,59 @@ class ConfigError(Exception):
 
     def __hash__(self) -> int:
         return hash(self.message)
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def is_profile_name(name: str) -> bool:
+    """A name that may select a profile file: letters, digits, `_` and `-` (as Codex's
+    `--profile`), so that it never leaves `$CODEX_HOME`."""
+    return _PROFILE_NAME.fullmatch(name) is not None
+
+
+def profile_path(codex_home: str, name: str) -> str:
+    """The profile file of `name` (a plain name: see `is_profile_name`)."""
+    return os.path.join(codex_home, name + PROFILE_SUFFIX)
+
+
+def profile_of(filename: str) -> str | None:
+    """The profile a file name in `$CODEX_HOME` holds (`work.config.toml` → `work`), or None."""
+    if not filename.endswith(PROFILE_SUFFIX):
+        return None
+    name = filename[: -len(PROFILE_SUFFIX)]
+    return name if is_profile_name(name) else None
+
+
+class ProfileNotFound(Exception):
+    """A profile name with neither a profile file nor a legacy `[profiles.NAME]` table.
+
+    `problem` and `hint` are said apart so that each front door can place them in its own
+    words; `str()` is the whole sentence."""
+
+    def __init__(self, name: str, path: str | None, known: Sequence[str]) -> None:
+        self.name = name
+        self.path = path
+        self.known = tuple(known)
+        looked = f"no file {path} and " if path is not None else "not a plain name, and "
+        self.problem = f"unknown profile {name!r}"
+        self.hint = (
+            f"({looked}no [profiles.{name}] table in {CONFIG_NAME}; "
+            f"known: {', '.join(self.known) or 'none'})"
+        )
+        super().__init__(f"{self.problem} {self.hint}")
+
+
+def known_profiles(codex_home: str, legacy: Mapping[str, Any] | None) -> list[str]:
+    """The profile names that would select something: the profile files in `codex_home`
+    and the legacy tables."""
+    names = set(legacy or ())
+    try:
+        entries = os.listdir(codex_home)
+    except OSError:
+        entries = []
+    names.update(n for n in map(profile_of, entries) if n is not None)
+    return sorted(names)
 
 
 # --------------------------------------------------------------------------- locating keys
@@ -471,19 +528,30 @@ def _depth(doc: Any, keys: Sequence[str]) -> int:
 
 
 class _Files:
-    """config.toml and codexd.toml as read, and which one a key came from."""
+    """config.toml, codexd.toml and the profile file as read, and which one a key came from:
+    the one that writes more of its path (a profile file, laid over the others, on a tie)."""
 
-    def __init__(self, main: _Source | None, main_path: str, extra: _Source | None) -> None:
+    def __init__(
+        self,
+        main: _Source | None,
+        main_path: str,
+        extra: _Source | None,
+        profile: _Source | None = None,
+    ) -> None:
         self.main = main
         self.main_path = main_path
         self.extra = extra
+        self.profile = profile
 
     def error(self, keys: Sequence[str], problem: str) -> ConfigError:
         source = self.main
-        if self.extra is not None:
-            main_depth = _depth(self.main.doc, keys) if self.main is not None else 0
-            if _depth(self.extra.doc, keys) > main_depth:
-                source = self.extra
+        best = _depth(self.main.doc, keys) if self.main is not None else 0
+        if self.extra is not None and _depth(self.extra.doc, keys) > best:
+            source, best = self.extra, _depth(self.extra.doc, keys)
+        if self.profile is not None:
+            depth = _depth(self.profile.doc, keys)
+            if depth > 0 and depth >= best:
+                source = self.profile
         if source is None:
             return ConfigError(self.main_path, None, ".".join(keys), problem)
         return ConfigError(source.path, locate(source.text, keys), ".".join(keys), problem)
@@ -620,11 +688,20 @@ def decode_catalog(raw: bytes) -> tuple[CatalogModel, ...]:
     return tuple(models)
 
 
-def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str) -> ConfigSnapshot:
+def _check(
+    cfg: ConfigToml,
+    files: _Files,
+    env: Mapping[str, str],
+    base_dir: str,
+    *,
+    legacy: bool,
+    layers: tuple[ConfigLayer, ...],
+) -> ConfigSnapshot:
     """Every check past the types, one table at a time (in the order their errors are
-    reported), then the snapshot."""
+    reported), then the snapshot. `legacy`: `cfg.profile` names a `[profiles.NAME]` table
+    (a profile file is already merged into `cfg`)."""
     providers = _check_providers(cfg, files, env)
-    top, active, effective = _check_selection(cfg, files, providers)
+    top, active, effective = _check_selection(cfg, files, providers, legacy=legacy)
     settings = cfg.codexd
     _check_codexd(settings, files, providers)
     catalog_path, catalog_models = _check_catalog(cfg, files, base_dir)
@@ -651,6 +728,7 @@ def _check(cfg: ConfigToml, files: _Files, env: Mapping[str, str], base_dir: str
         codexd=settings,
         top_level=top,
         catalog_models=catalog_models,
+        layers=layers,
     )
 
 
@@ -683,21 +761,12 @@ def _check_providers(
 
 
 def _check_selection(
-    cfg: ConfigToml, files: _Files, providers: Mapping[str, ProviderConfig]
+    cfg: ConfigToml, files: _Files, providers: Mapping[str, ProviderConfig], *, legacy: bool
 ) -> tuple[ModelSelection, ProfileConfig | None, ModelSelection]:
-    """`profile`, `[profiles.*]` and `model_provider`: the active profile exists and the
-    effective provider is defined. Returns the top-level settings, the active profile and
-    the effective settings."""
-    active = None
-    if cfg.profile is not None:
-        active = cfg.profiles.get(cfg.profile)
-        if active is None:
-            defined = ", ".join(sorted(cfg.profiles)) or "none"
-            raise files.error(
-                ("profile",),
-                f"profile {json.dumps(cfg.profile)} is not defined (defined: {defined}): "
-                f"add a [profiles.{cfg.profile}] table or change `profile`",
-            )
+    """`[profiles.*]` and `model_provider`: the effective provider is defined. Returns the
+    top-level settings, the active legacy profile and the effective settings. (That the
+    profile exists was checked when its layer was chosen: `_layer_profile`.)"""
+    active = cfg.profiles.get(cfg.profile) if legacy and cfg.profile is not None else None
     top = ModelSelection(
         profile=None,
         model=cfg.model,
@@ -812,18 +881,77 @@ def _check_headers(
                 )
 
 
+def _layer_profile(
+    doc: dict[str, Any],
+    files: _Files,
+    layers: list[ConfigLayer],
+    name: str,
+    *,
+    requested: bool,
+) -> tuple[dict[str, Any], bool]:
+    """Lay profile `name` over `doc`: its file `$CODEX_HOME/NAME.config.toml` merged in (as
+    Codex merges layers: tables key by key, any other value replaced), else its legacy
+    `[profiles.NAME]` table (applied later, by `_check_selection`). Returns the document and
+    whether the profile is a legacy table. Neither: ProfileNotFound when the name was
+    `requested` by a caller, else the located error of the `profile` key."""
+    home = os.path.dirname(files.main_path)
+    plain = is_profile_name(name)
+    source = _read(profile_path(home, name)) if plain else None
+    if source is not None:
+        if "profile" in source.doc:
+            raise ConfigError(
+                source.path,
+                locate(source.text, ["profile"]),
+                "profile",
+                f"a profile file cannot select a profile: remove the key (`profile` "
+                f"belongs in {CONFIG_NAME})",
+            )
+        files.profile = source
+        layers.append(ConfigLayer(path=source.path, kind="profile", profile=name))
+        return {**_deep_merge(doc, source.doc), "profile": name}, False
+    tables = doc.get("profiles")
+    tables = tables if isinstance(tables, dict) else {}
+    if isinstance(tables.get(name), dict):
+        layers.append(ConfigLayer(path=files.main_path, kind="legacy_profile", profile=name))
+        return {**doc, "profile": name}, True
+    missing = ProfileNotFound(
+        name, profile_path(home, name) if plain else None, known_profiles(home, tables)
+    )
+    if requested:
+        raise missing
+    raise files.error(
+        ("profile",),
+        f"profile {json.dumps(name)} is not defined {missing.hint}: create the file, add "
+        "the table or change `profile`",
+    )
+
+
 def _build(
-    main: _Source | None, main_path: str, extra: _Source | None, env: Mapping[str, str] | None
+    main: _Source | None,
+    main_path: str,
+    extra: _Source | None,
+    env: Mapping[str, str] | None,
+    *,
+    profile: str | None = None,
 ) -> ConfigSnapshot:
     env = os.environ if env is None else env
     files = _Files(main, main_path, extra)
     doc = _merge_sources(main, extra)
+    layers = [ConfigLayer(path=main_path, kind="config")]  # missing: every default
+    if extra is not None:
+        layers.append(ConfigLayer(path=extra.path, kind="codexd"))
+    name = profile if profile is not None else doc.get("profile")
+    legacy = False
+    if isinstance(name, str):
+        doc, legacy = _layer_profile(doc, files, layers, name, requested=profile is not None)
     try:
         cfg = msgspec.convert(doc, ConfigToml)
     except msgspec.ValidationError as exc:
         located = _explain(exc, doc, ConfigToml)
         raise files.error(located.keys, located.problem)
-    return _check(cfg, files, env, os.path.dirname(main_path))
+    return _check(
+        cfg, files, env, os.path.dirname(main_path), legacy=legacy, layers=tuple(layers)
+    )
 
 
 def default_config(env: Mapping[str, str] | None = None) -> ConfigSnapshot:
@@ -831,15 +959,19 @@ def default_config(env: Mapping[str, str] | None = None) -> ConfigSnapshot:
     return _build(None, CONFIG_NAME, None, env)
 
 
-def load_config(codex_home: str, env: Mapping[str, str] | None = None) -> ConfigSnapshot:
-    """The effective config of `codex_home` (config.toml + codexd.toml; missing = defaults).
+def load_config(
+    codex_home: str, env: Mapping[str, str] | None = None, *, profile: str | None = None
+) -> ConfigSnapshot:
+    """The effective config of `codex_home`: config.toml + codexd.toml (missing = defaults),
+    with the profile of config.toml's `profile` key laid over them, or `profile` instead
+    when given (its file, else its legacy table).
 
-    Raises ConfigError.
+    Raises ConfigError; ProfileNotFound when `profile` names neither a file nor a table.
     """
     main_path = os.path.join(codex_home, CONFIG_NAME)
     main = _read(main_path)
     extra = _read(os.path.join(codex_home, CODEXD_NAME))
-    return _build(main, main_path, extra, env)
+    return _build(main, main_path, extra, env, profile=profile)
 
 
 # Every top-level key of Codex's own config.toml (as of late 2025, old and new), and codexd's:
@@ -895,8 +1027,9 @@ def unknown_key_warnings(path: str) -> list[str]:
 def load_file(path: str, env: Mapping[str, str] | None = None) -> ConfigSnapshot:
     """Validate one file on its own (`codexctl config check FILE`).
 
-    A file named codexd.toml is checked as one (only [codexd] and [model_params]); any other
-    name as a config.toml. Raises ConfigError (also when the file does not exist).
+    A file named codexd.toml is checked as one (only [codexd] and [model_params]); a profile
+    file (`NAME.config.toml`) as the profile NAME laid over the config.toml beside it; any
+    other name as a config.toml. Raises ConfigError (also when the file does not exist).
     """
     path = os.path.abspath(path)
     source = _read(path)
@@ -904,4 +1037,7 @@ def load_file(path: str, env: Mapping[str, str] | None = None) -> ConfigSnapshot
         raise ConfigError(path, None, None, "no such file")
     if os.path.basename(path) == CODEXD_NAME:
         return _build(None, os.path.join(os.path.dirname(path), CONFIG_NAME), source, env)
+    profile = profile_of(os.path.basename(path))
+    if profile is not None:
+        return load_config(os.path.dirname(path), env, profile=profile)
     return _build(source, path, None, env)

@@ -46,6 +46,7 @@ def redact(snapshot: ConfigSnapshot) -> dict[str, Any]:
     effective: dict[str, Any] = msgspec.to_builtins(snapshot)
     effective.pop("top_level", None)
     effective.pop("catalog_models", None)
+    effective.pop("layers", None)  # config/read's own member
     for provider in effective["providers"].values():
         if provider.get("experimental_bearer_token"):
             provider["experimental_bearer_token"] = REDACTED

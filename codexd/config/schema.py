@@ -429,12 +429,17 @@ class ConfigToml(Struct, frozen=True, kw_only=True):
     profile: Annotated[
         str | None,
         Meta(
-            description="The `[profiles.NAME]` whose settings lie over the top-level ones; a "
-            "request may name another."
+            description="The profile in force unless a request names another: the file "
+            "`$CODEX_HOME/NAME.config.toml` laid over this one, else the legacy "
+            "`[profiles.NAME]` table."
         ),
     ] = None
     profiles: Annotated[
-        dict[str, ProfileConfig], Meta(description="Named sets of model settings.")
+        dict[str, ProfileConfig],
+        Meta(
+            description="Legacy named sets of model settings, used for a profile that has no "
+            "file of its own."
+        ),
     ] = {}
     openai_base_url: Annotated[
         str | None,
@@ -551,9 +556,10 @@ class ModelSelection(Struct, frozen=True, kw_only=True):
 class ConfigSnapshot(Struct, frozen=True, kw_only=True):
     """The effective configuration: immutable, swapped whole on reload.
 
-    The model settings are those of the active profile (`profile`) laid over the file's own
-    (kept in `top_level`, so that a request may name another profile); `providers` holds the
-    built-ins and the file's custom providers.
+    The model settings are those of the active profile (`profile`): a profile file is
+    merged into the document before it is decoded; a legacy `[profiles.NAME]` table is laid
+    over the file's own settings (kept in `top_level`, so that `selection` can lay another
+    legacy table over them). `providers` holds the built-ins and the files' custom providers.
     """
 
     path: str
@@ -576,6 +582,8 @@ class ConfigSnapshot(Struct, frozen=True, kw_only=True):
     codexd: CodexdSettings
     top_level: ModelSelection
     catalog_models: tuple[CatalogModel, ...] = ()
+    # The files (and legacy table) this snapshot was made from, lowest first (`config/read`).
+    layers: tuple[results.ConfigLayer, ...] = ()
 
     @property
     def provider(self) -> ProviderConfig:

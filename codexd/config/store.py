@@ -9,12 +9,21 @@ touches running work.
 
 `RESTART_KEYS` is the one list of keys a reload cannot apply: the store warns when one of them
 differs from start-up, and the config doc marks them.
+
+Profiles: the snapshot in force carries the profile of config.toml's `profile` key. A request
+that names another gets `for_profile(name)`: config.toml with that profile laid over it, built
+on first use and kept in a bounded cache (`MAX_PROFILE_SNAPSHOTS`, least recently used out).
+Each reload rebuilds the cached ones as well: a profile file that became invalid keeps its old
+snapshot and is reported like config.toml; one that disappeared is dropped. Such a snapshot
+takes `[codexd]` from the snapshot in force: the daemon's own settings (limits, the gateway,
+budgets) are the daemon's, not a request's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +33,7 @@ import anyio.from_thread
 import msgspec
 
 from codexctl.results import ConfigRejected, ConfigReloaded
-from codexd.config.load import ConfigError, load_config
+from codexd.config.load import ConfigError, ProfileNotFound, load_config
 from codexd.config.schema import ConfigSnapshot
 
 log = logging.getLogger("codexd.config")
@@ -39,6 +48,9 @@ RESTART_KEYS: Final = (
     "codexd.auth_issuer",  # the OAuth client that refreshes tokens
     "codexd.rate_limits.*.backend",  # a provider's limiter, made on its first use
 )
+
+# The most snapshots of profiles that requests named (besides the one in force) kept at once.
+MAX_PROFILE_SNAPSHOTS: Final = 16
 
 
 def _values(node: Any, parts: list[str], prefix: str) -> dict[str, Any]:
@@ -104,6 +116,8 @@ def _utc_now() -> datetime:
 
 
 Loader = Callable[[], ConfigSnapshot]
+# The snapshot of a named profile (raises ConfigError, ProfileNotFound).
+ProfileLoader = Callable[[str], ConfigSnapshot]
 
 
 class ConfigStore:
@@ -120,10 +134,13 @@ class ConfigStore:
         snapshot: ConfigSnapshot,
         loader: Loader,
         *,
+        profile_loader: ProfileLoader | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._snapshot = snapshot
         self._loader = loader
+        self._profile_loader = profile_loader
+        self._profiles: OrderedDict[str, ConfigSnapshot] = OrderedDict()
         self._now = now
         self._generation = 1
         self._loaded_at = rfc3339(now())
@@ -147,7 +164,10 @@ class ConfigStore:
         def loader() -> ConfigSnapshot:
             return load_config(codex_home, env)
 
-        return cls(loader(), loader, now=now)
+        def profile_loader(name: str) -> ConfigSnapshot:
+            return load_config(codex_home, env, profile=name)
+
+        return cls(loader(), loader, profile_loader=profile_loader, now=now)
 
     @property
     def snapshot(self) -> ConfigSnapshot:
@@ -180,6 +200,57 @@ class ConfigStore:
             path=self.path, generation=self._generation, loaded_at=self._loaded_at, error=self.error
         )
 
+    def for_profile(self, name: str) -> ConfigSnapshot:
+        """The snapshot for a request naming profile `name`: the one in force when it is its
+        profile, else config.toml with that profile laid over it (cached).
+
+        Raises ProfileNotFound (neither a profile file nor a legacy table), ConfigError (its
+        file is invalid).
+        """
+        if name == self._snapshot.profile:
+            return self._snapshot
+        cached = self._profiles.get(name)
+        if cached is not None:
+            self._profiles.move_to_end(name)
+            return cached
+        if self._profile_loader is None:
+            raise ProfileNotFound(name, None, sorted(self._snapshot.profiles))
+        snapshot = self._with_daemon_settings(self._profile_loader(name), self._snapshot)
+        self._profiles[name] = snapshot
+        while len(self._profiles) > MAX_PROFILE_SNAPSHOTS:
+            self._profiles.popitem(last=False)
+        return snapshot
+
+    @property
+    def cached_profiles(self) -> list[str]:
+        """The profiles that requests named and whose snapshots are kept, oldest use first."""
+        return list(self._profiles)
+
+    @staticmethod
+    def _with_daemon_settings(snapshot: ConfigSnapshot, in_force: ConfigSnapshot) -> ConfigSnapshot:
+        return msgspec.structs.replace(snapshot, codexd=in_force.codexd)
+
+    def _reload_profiles(
+        self, in_force: ConfigSnapshot
+    ) -> tuple[OrderedDict[str, ConfigSnapshot], ConfigError | None]:
+        """The cached profiles rebuilt: an invalid one keeps its snapshot (the first such
+        error is returned), a vanished one is dropped."""
+        rebuilt: OrderedDict[str, ConfigSnapshot] = OrderedDict()
+        first_error: ConfigError | None = None
+        for name, old in self._profiles.items():
+            if name == in_force.profile or self._profile_loader is None:
+                continue
+            try:
+                fresh = self._profile_loader(name)
+            except ProfileNotFound:
+                continue
+            except ConfigError as exc:
+                first_error = first_error or exc
+                rebuilt[name] = old
+                continue
+            rebuilt[name] = self._with_daemon_settings(fresh, in_force)
+        return rebuilt, first_error
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback` with every ConfigReloaded / ConfigRejected; returns the unsubscribe."""
         self._subscribers.append(callback)
@@ -195,16 +266,14 @@ class ConfigStore:
         try:
             candidate = self._loader()
         except ConfigError as exc:
-            self._error = exc
-            if exc.message != self._logged_error:
-                log.warning("config invalid, keeping generation %d: %s", self._generation, exc)
-                self._logged_error = exc.message
-            self._publish(ConfigRejected(path=exc.file, error=exc.message))
-            return ReloadOutcome(generation=self._generation, changed=False, error=exc)
-        recovered = self._error is not None
-        self._error = None
-        self._logged_error = None
-        changed = candidate != self._snapshot
+            return self._rejected(exc)
+        profiles, profile_error = self._reload_profiles(candidate)
+        recovered = self._error is not None and profile_error is None
+        changed = candidate != self._snapshot or profiles != self._profiles
+        self._profiles = profiles
+        if profile_error is None:
+            self._error = None
+            self._logged_error = None
         if changed:
             self._snapshot = candidate
             self._generation += 1
@@ -219,7 +288,19 @@ class ConfigStore:
             self._pending = pending
         if changed or recovered:
             self._publish(ConfigReloaded(generation=self._generation, path=self.path))
+        if profile_error is not None:
+            return self._rejected(profile_error, changed=changed)
         return ReloadOutcome(generation=self._generation, changed=changed)
+
+    def _rejected(self, exc: ConfigError, *, changed: bool = False) -> ReloadOutcome:
+        """An invalid file (config.toml, codexd.toml or a profile file in use): recorded for
+        `daemon/status`, logged once, told to subscribers; what was in force stays."""
+        self._error = exc
+        if exc.message != self._logged_error:
+            log.warning("config invalid, keeping generation %d: %s", self._generation, exc)
+            self._logged_error = exc.message
+        self._publish(ConfigRejected(path=exc.file, error=exc.message))
+        return ReloadOutcome(generation=self._generation, changed=changed, error=exc)
 
     def _publish(self, event: ConfigEvent) -> None:
         if threading.get_ident() != self._home_thread:

@@ -1,5 +1,9 @@
-"""Watch `$CODEX_HOME` for edits of config.toml / codexd.toml; how the directory is
-watched (renames, a missing directory, readiness) is `codexd.watch`'s."""
+"""Watch `$CODEX_HOME` for edits of config.toml, codexd.toml and the profile files
+(`NAME.config.toml`); how the directory is watched (renames, a missing directory, readiness)
+is `codexd.watch`'s.
+
+Every profile file is watched, not only those in use: which ones are in use changes with the
+requests, and a change to one that is not in use costs a reload that changes nothing."""
 
 from __future__ import annotations
 
@@ -8,10 +12,15 @@ from typing import Final
 
 import anyio
 
-from codexd.config.load import CODEXD_NAME, CONFIG_NAME
+from codexd.config.load import CODEXD_NAME, CONFIG_NAME, profile_of
 from codexd.watch import DEFAULT_RUST_TIMEOUT_MS, watch_names
 
 WATCHED_NAMES: Final = frozenset({CONFIG_NAME, CODEXD_NAME})
+
+
+def is_config_file(name: str) -> bool:
+    """A file name of `$CODEX_HOME` whose change may change the config."""
+    return name in WATCHED_NAMES or profile_of(name) is not None
 
 
 async def watch_config(
@@ -30,7 +39,7 @@ async def watch_config(
     """
     await watch_names(
         codex_home,
-        WATCHED_NAMES,
+        is_config_file,
         on_change,
         ready=ready,
         rust_timeout_ms=rust_timeout_ms,

@@ -24,10 +24,11 @@ from codexd.config.load import (
     CODEXD_FILE_TABLES,
     CODEXD_NAME,
     CONFIG_NAME,
+    PROFILE_SUFFIX,
     default_config,
 )
 from codexd.config.schema import LMSTUDIO_DEFAULT_PORT, OLLAMA_DEFAULT_PORT, ConfigToml
-from codexd.config.store import RESTART_KEYS
+from codexd.config.store import MAX_PROFILE_SNAPSHOTS, RESTART_KEYS
 from codexd.install import SHELL_LOCATIONS, env_file_path
 from codexd.usage.catalog import DEFAULT_PRICE_KEY, FALLBACK_PRICE
 
@@ -219,7 +220,7 @@ forced_login_method = "chatgpt"
 model_catalog_json = "models.json"              # $CODEX_HOME/models.json
 """,
     "profiles.*": """\
-profile = "deep"                  # in force unless a request names another
+profile = "deep"                  # no deep.config.toml: this table is the profile
 
 [profiles.deep]
 model = "gpt-5.1-codex-max"
@@ -544,6 +545,54 @@ def _table(table: Table) -> list[str]:
     return out
 
 
+PROFILE_EXAMPLE: Final = """\
+# $CODEX_HOME/work.config.toml: `codexctl ask --profile work ...`, or `profile = "work"`
+model = "gpt-5.1-codex-mini"
+model_provider = "corp"
+model_reasoning_effort = "low"
+
+[model_providers.corp]
+base_url = "https://llm-gateway.example.com/v1"
+env_key = "CORP_API_KEY"
+"""
+
+
+def _profiles() -> list[str]:
+    return [
+        "## Profiles",
+        "",
+        "A profile is a set of settings chosen by name: by `profile = \"NAME\"` in "
+        f"`{CONFIG_NAME}` (the profile in force), or by one request (`codexctl ask --profile "
+        "NAME`, `job/submit`'s `profile`, the gateway's `X-Codexd-Profile` header). As in "
+        f"Codex CLI 0.145 and later, NAME selects the file `$CODEX_HOME/NAME{PROFILE_SUFFIX}`, "
+        f"laid over `{CONFIG_NAME}`: the two are merged table by table, and what the profile "
+        "file sets replaces what config.toml sets (an array is replaced whole). A profile "
+        "file may hold any key of config.toml, providers of its own included, but not "
+        "`profile`. NAME is made of letters, digits, `_` and `-`.",
+        "",
+        "When that file does not exist, the `[profiles.NAME]` table of config.toml is used: "
+        "the format Codex wrote before profile files (see `[profiles.NAME]` below). A name "
+        "that is neither is refused, naming the file it looked for: a request gets "
+        "`invalid_params`, and the `profile` key an invalid config.",
+        "",
+        "The profile file of `profile` is read at every load. One that a request names is "
+        "read when the first such request comes; its configuration is then kept (for "
+        f"{MAX_PROFILE_SNAPSHOTS} profiles at most, the least recently used dropped) and read "
+        f"again at every reload. codexd watches every `*{PROFILE_SUFFIX}` of `$CODEX_HOME`: "
+        "editing, creating or deleting a profile file in use reloads, and an invalid one is "
+        "reported like config.toml while the profile's previous configuration stays in force. "
+        "The `[codexd]` settings of a profile file apply when it is the `profile` of "
+        "config.toml; a request that names a profile runs with the daemon's own `[codexd]`. "
+        f"`codexctl config check NAME{PROFILE_SUFFIX}` checks a profile file laid over the "
+        "config.toml beside it, and `codexctl config show` lists the files in force.",
+        "",
+        "```toml",
+        PROFILE_EXAMPLE.rstrip("\n"),
+        "```",
+        "",
+    ]
+
+
 def render() -> str:
     """docs/config.md."""
     restart = ", ".join(_code(k.replace("*", "ID")) for k in RESTART_KEYS)
@@ -564,7 +613,8 @@ def render() -> str:
         "",
         "## Reload or restart",
         "",
-        "codexd watches both files: saving one, `codexctl config reload` and `SIGHUP` all "
+        "codexd watches both files and the profile files (below): saving one, `codexctl "
+        "config reload` and `SIGHUP` all "
         "reload. The new files are checked first and used only when valid; an invalid file "
         "leaves the configuration in force and is reported (the log, `codexctl status`) with "
         "its line and key. At start-up an invalid file stops `codexd run` with that message.",
@@ -577,6 +627,7 @@ def render() -> str:
         "of them codexd logs a warning, and the change takes effect once codexd restarts.",
         "",
     ]
+    out += _profiles()
     for table in tables():
         out += _table(table)
     out += _environment()

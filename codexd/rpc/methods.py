@@ -96,15 +96,19 @@ async def shutdown(ctx: CallContext, params: NoParams) -> Empty:
 
 
 async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
-    """What the daemon reads from config.toml (and the profile in use), as it applies it."""
+    """What the daemon reads from config.toml (and the profile in use), as it applies it,
+    and the layers it was made from: config.toml, codexd.toml, then the profile file or the
+    legacy `[profiles.NAME]` table of the config's `profile`."""
     store = ctx.services.config
     st = store.status()
+    snapshot = store.snapshot
     return ConfigRead(
         path=st.path,
         generation=st.generation,
         loaded_at=st.loaded_at,
         error=st.error,
-        effective=redact(store.snapshot),
+        effective=redact(snapshot),
+        layers=list(snapshot.layers),
     )
 
 

@@ -20,6 +20,7 @@ import msgspec
 from codexctl.protocol import ErrorKind, JobChange, RpcError
 from codexctl.results import ModelInfo
 from codexd.auth.session import ProviderAuth
+from codexd.config.load import ConfigError, ProfileNotFound
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
 from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
@@ -246,6 +247,7 @@ class JobService:
         events: EventHub,
         snapshot: Callable[[], ConfigSnapshot],
         catalog: Callable[[ConfigSnapshot], Catalog],
+        profile: Callable[[str], ConfigSnapshot] | None = None,
     ) -> None:
         self.manager = JobManager(
             runner,
@@ -260,6 +262,7 @@ class JobService:
         self._ledger = ledger
         self._events = events
         self._snapshot = snapshot
+        self._profile = profile
         self._catalog = catalog
         self._owned: dict[object, set[Job]] = {}
         self._owner_of: dict[Job, object] = {}
@@ -271,13 +274,27 @@ class JobService:
             existing = self.manager.find_by_request_id(req.client, req.client_request_id)
             if existing is not None:
                 return existing
-        snapshot = self._snapshot()
+        snapshot = self._snapshot_for(req.profile or None)
         resolved = resolve(snapshot, self._catalog(snapshot), req)
         await self._admission.check(resolved)
         job = self.create(resolved)
         if req.cancel_on_disconnect and owner is not None:
             self._own(owner, job)
         return job
+
+    def _snapshot_for(self, profile: str | None) -> ConfigSnapshot:
+        """The snapshot a request naming `profile` runs with: the one in force, or that of
+        config.toml with the profile laid over it (invalid_params when there is no such
+        profile, config_invalid when its file is invalid)."""
+        snapshot = self._snapshot()
+        if profile is None or profile == snapshot.profile or self._profile is None:
+            return snapshot
+        try:
+            return self._profile(profile)
+        except ProfileNotFound as exc:
+            raise _invalid("profile", exc.problem, exc.hint) from None
+        except ConfigError as exc:
+            raise exc.to_rpc_error() from None
 
     def create(self, job: ResolvedJob) -> Job:
         return self.manager.create(

@@ -91,7 +91,7 @@ def toml_blocks() -> list[str]:
 
 def test_every_example_loads(tmp_path: Path) -> None:
     blocks = toml_blocks()
-    assert len(blocks) == len(docsgen.EXAMPLES)
+    assert len(blocks) == len(docsgen.EXAMPLES) + 1  # and the profile file's
     for n, block in enumerate(blocks):
         home = tmp_path / str(n)
         home.mkdir()
@@ -99,6 +99,14 @@ def test_every_example_loads(tmp_path: Path) -> None:
         (home / "models.json").write_text('{"models": []}')  # the catalog an example names
         load_config(str(home), {})
         assert unknown_key_warnings(str(home / "config.toml")) == [], block
+
+
+def test_the_profile_example_is_a_profile_file(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('model = "gpt-5"\nprofile = "work"\n')
+    (tmp_path / "work.config.toml").write_text(docsgen.PROFILE_EXAMPLE)
+    snap = load_config(str(tmp_path), {})
+    assert (snap.profile, snap.model, snap.model_provider) == ("work", "gpt-5.1-codex-mini", "corp")
+    assert [layer.kind for layer in snap.layers] == ["config", "profile"]
 
 
 def _written(doc: dict[str, Any], prefix: tuple[str, ...], known: set[str]) -> Iterator[str]:

@@ -61,7 +61,13 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(("login", "logout", "whoami"), "codexctl.commands_account"),
     **dict.fromkeys(("start", "shutdown"), "codexctl.commands_service"),
 }
-_OPTIONS_WITH_VALUE = ("--socket",)
+_OPTIONS_WITH_VALUE = ("--socket", "--profile")
+# The commands that submit a job, so that a profile given before the command applies.
+PROFILE_COMMANDS = ("ask", "submit")
+PROFILE_HELP = (
+    "a profile: $CODEX_HOME/NAME.config.toml laid over config.toml, else its legacy "
+    "[profiles.NAME] table (default: config.toml's `profile`)"
+)
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -93,6 +99,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="codexctl", description="Talk to the codexd daemon.", parents=[common]
     )
     p.add_argument("--version", action="version", version=f"codexctl {__version__}")
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help=PROFILE_HELP + f"; for {' and '.join(PROFILE_COMMANDS)}",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("status", parents=[common], help="show what the daemon is doing")
@@ -457,6 +469,10 @@ def main(
             if args.command is None:
                 parser.print_help(err)
                 return EXIT_USAGE
+            if getattr(args, "profile", None) is not None and args.command not in PROFILE_COMMANDS:
+                parser.error(
+                    f"--profile applies to {' and '.join(PROFILE_COMMANDS)}, not {args.command}"
+                )
             ctx = Context(args, out, err)
             status = _run(args, ctx)
             out.flush()

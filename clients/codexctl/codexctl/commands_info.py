@@ -376,6 +376,11 @@ def config_show(ctx: Context) -> int:
     ctx.out.write(f"# {result['path']} (generation {result['generation']}, loaded {loaded})\n")
     if result.get("error"):
         ctx.out.write(f"# last reload failed: {result['error']} (this config stays in force)\n")
+    layers = result.get("layers") or []
+    if layers:
+        ctx.out.write("# made from, each laid over the ones before it:\n")
+        for layer in layers:
+            ctx.out.write(f"#   {layer_line(layer)}\n")
     shaped, builtins = as_config_file(result.get("effective") or {})
     ctx.out.write("\n".join(toml_lines(shaped)) + "\n")
     if builtins:
@@ -383,6 +388,26 @@ def config_show(ctx: Context) -> int:
         lines = toml_lines({"model_providers": builtins})
         ctx.out.write("\n".join(f"# {line}" if line else "#" for line in lines[1:]) + "\n")
     return EXIT_OK
+
+
+_LAYER_WORDS: Final = {
+    "config": "config",
+    "codexd": "codexd settings",
+    "profile": "profile file",
+    "legacy_profile": "legacy profile",
+}
+
+
+def layer_line(layer: Mapping[str, Any]) -> str:
+    """One layer of `config/read` in words: `profile file   work  /home/me/.codex/work.config.toml`;
+    a legacy profile names its table."""
+    kind = str(layer.get("kind"))
+    path = str(layer.get("path"))
+    name = layer.get("profile")
+    if kind == "legacy_profile":
+        path = f"[profiles.{name}] in {path}"
+    label = f"{_LAYER_WORDS.get(kind, kind)} {name}" if name else _LAYER_WORDS.get(kind, kind)
+    return f"{label:<24} {path}"
 
 
 def as_config_file(effective: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

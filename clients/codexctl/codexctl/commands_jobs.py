@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from codexctl.cli import (
+    PROFILE_HELP,
     Context,
     Handler,
     UsageError,
@@ -53,7 +54,9 @@ def add_parsers(
     request.add_argument("prompt", metavar="PROMPT", help="the prompt, or - to read it from stdin")
     request.add_argument("--model", help="the model (default: config.toml's)")
     request.add_argument("--provider", help="a provider id of config.toml (default: its own)")
-    request.add_argument("--profile", help="a [profiles.NAME] of config.toml")
+    request.add_argument(
+        "--profile", metavar="NAME", default=argparse.SUPPRESS, help=PROFILE_HELP
+    )
     request.add_argument("--reasoning", metavar="EFFORT", help="reasoning effort, e.g. low|high")
     request.add_argument("--system", metavar="TEXT", help="system instructions")
     request.add_argument(
@@ -124,7 +127,7 @@ def submit_params(args: argparse.Namespace, prompt: str, *, subscribe: bool) -> 
         system=args.system,
         reasoning=args.reasoning,
         provider=args.provider,
-        profile=args.profile,
+        profile=getattr(args, "profile", None),  # after the command, or before it
     )
 
 

@@ -104,16 +104,34 @@ class ModelsResult(msgspec.Struct):
     models: list[ModelInfo]
 
 
+ConfigLayerKind = Literal["config", "codexd", "profile", "legacy_profile"]
+
+
+class ConfigLayer(msgspec.Struct, frozen=True):
+    """One layer of the effective config, as `config/read` lists them (lowest first, each
+    laid over the ones before it): `config` is config.toml, `codexd` is codexd.toml,
+    `profile` a profile file (`$CODEX_HOME/NAME.config.toml`) and `legacy_profile` a
+    `[profiles.NAME]` table of config.toml (its `path`). `profile` names the profile of the
+    last two kinds, and is null for the others."""
+
+    path: str
+    kind: ConfigLayerKind
+    profile: str | None = None
+
+
 class ConfigRead(msgspec.Struct):
     """`config/read`'s result. `effective` is the config in force, defaults filled in, with
     every secret (keys, header values, credentials and query values inside URLs) replaced;
-    `error` says why the last reload failed, or is null."""
+    `error` says why the last reload failed, or is null; `layers` are the files (and the
+    legacy profile table) it was made from, lowest first: config.toml always (missing, it
+    means every default), the others when they are in use."""
 
     path: str
     generation: int
     loaded_at: str
     error: str | None
     effective: dict[str, Any]
+    layers: list[ConfigLayer] = []
 
 
 class ConfigReloadResult(msgspec.Struct):
