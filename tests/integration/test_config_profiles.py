@@ -4,6 +4,7 @@ reported, and config/read's layers."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +115,14 @@ def test_codexctl_profile_before_ask_selects_the_profile(
         )
         assert status == 1
         assert str(profile_path(team_env, "nope")) in err.getvalue()
+
+
+def test_codexctl_profile_applies_only_to_commands_that_submit() -> None:
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(err):
+        codexctl_main(["--profile", "work", "status"], out=io.StringIO(), err=err)
+    assert info.value.code == 2
+    assert "--profile applies to ask and submit, not status" in err.getvalue()
 
 
 def test_editing_the_profile_file_in_force_reloads(

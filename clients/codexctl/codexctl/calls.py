@@ -185,7 +185,8 @@ class SubmitOptions(TypedDict, total=False):
     - `system`: system instructions
     - `reasoning`: reasoning effort, e.g. "low" or "high" (checked against the model)
     - `api`: "responses" or "chat" (default: the provider's wire API)
-    - `provider`: a provider id of config.toml; `profile`: a profile of config.toml
+    - `provider`: a provider id of config.toml; `profile`: a profile, its file
+      `$CODEX_HOME/NAME.config.toml` laid over config.toml (else its `[profiles.NAME]`)
     - `cancel_on_disconnect`: cancel the job when this connection closes (default False:
       the job runs on, and `events(job_id)` can re-attach to it)
     - `client_request_id`: an id of yours; submitting it again (from the same client name,
