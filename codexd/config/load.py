@@ -48,6 +48,8 @@ CODEXD_NAME: Final = "codexd.toml"
 # A profile file is `$CODEX_HOME/NAME.config.toml`, NAME as Codex accepts it for `--profile`.
 PROFILE_SUFFIX: Final = ".config.toml"
 _PROFILE_NAME: Final = re.compile(r"[A-Za-z0-9_-]+")
+# The most profile names an error message lists.
+MAX_KNOWN_SHOWN: Final = 20
 # The tables codexd.toml may hold (for `codex --strict-config` users).
 CODEXD_FILE_TABLES: Final = ("codexd", "model_params")
 _LOOPBACK_NAMES: Final = ("localhost",)
@@ -110,11 +112,11 @@ class ProfileNotFound(Exception):
         self.path = path
         self.known = tuple(known)
         looked = f"no file {path} and " if path is not None else "not a plain name, and "
+        shown = ", ".join(self.known[:MAX_KNOWN_SHOWN]) or "none"
+        if len(self.known) > MAX_KNOWN_SHOWN:
+            shown += f" and {len(self.known) - MAX_KNOWN_SHOWN} more"
         self.problem = f"unknown profile {name!r}"
-        self.hint = (
-            f"({looked}no [profiles.{name}] table in {CONFIG_NAME}; "
-            f"known: {', '.join(self.known) or 'none'})"
-        )
+        self.hint = f"({looked}no [profiles.{name}] table in {CONFIG_NAME}; known: {shown})"
         super().__init__(f"{self.problem} {self.hint}")
 
 

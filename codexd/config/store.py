@@ -237,7 +237,9 @@ class ConfigStore:
         error is returned), a vanished one is dropped."""
         rebuilt: OrderedDict[str, ConfigSnapshot] = OrderedDict()
         first_error: ConfigError | None = None
-        for name, old in self._profiles.items():
+        # A copy taken at once: a reload may run in a worker thread while the event loop's
+        # `for_profile` adds to the cache (what it adds meanwhile is simply built again).
+        for name, old in list(self._profiles.items()):
             if name == in_force.profile or self._profile_loader is None:
                 continue
             try:

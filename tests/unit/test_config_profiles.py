@@ -127,6 +127,15 @@ def test_an_unknown_requested_profile_names_the_file_and_the_table(tmp_path: Pat
     assert info.value.known == ("quick", "work")
 
 
+def test_the_known_profiles_an_error_lists_are_bounded(tmp_path: Path) -> None:
+    names = [f"p{n:02}" for n in range(25)]
+    home = home_with(tmp_path, BASE, **{n: "" for n in names})
+    with pytest.raises(ProfileNotFound) as info:
+        load_config(str(home), NO_ENV, profile="nope")
+    shown = ", ".join(names[:20])  # and "quick", the legacy table, sorted last
+    assert info.value.hint.endswith(f"known: {shown} and 6 more)")
+
+
 @pytest.mark.parametrize("name", ["../config", "a/b", "", "work.config"])
 def test_a_name_that_is_not_plain_never_reads_a_file(tmp_path: Path, name: str) -> None:
     home = tmp_path / "home"
