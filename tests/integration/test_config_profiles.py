@@ -78,6 +78,14 @@ def test_job_submit_with_a_profile_file_selects_its_model_and_provider(
         assert "[profiles.nope]" in info.value.message
         assert info.value.message.endswith("- at `$.profile`")
 
+        # A profile file that does not validate: located in it, and no job is made.
+        profile_path(team_env, "bad").write_text("[codexd]\nmax_conections = 1\n")
+        with pytest.raises(RpcError) as info:
+            c.call("job/submit", {"body": {"input": "x"}, "profile": "bad"})
+        assert info.value.kind == "config_invalid"
+        assert info.value.message.startswith("bad.config.toml:2: codexd.max_conections: ")
+        assert len(c.call("job/list")["jobs"]) == 2
+
 
 def test_a_named_profile_follows_edits_of_its_file(
     team_env: dict[str, str], fake_openai: FakeOpenAI
