@@ -573,7 +573,8 @@ def _profiles() -> list[str]:
         "When that file does not exist, the `[profiles.NAME]` table of config.toml is used: "
         "the format Codex wrote before profile files (see `[profiles.NAME]` below). A name "
         "that is neither is refused, naming the file it looked for: a request gets "
-        "`invalid_params`, and the `profile` key an invalid config.",
+        "`invalid_params`, and the `profile` key an invalid config. A request naming a "
+        "profile whose file is invalid gets `config_invalid`, with the file, line and key.",
         "",
         "The profile file of `profile` is read at every load. One that a request names is "
         "read when the first such request comes; its configuration is then kept (for "
