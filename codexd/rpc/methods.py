@@ -135,7 +135,8 @@ async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
             f"invalid params for models/list: unknown provider {params.provider!r} "
             f"(known: {known}) - at `$.provider`",
         )
-    return ModelsResult(models=ctx.services.catalogs.catalog(snapshot).list_models())
+    catalog = ctx.services.catalogs.catalog(snapshot)
+    return ModelsResult(models=catalog.list_models(), default_price=catalog.default_price_info())
 
 
 # --------------------------------------------------------------------------- events, limits, usage
