@@ -208,7 +208,7 @@ def wait_for_usage(env: dict[str, str], requests: int) -> dict[str, object]:
 def test_usage_after_jobs(upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI) -> None:
     env = upstream_daemon.env
     assert codexctl(env, "usage").stdout == "no usage recorded in this period\n"
-    for model in ("gpt-5", "gpt-5-mini"):
+    for model in ("gpt-5.1", "gpt-5-nano"):  # priced in the catalog: no estimate below
         assert codexctl(env, "ask", "hello there", "--model", model).returncode == 0
     usage = wait_for_usage(env, 2)
     total = usage["total"]
@@ -229,7 +229,7 @@ def test_usage_after_jobs(upstream_daemon: DaemonProcess, fake_openai: FakeOpenA
         "REASONING",
         "COST",
     ]
-    assert sorted(r.split()[0] for r in rows) == ["gpt-5", "gpt-5-mini"]
+    assert sorted(r.split()[0] for r in rows) == ["gpt-5-nano", "gpt-5.1"]
     assert footer.split()[:2] == ["total", "2"]
     assert {len(line) for line in (header, *rows, footer)} == {len(header)}
 
