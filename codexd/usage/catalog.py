@@ -2,8 +2,10 @@
 
 Later layers win: the bundled file (OpenAI's published prices, each with the page that states
 it and that page's date; a model whose price could not be confirmed there has none), then the
-user's `model_catalog_json` (Codex's format; fields it gives replace the bundled ones), then
-`[codexd.prices."slug"]`, which adds a price for any slug or overrides a listed one.
+metadata the provider lists for the models the bundled file knows (context window, reasoning
+levels: `remote`, never a price), then the user's `model_catalog_json` (Codex's format;
+fields it gives replace the bundled ones), then `[codexd.prices."slug"]`, which adds a price
+for any slug or overrides a listed one.
 `[codexd.prices."*"]` is the default price for a model with none. Every price the catalog
 hands out says where it comes from (`results.Price.source`): the provider's page, `config`,
 or `default`.
@@ -158,9 +160,17 @@ class Catalog:
         cls,
         extra_models: Iterable[CatalogModel] = (),
         prices: Mapping[str, Price] | None = None,
+        remote: Iterable[CatalogModel] = (),
     ) -> Catalog:
-        """The bundled catalog, then `extra_models` (model_catalog_json), then `prices`."""
+        """The bundled catalog, then `remote` (the provider's list: metadata of the models
+        the bundled catalog knows, never a price), then `extra_models` (model_catalog_json),
+        then `prices`."""
         models = _bundled_models()
+        for listed in remote:
+            if listed.slug in models:
+                models[listed.slug] = _apply(
+                    models[listed.slug], msgspec.structs.replace(listed, price=None)
+                )
         for extra in extra_models:
             models[extra.slug] = _apply(models.get(extra.slug), extra)
         prices = prices or {}
@@ -178,8 +188,10 @@ class Catalog:
         )
 
     @classmethod
-    def for_snapshot(cls, snapshot: ConfigSnapshot) -> Catalog:
-        return cls.build(snapshot.catalog_models, snapshot.codexd.prices)
+    def for_snapshot(
+        cls, snapshot: ConfigSnapshot, remote: Iterable[CatalogModel] = ()
+    ) -> Catalog:
+        return cls.build(snapshot.catalog_models, snapshot.codexd.prices, remote)
 
     def get(self, slug: str) -> ModelInfo | None:
         """The model `slug`, also under a dated snapshot name (`gpt-5-2025-08-07` → `gpt-5`)."""
