@@ -51,6 +51,7 @@ from codexd.service import (
     Status,
     TokenFile,
 )
+from codexd.service.remote_models import RemoteModels, chatgpt_models
 from codexd.upstream.runner import HttpClients, JobRunner
 from codexd.usage.cost import cost_usd
 from codexd.usage.ledger import Ledger, LedgerWriter
@@ -140,7 +141,9 @@ class Daemon:
     ) -> tuple[Services, RpcServer]:
         config = self.config
         events = EventHub()
-        catalogs = Catalogs(lambda: config.snapshot)
+        catalogs = Catalogs(
+            lambda: config.snapshot, RemoteModels(chatgpt_models(auth, http, self.env))
+        )
         limiters = Limiters(events)
 
         def price(job: Job, usage: Usage) -> tuple[float, bool]:

@@ -58,6 +58,8 @@ def run_demo() -> int:
                     return rc
                 with Client(daemon.socket) as client:
                     job = client.call("job/list", {"limit": 1})["jobs"][0]
+                    models = client.call("models/list")["models"]
+                priced = any(m["slug"] == job["model"] and m["price"] for m in models)
                 usage = job["usage"]
                 print(
                     f"\njob {job['id']}: {job['state']} after {job['attempts']} attempt(s), "
@@ -68,9 +70,16 @@ def run_demo() -> int:
                     f"({usage['cached_input_tokens']} cached), {usage['output_tokens']} output "
                     f"tokens ({usage['reasoning_tokens']} reasoning)"
                 )
-                print(
-                    f"cost:  {format_usd(job['cost_usd'])} at the catalog price of {job['model']}"
-                )
+                if priced:
+                    print(
+                        f"cost:  {format_usd(job['cost_usd'])} at the catalog price of "
+                        f"{job['model']}"
+                    )
+                else:
+                    print(
+                        f"cost:  {format_usd(job['cost_usd'], estimated=True)} estimated: "
+                        f"{job['model']} has no published price, so the default price applies"
+                    )
                 print(f"upstream saw {fake.stats().model_requests} request(s); stopping.")
             finally:
                 code = daemon.stop()

@@ -251,7 +251,7 @@ class BudgetSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = None
 
 
-class Price(results.Price, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Price(results.PriceRates, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """USD per 1M tokens."""
 
     # The members are the wire type's (the price `models/list` reports); only the config

@@ -147,9 +147,31 @@ EXAMPLES: Final[Mapping[str, Exchange]] = {
                     "context_window": 272000,
                     "default_reasoning_level": "medium",
                     "supported_reasoning_levels": ["low", "medium", "high", "xhigh"],
-                    "price": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
-                }
-            ]
+                    "price": None,
+                },
+                {
+                    "slug": "gpt-5.1",
+                    "display_name": "GPT-5.1",
+                    "description": "For coding and agentic tasks.",
+                    "context_window": 272000,
+                    "default_reasoning_level": "medium",
+                    "supported_reasoning_levels": ["none", "low", "medium", "high"],
+                    "price": {
+                        "input": 1.25,
+                        "cached_input": 0.125,
+                        "output": 10.0,
+                        "source": "https://developers.openai.com/api/docs/models/gpt-5.1",
+                        "as_of": "2026-12-05",
+                    },
+                },
+            ],
+            "default_price": {
+                "input": 1.25,
+                "cached_input": 0.125,
+                "output": 10.0,
+                "source": "default",
+                "as_of": None,
+            },
         },
     ),
     "config/read": Exchange(

@@ -129,8 +129,9 @@ class ModelsParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
-    """The bundled catalog, with `model_catalog_json` and `[codexd.prices]` applied. An unknown
-    `provider` is `invalid_params`, naming the known ones."""
+    """The bundled catalog, with the provider's own model list (under a ChatGPT login: context
+    windows and reasoning levels, never prices), `model_catalog_json` and `[codexd.prices]`
+    applied. An unknown `provider` is `invalid_params`, naming the known ones."""
     snapshot = ctx.services.config.snapshot
     if params.provider is not None and params.provider not in snapshot.providers:
         known = ", ".join(sorted(snapshot.providers))
@@ -139,7 +140,9 @@ async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
             f"invalid params for models/list: unknown provider {params.provider!r} "
             f"(known: {known}) - at `$.provider`",
         )
-    return ModelsResult(models=ctx.services.catalogs.catalog(snapshot).list_models())
+    await ctx.services.catalogs.refresh(snapshot)
+    catalog = ctx.services.catalogs.catalog(snapshot)
+    return ModelsResult(models=catalog.list_models(), default_price=catalog.default_price_info())
 
 
 # --------------------------------------------------------------------------- events, limits, usage

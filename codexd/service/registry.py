@@ -2,7 +2,8 @@
 
 `Limiters.limiter_for` makes a provider's limiter on first use (with the settings
 `ConfigSnapshot.rate_limit` gives) and runs it in the registry's own task group; a config reload
-reconfigures the ones that exist. `Catalogs` keeps the catalog of the last snapshot asked for.
+reconfigures the ones that exist. `Catalogs` keeps the catalog of the last snapshot asked for,
+with the provider's own model list (`RemoteModels`) laid in when there is one.
 """
 
 from __future__ import annotations
@@ -17,20 +18,36 @@ from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
 from codexd.limits.limiter import Limiter, budget_limits
 from codexd.limits.redis import RedisWindow
+from codexd.service.remote_models import RemoteModels
 from codexd.usage.catalog import Catalog
 
 
 class Catalogs:
-    def __init__(self, current: Callable[[], ConfigSnapshot]) -> None:
+    def __init__(
+        self, current: Callable[[], ConfigSnapshot], remote: RemoteModels | None = None
+    ) -> None:
         self._current = current
-        self._catalog: tuple[ConfigSnapshot, Catalog] | None = None
+        self._remote = remote
+        self._catalog: tuple[ConfigSnapshot, int, Catalog] | None = None
 
     def catalog(self, snapshot: ConfigSnapshot | None = None) -> Catalog:
         snapshot = snapshot or self._current()
+        remote = self._remote
+        generation = remote.generation if remote is not None else 0
         cached = self._catalog
-        if cached is None or cached[0] is not snapshot:
-            cached = self._catalog = (snapshot, Catalog.for_snapshot(snapshot))
-        return cached[1]
+        if cached is None or cached[0] is not snapshot or cached[1] != generation:
+            listed = remote.models if remote is not None else ()
+            cached = self._catalog = (
+                snapshot,
+                generation,
+                Catalog.for_snapshot(snapshot, listed),
+            )
+        return cached[2]
+
+    async def refresh(self, snapshot: ConfigSnapshot | None = None) -> None:
+        """Read the provider's model list again when it is due (see `RemoteModels`)."""
+        if self._remote is not None:
+            await self._remote.refresh(snapshot or self._current())
 
 
 class Limiters:

@@ -2,7 +2,9 @@
 
 Endpoints: `POST /v1/responses`, `POST /v1/chat/completions` (streamed as SSE with the real
 event sequence, or one JSON object), `GET /v1/models[/{id}]`, and the ChatGPT backend's
-`POST /backend-api/codex/responses` (same wire as /v1/responses). Shapes follow what
+`POST /backend-api/codex/responses` (same wire as /v1/responses) and
+`GET /backend-api/codex/models` (the list `list_codex_models()` sets, in Codex's catalog
+format). Shapes follow what
 OpenAI's API and the ChatGPT backend send.
 
 Control API (thread-safe): `script()` queues outcomes for the next model requests (FIFO,
@@ -53,6 +55,7 @@ MODEL_CREATED = 1_700_000_000
 RESPONSES_PATH = "/v1/responses"
 CHAT_PATH = "/v1/chat/completions"
 CHATGPT_RESPONSES_PATH = "/backend-api/codex/responses"
+CHATGPT_MODELS_PATH = "/backend-api/codex/models"
 MODEL_PATHS = frozenset({RESPONSES_PATH, CHAT_PATH, CHATGPT_RESPONSES_PATH})
 
 # Reported in x-ratelimit-* headers when no limit is enforced.
@@ -596,6 +599,7 @@ class FakeOpenAI:
         self._stats = StatsCell(Stats())
         self._window = RollingWindow()
         self._ids = itertools.count(1)
+        self._codex_models: tuple[Mapping[str, Any], ...] = ()
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -657,6 +661,11 @@ class FakeOpenAI:
             yield
 
     # -- control --------------------------------------------------------------------------
+
+    def list_codex_models(self, models: Iterable[Mapping[str, Any]]) -> None:
+        """What `GET /backend-api/codex/models` answers from now on: `{"models": [...]}`."""
+        with self._lock:
+            self._codex_models = tuple(models)
 
     def script(self, *outcomes: Outcome, path: str | None = None, times: int = 1) -> None:
         """Queue outcomes for the next model requests, in order; `path` limits an outcome to
@@ -756,6 +765,9 @@ class FakeOpenAI:
         ):
             await self._models_request(request, responder, arrived)
             return
+        if request.method == "GET" and request.path == CHATGPT_MODELS_PATH:
+            await self._codex_models_request(request, responder, arrived)
+            return
         if self._issuer is not None and self._issuer.owns(request.path):
             await self._issuer.handle(request, responder)
             return
@@ -816,6 +828,19 @@ class FakeOpenAI:
                 )
         self._append_log(request, None, status, arrived, None)
         await responder.send_json(status, payload, headers=[("x-request-id", self._request_id())])
+
+    async def _codex_models_request(
+        self, request: Request, responder: Responder, arrived: float
+    ) -> None:
+        failure = self._auth_failure(request)
+        if failure is not None:
+            self._append_log(request, None, failure.status, arrived, None)
+            await responder.send(failure.status, failure.body, content_type=failure.content_type)
+            return
+        with self._lock:
+            payload = {"models": list(self._codex_models)}
+        self._append_log(request, None, 200, arrived, None)
+        await responder.send_json(200, payload, headers=[("x-request-id", self._request_id())])
 
     def _request_id(self) -> str:
         return f"req_{self._next_id():032x}"

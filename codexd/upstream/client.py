@@ -138,17 +138,18 @@ async def run_attempt(
         return AttemptResult(failure.error, headers)
 
 
-async def probe(
+async def fetch(
     transport: httpx.AsyncBaseTransport,
     url: str,
     headers: Mapping[str, str],
     *,
+    limit: int,
     timeout_s: float = PROBE_TIMEOUT_S,
     wall_now: Callable[[], float] = time.time,
     scrubber: Scrubber = GENERIC,
-) -> UpstreamError | None:
-    """One GET (`{base_url}/models`, to check a key): None when upstream answered 2xx, else
-    what went wrong, classified (and scrubbed) as for a model request."""
+) -> bytes | UpstreamError:
+    """One GET: its body (at most `limit` bytes; a longer one is cut there) when upstream
+    answered 2xx, else what went wrong, classified (and scrubbed) as for a model request."""
     try:
         with transport_errors(scrubber=scrubber):
             request = httpx.Request(
@@ -167,7 +168,10 @@ async def probe(
             response = await transport.handle_async_request(request)
         try:
             if 200 <= response.status_code < 300:
-                return None
+                if limit <= 0:
+                    return b""
+                with transport_errors(scrubber=scrubber):
+                    return await _read_bounded(response, limit)
             got = {k.lower(): v for k, v in response.headers.items()}
             with transport_errors(scrubber=scrubber):
                 body = await _read_bounded(response, MAX_ERROR_BODY)
@@ -177,6 +181,23 @@ async def probe(
                 await response.aclose()
     except UpstreamFailure as failure:
         return failure.error
+
+
+async def probe(
+    transport: httpx.AsyncBaseTransport,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    wall_now: Callable[[], float] = time.time,
+    scrubber: Scrubber = GENERIC,
+) -> UpstreamError | None:
+    """One GET (`{base_url}/models`, to check a key): None when upstream answered 2xx, else
+    what went wrong, classified (and scrubbed) as for a model request."""
+    got = await fetch(
+        transport, url, headers, limit=0, timeout_s=timeout_s, wall_now=wall_now, scrubber=scrubber
+    )
+    return got if isinstance(got, UpstreamError) else None
 
 
 async def _pump(
@@ -298,6 +319,7 @@ __all__ = [
     "Attempt",
     "AttemptResult",
     "UpstreamError",
+    "fetch",
     "new_http_client",
     "new_transport",
     "probe",

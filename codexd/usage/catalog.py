@@ -1,9 +1,14 @@
 """The model catalog: bundled models.json, `model_catalog_json`, and `[codexd.prices]`.
 
-Later layers win: the bundled file (OpenAI's published prices, each with its source and date),
-then the user's `model_catalog_json` (Codex's format; fields it gives replace the bundled ones),
-then `[codexd.prices."slug"]`, which adds a price for any slug or overrides a listed one.
-`[codexd.prices."*"]` is the default price for a model with none.
+Later layers win: the bundled file (OpenAI's published prices, each with the page that states
+it and that page's date; a model whose price could not be confirmed there has none), then the
+metadata the provider lists for the models the bundled file knows (context window, reasoning
+levels: `remote`, never a price), then the user's `model_catalog_json` (Codex's format;
+fields it gives replace the bundled ones), then `[codexd.prices."slug"]`, which adds a price
+for any slug or overrides a listed one.
+`[codexd.prices."*"]` is the default price for a model with none. Every price the catalog
+hands out says where it comes from (`results.Price.source`): the provider's page, `config`,
+or `default`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import msgspec
 
 from codexctl import results
 from codexctl.protocol import catalog_slug
-from codexctl.results import ModelInfo
+from codexctl.results import PRICE_SOURCE_CONFIG, PRICE_SOURCE_DEFAULT, ModelInfo, PriceRates
 from codexd.config.schema import CatalogModel, ConfigSnapshot, Price
 
 FALLBACK_PRICE: Final = Price(input=1.25, cached_input=0.125, output=10.0)
@@ -60,10 +65,12 @@ def _bundled_models() -> dict[str, ModelInfo]:
     for entry in _bundled().models:
         price = None
         if entry.price is not None:
-            price = Price(
+            price = results.Price(
                 input=entry.price.input,
                 cached_input=entry.price.cached_input,
                 output=entry.price.output,
+                source=entry.price.source,
+                as_of=entry.price.as_of,
             )
         models[entry.slug] = ModelInfo(
             slug=entry.slug,
@@ -106,7 +113,18 @@ def _apply(base: ModelInfo | None, extra: CatalogModel) -> ModelInfo:
             if extra.supported_reasoning_levels is not None
             else base.supported_reasoning_levels
         ),
-        price=extra.price if extra.price is not None else base.price,
+        price=_configured(extra.price) if extra.price is not None else base.price,
+    )
+
+
+def _configured(price: PriceRates, source: str = PRICE_SOURCE_CONFIG) -> results.Price:
+    """A price from the user's config (or codexd's default), as `models/list` reports it."""
+    return results.Price(
+        input=price.input,
+        cached_input=price.cached_input,
+        output=price.output,
+        source=source,
+        as_of=None,
     )
 
 
@@ -124,11 +142,13 @@ class Catalog:
         models: Mapping[str, ModelInfo],
         *,
         default_model: str,
-        default_price: Price = FALLBACK_PRICE,
+        default_price: PriceRates = FALLBACK_PRICE,
+        default_price_source: str = PRICE_SOURCE_DEFAULT,
     ) -> None:
         self._models = dict(models)
         self.default_model = default_model
         self.default_price = default_price
+        self.default_price_source = default_price_source
 
     @classmethod
     def bundled(cls) -> Catalog:
@@ -140,9 +160,17 @@ class Catalog:
         cls,
         extra_models: Iterable[CatalogModel] = (),
         prices: Mapping[str, Price] | None = None,
+        remote: Iterable[CatalogModel] = (),
     ) -> Catalog:
-        """The bundled catalog, then `extra_models` (model_catalog_json), then `prices`."""
+        """The bundled catalog, then `remote` (the provider's list: metadata of the models
+        the bundled catalog knows, never a price), then `extra_models` (model_catalog_json),
+        then `prices`."""
         models = _bundled_models()
+        for listed in remote:
+            if listed.slug in models:
+                models[listed.slug] = _apply(
+                    models[listed.slug], msgspec.structs.replace(listed, price=None)
+                )
         for extra in extra_models:
             models[extra.slug] = _apply(models.get(extra.slug), extra)
         prices = prices or {}
@@ -154,11 +182,16 @@ class Catalog:
             models,
             default_model=_bundled().default_model,
             default_price=default_price(prices),
+            default_price_source=(
+                PRICE_SOURCE_CONFIG if DEFAULT_PRICE_KEY in prices else PRICE_SOURCE_DEFAULT
+            ),
         )
 
     @classmethod
-    def for_snapshot(cls, snapshot: ConfigSnapshot) -> Catalog:
-        return cls.build(snapshot.catalog_models, snapshot.codexd.prices)
+    def for_snapshot(
+        cls, snapshot: ConfigSnapshot, remote: Iterable[CatalogModel] = ()
+    ) -> Catalog:
+        return cls.build(snapshot.catalog_models, snapshot.codexd.prices, remote)
 
     def get(self, slug: str) -> ModelInfo | None:
         """The model `slug`, also under a dated snapshot name (`gpt-5-2025-08-07` → `gpt-5`)."""
@@ -171,6 +204,10 @@ class Catalog:
         """The model's price, or None (then cost uses `default_price` and is `estimated`)."""
         model = self.get(slug)
         return model.price if model is not None else None
+
+    def default_price_info(self) -> results.Price:
+        """`default_price` as `models/list` reports it, with its source."""
+        return _configured(self.default_price, self.default_price_source)
 
     def list_models(self) -> list[ModelInfo]:
         """Every model, the default first, then in catalog order."""

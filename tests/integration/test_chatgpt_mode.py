@@ -427,3 +427,56 @@ async def test_the_shared_refresh_wait_in_the_session(
             f"(50 ms of it the issuer's delay); wait beyond it: median "
             f"{statistics.median(extra_ms):.2f} ms, max {extra_ms[-1]:.2f} ms"
         )
+
+
+def test_models_list_takes_context_windows_and_levels_from_the_backend_never_prices(
+    setup: Setup,
+) -> None:
+    """Under a ChatGPT login `models/list` reads the backend's model list as Codex does (once,
+    then from memory): its context windows and reasoning levels replace the bundled ones for
+    the models the catalog knows; its prices and its other models are not taken."""
+    setup.fake.list_codex_models(
+        [
+            {
+                "slug": "gpt-5.1-codex-max",
+                "context_window": 372000,
+                "default_reasoning_level": "high",
+                "supported_reasoning_levels": [
+                    {"effort": "low", "description": "fast"},
+                    {"effort": "high", "description": "deep"},
+                ],
+                "visibility": "list",
+            },
+            {"slug": "gpt-5.1", "price": {"input": 99, "cached_input": 99, "output": 99}},
+            {"slug": "not-in-the-catalog", "context_window": 1000},
+        ]
+    )
+    tokens = setup.issuer.issue_tokens()
+    write_login(setup.env, tokens)
+    with setup.daemon() as d, Client(d.socket) as c:
+        first = {m["slug"]: m for m in c.call("models/list")["models"]}
+        again = {m["slug"]: m for m in c.call("models/list")["models"]}
+    codex_max = first["gpt-5.1-codex-max"]
+    assert (codex_max["context_window"], codex_max["default_reasoning_level"]) == (372000, "high")
+    assert codex_max["supported_reasoning_levels"] == ["low", "high"]
+    assert codex_max["price"] is None  # still unpriced: the list is no source of prices
+    assert first["gpt-5.1"]["price"]["input"] == 1.25
+    assert first["gpt-5.1"]["price"]["source"].startswith("https://developers.openai.com/")
+    assert "not-in-the-catalog" not in first
+    assert again == first
+    (asked,) = [r for r in setup.fake.requests if r.path == "/backend-api/codex/models"]
+    assert asked.query == {"client_version": "0.169.0"}
+    assert asked.headers["authorization"] == f"Bearer {tokens.access_token}"
+    assert asked.headers["chatgpt-account-id"] == "acct_fake0001"
+
+
+def test_models_list_keeps_the_bundled_metadata_when_the_backend_list_is_bad(
+    setup: Setup,
+) -> None:
+    write_login(setup.env, setup.issuer.issue_tokens())
+    setup.fake.list_codex_models([{"slug": "gpt-5.1-codex-max", "context_window": "wide"}])
+    with setup.daemon() as d, Client(d.socket) as c:
+        models = {m["slug"]: m for m in c.call("models/list")["models"]}
+        log = d.stderr()
+    assert models["gpt-5.1-codex-max"]["context_window"] == 272000
+    assert "the provider's model list is not a model catalog" in log

@@ -19,6 +19,7 @@ import pytest
 
 from codexctl import commands_info
 from codexctl.cli import main
+from codexctl.fmt import ESTIMATE_NOTE
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import write_config
@@ -46,15 +47,30 @@ def config_text(env: dict[str, str]) -> str:
 def test_models_table_and_json(upstream_daemon: DaemonProcess) -> None:
     result = codexctl(upstream_daemon.env, "models")
     assert result.returncode == 0, result.stderr
-    header, *rows = result.stdout.splitlines()
-    assert header.split()[:2] == ["MODEL", "CONTEXT"]
-    gpt5 = next(r for r in rows if r.startswith("gpt-5 "))
-    assert gpt5.split() == ["gpt-5", "272,000", "minimal,low,medium*,high", "1.25", "0.125", "10"]
-    assert any(r.startswith("gpt-5.1-codex-max ") for r in rows)
-    # numbers are right-aligned: every row ends where the header ends
-    assert {len(r) for r in rows} == {len(header)}
+    header, *rows, note = result.stdout.splitlines()
+    assert header.split() == [
+        "MODEL", "CONTEXT", "REASONING", "(*default)", "IN", "$/1M", "CACHED", "$/1M", "OUT",
+        "$/1M", "AS", "OF", "SOURCE",
+    ]  # fmt: skip
+    # a price confirmed on the provider's page: the page and its date
+    gpt51 = next(r for r in rows if r.startswith("gpt-5.1 "))
+    assert gpt51.split() == [
+        "gpt-5.1", "272,000", "none,low,medium*,high", "1.25", "0.125", "10", "2026-12-05",
+        "https://developers.openai.com/api/docs/models/gpt-5.1",
+    ]  # fmt: skip
+    # no confirmed price: the default price, marked as an estimate, as `usage` marks it
+    codex_max = next(r for r in rows if r.startswith("gpt-5.1-codex-max "))
+    assert codex_max.split()[3:] == ["~1.25", "~0.125", "~10", "-", "default"]
+    assert note == ESTIMATE_NOTE
+    # the price columns line up on the right, before the source
+    ends = {r.index(r.split()[5]) + len(r.split()[5]) for r in (gpt51, codex_max)}
+    assert ends == {header.index("OUT $/1M") + len("OUT $/1M")}
     as_json = json.loads(codexctl(upstream_daemon.env, "models", "--json").stdout)
     assert {m["slug"] for m in as_json["models"]} >= {"gpt-5", "gpt-3.5-turbo"}
+    by_slug = {m["slug"]: m for m in as_json["models"]}
+    assert by_slug["gpt-5.1"]["price"]["as_of"] == "2026-12-05"
+    assert by_slug["gpt-5.1-codex-max"]["price"] is None
+    assert as_json["default_price"]["source"] == "default"
     bad = codexctl(upstream_daemon.env, "models", "--provider", "nope")
     assert bad.returncode == 1 and "unknown provider 'nope'" in bad.stderr
 
@@ -192,7 +208,7 @@ def wait_for_usage(env: dict[str, str], requests: int) -> dict[str, object]:
 def test_usage_after_jobs(upstream_daemon: DaemonProcess, fake_openai: FakeOpenAI) -> None:
     env = upstream_daemon.env
     assert codexctl(env, "usage").stdout == "no usage recorded in this period\n"
-    for model in ("gpt-5", "gpt-5-mini"):
+    for model in ("gpt-5.1", "gpt-5-nano"):  # priced in the catalog: no estimate below
         assert codexctl(env, "ask", "hello there", "--model", model).returncode == 0
     usage = wait_for_usage(env, 2)
     total = usage["total"]
@@ -213,7 +229,7 @@ def test_usage_after_jobs(upstream_daemon: DaemonProcess, fake_openai: FakeOpenA
         "REASONING",
         "COST",
     ]
-    assert sorted(r.split()[0] for r in rows) == ["gpt-5", "gpt-5-mini"]
+    assert sorted(r.split()[0] for r in rows) == ["gpt-5-nano", "gpt-5.1"]
     assert footer.split()[:2] == ["total", "2"]
     assert {len(line) for line in (header, *rows, footer)} == {len(header)}
 

@@ -528,10 +528,10 @@ def test_cost_uses_the_catalog_price_and_the_default_for_unknown_models(
     )
     with Client(daemon.socket) as c:
         models = {m["slug"]: m for m in c.call("models/list")["models"]}
-        price = {k: models["gpt-5"]["price"][k] for k in default}
+        price = {k: models["gpt-5.1"]["price"][k] for k in default}
         assert price != default
-        known = completed(c, {"input": "price me " * 40})
-        mini = completed(c, {"input": "price me " * 40, "model": "gpt-5-mini"})
+        known = completed(c, {"input": "price me " * 40, "model": "gpt-5.1"})
+        mini = completed(c, {"input": "price me " * 40, "model": "gpt-5-nano"})
         unknown = completed(c, {"input": "price me " * 40, "model": "my-unpriced-model"})
         rows = {r["model"]: r for r in c.call("usage/read", {"group_by": ["model"]})["rows"]}
 
@@ -545,11 +545,11 @@ def test_cost_uses_the_catalog_price_and_the_default_for_unknown_models(
 
     assert known["usage"]["input_tokens"] > 0
     assert known["cost_usd"] == pytest.approx(expected(known["usage"], price))
-    mini_price = {k: models["gpt-5-mini"]["price"][k] for k in default}
+    mini_price = {k: models["gpt-5-nano"]["price"][k] for k in default}
     assert mini["cost_usd"] == pytest.approx(expected(mini["usage"], mini_price))
     assert mini["cost_usd"] < known["cost_usd"]
     assert unknown["cost_usd"] == pytest.approx(expected(unknown["usage"], default))
-    assert rows["gpt-5"]["estimated"] is False
+    assert rows["gpt-5.1"]["estimated"] is False
     assert rows["my-unpriced-model"]["estimated"] is True
     assert rows["my-unpriced-model"]["cost_usd"] == pytest.approx(unknown["cost_usd"])
 

@@ -22,6 +22,7 @@ from codexctl import Client, RpcError
 from codexctl.protocol import ClientInfo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import DEFAULT_MODELS, FakeOpenAI, RecordedRequest, Reply
+from tests.conftest import write_config
 from tests.integration.test_jobs_upstream import run_job
 
 HANG_GUARD_S = 5.0
@@ -92,14 +93,15 @@ def price_of(client: Client, model: str) -> dict[str, float]:
 
 
 WORKLOAD = [
+    # models whose price the catalog confirmed, so no total is an estimate
     # (client, model, api, reply)
-    ("editor", "gpt-5", "responses", Reply()),
-    ("editor", "gpt-5-mini", "chat", Reply(cached_tokens=3)),
-    ("linter", "gpt-4.1", "responses", Reply(reasoning_tokens=7)),
-    ("linter", "gpt-5", "chat", Reply(text="A longer reply to count.")),
-    ("batch", "gpt-5-mini", "responses", Reply(cached_tokens=2, reasoning_tokens=4)),
-    ("batch", "gpt-4.1", "responses", Reply()),
-    ("batch", "gpt-5", "responses", Reply(reasoning_tokens=11)),
+    ("editor", "gpt-5.1", "responses", Reply()),
+    ("editor", "gpt-5-nano", "chat", Reply(cached_tokens=3)),
+    ("linter", "gpt-5-codex", "responses", Reply(reasoning_tokens=7)),
+    ("linter", "gpt-5.1", "chat", Reply(text="A longer reply to count.")),
+    ("batch", "gpt-5-nano", "responses", Reply(cached_tokens=2, reasoning_tokens=4)),
+    ("batch", "gpt-5-codex", "responses", Reply()),
+    ("batch", "gpt-5.1", "responses", Reply(reasoning_tokens=11)),
 ]
 
 
@@ -143,7 +145,7 @@ def test_totals_equal_what_the_upstream_reported(
         assert grouped["total"] == everything["total"]
         assert sum(r["requests"] for r in grouped["rows"]) == len(WORKLOAD)
     per_model = {r["model"]: r for r in by_model["rows"]}
-    assert set(per_model) == {"gpt-5", "gpt-5-mini", "gpt-4.1"}
+    assert set(per_model) == {"gpt-5.1", "gpt-5-nano", "gpt-5-codex"}
     for model, row in per_model.items():
         of_model = [r for r in fake_openai.model_requests() if r.body["model"] == model]
         assert as_reported(row) == reported(of_model), model
@@ -159,8 +161,8 @@ def test_cost_math_for_cached_tokens(
 ) -> None:
     fake_openai.script(Reply(cached_tokens=800, reasoning_tokens=50))
     with tool(upstream_daemon.socket, "cache-user") as c:
-        price = price_of(c, "gpt-5")
-        job_id, events = run_job(c, {"model": "gpt-5", "input": "x" * 4000})
+        price = price_of(c, "gpt-5.1")
+        job_id, events = run_job(c, {"model": "gpt-5.1", "input": "x" * 4000})
         job = c.call("job/get", {"job_id": job_id})
         usage_total = c.call("usage/read")["total"]
     (req,) = fake_openai.model_requests()
@@ -188,7 +190,7 @@ def test_an_unknown_model_is_priced_by_default_and_estimated(
     with tool(upstream_daemon.socket, "explorer") as c:
         assert UNPRICED not in {m["slug"] for m in c.call("models/list")["models"]}
         _, unpriced = run_job(c, {"model": UNPRICED, "input": "what do you cost?"})
-        _, priced = run_job(c, {"model": "gpt-5", "input": "and you?"})
+        _, priced = run_job(c, {"model": "gpt-5.1", "input": "and you?"})
         rows = {r["model"]: r for r in c.call("usage/read", {"group_by": ["model"]})["rows"]}
         total = c.call("usage/read")["total"]
     unpriced_req, _ = fake_openai.model_requests()
@@ -196,9 +198,48 @@ def test_an_unknown_model_is_priced_by_default_and_estimated(
         unpriced[-1]["event"]["cost_usd"], cost_of(unpriced_req, DEFAULT_PRICE), rel_tol=1e-9
     )
     assert rows[UNPRICED]["estimated"] is True
-    assert rows["gpt-5"]["estimated"] is False
+    assert rows["gpt-5.1"]["estimated"] is False
     assert total["estimated"] is True  # a total holding an estimate says so
     assert priced[-1]["event"]["cost_usd"] > 0
+
+
+def test_a_catalog_model_without_a_confirmed_price_is_estimated_at_the_default(
+    upstream_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    """The default model is in the catalog without a price (none confirmed on the provider's
+    page): `models/list` says so, and its ledger row is charged the default price and marked
+    estimated. A `[codexd.prices]` entry gives a model a price of its own, sourced "config"."""
+    write_config(
+        upstream_env,
+        f'openai_base_url = "{fake_openai.base_url}"\n'
+        '[codexd.prices."gpt-5-mini"]\ninput = 0.5\ncached_input = 0.05\noutput = 4.0\n',
+    )
+    with DaemonProcess(upstream_env) as daemon, tool(daemon.socket, "explorer") as c:
+        listed = c.call("models/list")
+        _, unpriced = run_job(c, {"input": "what does the default model cost?"})
+        _, configured = run_job(c, {"model": "gpt-5-mini", "input": "and a configured one?"})
+        rows = {r["model"]: r for r in c.call("usage/read", {"group_by": ["model"]})["rows"]}
+    models = {m["slug"]: m for m in listed["models"]}
+    assert listed["models"][0]["slug"] == "gpt-5.1-codex-max"
+    assert models["gpt-5.1-codex-max"]["price"] is None
+    assert listed["default_price"] == {**DEFAULT_PRICE, "source": "default", "as_of": None}
+    assert models["gpt-5.1"]["price"] == {
+        **DEFAULT_PRICE,  # the same numbers, but confirmed: not an estimate
+        "source": "https://developers.openai.com/api/docs/models/gpt-5.1",
+        "as_of": "2026-12-05",
+    }
+    mini = {"input": 0.5, "cached_input": 0.05, "output": 4.0}
+    assert models["gpt-5-mini"]["price"] == {**mini, "source": "config", "as_of": None}
+    default_req, mini_req = fake_openai.model_requests()
+    assert default_req.body["model"] == "gpt-5.1-codex-max"
+    assert math.isclose(
+        unpriced[-1]["event"]["cost_usd"], cost_of(default_req, DEFAULT_PRICE), rel_tol=1e-9
+    )
+    assert rows["gpt-5.1-codex-max"]["estimated"] is True
+    assert math.isclose(
+        configured[-1]["event"]["cost_usd"], cost_of(mini_req, mini), rel_tol=1e-9
+    )
+    assert rows["gpt-5-mini"]["estimated"] is False
 
 
 # --------------------------------------------------------------------------- durability

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
 
+from codexctl import results
 from codexctl.results import ModelInfo
 from codexd.config.load import ConfigError, load_config
 from codexd.config.schema import Price
@@ -36,40 +39,78 @@ def test_models_list_members_are_exactly_the_specs() -> None:
         "supported_reasoning_levels",
         "price",
     )
+    # the config's price takes the three rates; the wire's also says where they come from
     assert Price.__struct_fields__ == ("input", "cached_input", "output")
+    assert results.Price.__struct_fields__ == (
+        "input",
+        "cached_input",
+        "output",
+        "source",
+        "as_of",
+    )
+    assert results.ModelsResult.__struct_fields__ == ("models", "default_price")
 
 
-def test_bundled_catalog_has_every_required_model_with_a_price() -> None:
+def test_bundled_catalog_has_every_required_model() -> None:
     catalog = Catalog.bundled()
     slugs = [m.slug for m in catalog.list_models()]
     for slug in BRIEF_MODELS + GPT5_FAMILY:
         assert slug in slugs
         model = catalog.get(slug)
-        assert model is not None and model.price is not None
+        assert model is not None
         assert model.display_name and model.description
         assert model.context_window and model.context_window > 0
-        assert model.price.cached_input <= model.price.input
+        if model.price is not None:
+            assert model.price.cached_input <= model.price.input
         if model.supported_reasoning_levels:
             assert model.default_reasoning_level in model.supported_reasoning_levels
     assert len(set(slugs)) == len(slugs)
 
 
-def test_every_bundled_price_names_its_source_and_date() -> None:
+PROVIDER_DOMAIN = "openai.com"
+
+
+def test_every_bundled_price_is_whole_and_names_the_providers_page_and_date() -> None:
+    """A bundled price is all three rates with the provider's page and its date, or nothing
+    at all (the model is then charged the default price, as an estimate): never a guess."""
     raw = json.loads(resources.files("codexd.usage").joinpath("models.json").read_text())
+    priced = 0
     for model in raw["models"]:
-        assert model["price"]["source"].startswith("https://")
-        assert len(model["price"]["as_of"]) == 10
+        price = model["price"]
+        if price is None:
+            continue
+        priced += 1
+        assert set(price) - {"note"} == {"input", "cached_input", "output", "source", "as_of"}
+        assert all(isinstance(price[k], (int, float)) for k in ("input", "cached_input", "output"))
+        url = urlsplit(price["source"])
+        assert url.scheme == "https", model["slug"]
+        assert url.hostname is not None and (
+            url.hostname == PROVIDER_DOMAIN or url.hostname.endswith("." + PROVIDER_DOMAIN)
+        ), model["slug"]
+        assert date.fromisoformat(price["as_of"]).isoformat() == price["as_of"], model["slug"]
+    assert priced > 0
 
 
-def test_published_prices() -> None:
+def test_published_prices_and_the_unconfirmed_ones_removed() -> None:
     catalog = Catalog.bundled()
-    assert catalog.price_for("gpt-5.1-codex-max") == Price(
-        input=1.25, cached_input=0.125, output=10.0
+    gpt51 = catalog.price_for("gpt-5.1")
+    assert gpt51 == results.Price(
+        input=1.25,
+        cached_input=0.125,
+        output=10.0,
+        source="https://developers.openai.com/api/docs/models/gpt-5.1",
+        as_of="2026-12-05",
     )
-    assert catalog.price_for("gpt-5.2") == Price(input=1.75, cached_input=0.175, output=14.0)
-    assert catalog.price_for("gpt-5-mini") == Price(input=0.25, cached_input=0.025, output=2.0)
-    assert catalog.price_for("gpt-4-turbo") == Price(input=10.0, cached_input=10.0, output=30.0)
-    assert catalog.price_for("gpt-3.5-turbo") == Price(input=0.5, cached_input=0.5, output=1.5)
+    nano = catalog.price_for("gpt-5-nano")
+    assert nano is not None and (nano.input, nano.cached_input, nano.output) == (0.05, 0.005, 0.4)
+    turbo = catalog.price_for("gpt-4-turbo")
+    assert turbo is not None and (turbo.input, turbo.cached_input, turbo.output) == (10, 10, 30)
+    legacy = catalog.price_for("gpt-3.5-turbo")
+    assert legacy is not None and (legacy.input, legacy.output) == (0.5, 1.5)
+    # no provider page confirmed these: they are charged the default price, as estimates
+    for slug in ("gpt-5.1-codex-max", "gpt-5.2", "gpt-5-mini", "o3", "gpt-4o"):
+        assert catalog.get(slug) is not None
+        assert catalog.price_for(slug) is None, slug
 
 
 def test_default_model_is_first() -> None:
@@ -93,11 +134,15 @@ def test_unknown_model_uses_the_default_price(tmp_path: Path) -> None:
     catalog = Catalog.for_snapshot(load_config(str(tmp_path), {}))
     assert catalog.default_price == Price(input=1.25, cached_input=0.125, output=10.0)
     assert catalog.default_price == FALLBACK_PRICE == default_price({})
+    assert catalog.default_price_info() == results.Price(
+        input=1.25, cached_input=0.125, output=10.0, source="default", as_of=None
+    )
     (tmp_path / "config.toml").write_text(
         '[codexd.prices."*"]\ninput = 2\ncached_input = 0.2\noutput = 8\n'
     )
     catalog = Catalog.for_snapshot(load_config(str(tmp_path), {}))
     assert catalog.default_price == Price(input=2, cached_input=0.2, output=8)
+    assert catalog.default_price_info().source == "config"
     assert catalog.get("*") is None
 
 
@@ -116,8 +161,12 @@ output = 9
 """
     )
     catalog = Catalog.for_snapshot(load_config(str(tmp_path), {}))
-    assert catalog.price_for("my-model") == Price(input=1, cached_input=0.5, output=3)
-    assert catalog.price_for("gpt-5") == Price(input=9, cached_input=9, output=9)
+    assert catalog.price_for("my-model") == results.Price(
+        input=1, cached_input=0.5, output=3, source="config", as_of=None
+    )
+    assert catalog.price_for("gpt-5") == results.Price(
+        input=9, cached_input=9, output=9, source="config", as_of=None
+    )
     gpt5 = catalog.get("gpt-5")
     assert gpt5 is not None and gpt5.display_name == "GPT-5"  # only the price was replaced
     mine = catalog.get("my-model")
@@ -143,7 +192,7 @@ def test_model_catalog_json_in_codex_format(tmp_path: Path) -> None:
                         "visibility": "list",
                         "truncation_policy": {"mode": "tokens", "limit": 10000},
                     },
-                    {"slug": "gpt-5", "context_window": 400000},
+                    {"slug": "gpt-5.1", "context_window": 400000},
                 ]
             }
         )
@@ -156,10 +205,10 @@ def test_model_catalog_json_in_codex_format(tmp_path: Path) -> None:
     assert future is not None
     assert future.supported_reasoning_levels == ("low", "medium")
     assert (future.context_window, future.price) == (500000, None)
-    gpt5 = catalog.get("gpt-5")
-    assert gpt5 is not None
-    assert gpt5.context_window == 400000
-    assert gpt5.price == Catalog.bundled().price_for("gpt-5")
+    gpt51 = catalog.get("gpt-5.1")
+    assert gpt51 is not None
+    assert gpt51.context_window == 400000
+    assert gpt51.price is not None and gpt51.price == Catalog.bundled().price_for("gpt-5.1")
 
 
 def test_a_bad_model_catalog_json_is_a_located_config_error(tmp_path: Path) -> None:
@@ -173,7 +222,8 @@ def test_a_bad_model_catalog_json_is_a_located_config_error(tmp_path: Path) -> N
 
 
 def test_models_list_result_encodes_as_spec_json() -> None:
-    entry = Catalog.bundled().list_models()[0]
+    catalog = Catalog.bundled()
+    entry = catalog.list_models()[0]
     assert json.loads(msgspec.json.encode(entry)) == {
         "slug": "gpt-5.1-codex-max",
         "display_name": "GPT-5.1-Codex-Max",
@@ -181,5 +231,14 @@ def test_models_list_result_encodes_as_spec_json() -> None:
         "context_window": 272000,
         "default_reasoning_level": "medium",
         "supported_reasoning_levels": ["low", "medium", "high", "xhigh"],
-        "price": {"input": 1.25, "cached_input": 0.125, "output": 10.0},
+        "price": None,
+    }
+    priced = catalog.get("gpt-5-nano")
+    assert priced is not None
+    assert json.loads(msgspec.json.encode(priced))["price"] == {
+        "input": 0.05,
+        "cached_input": 0.005,
+        "output": 0.4,
+        "source": "https://developers.openai.com/api/docs/models/gpt-5-nano.md",
+        "as_of": "2026-12-05",
     }

@@ -21,7 +21,15 @@ from codexctl.cli import (
     next_notification,
     print_table,
 )
-from codexctl.fmt import clock_of, format_usd, local_clock, local_time, mode_words, plain_number
+from codexctl.fmt import (
+    ESTIMATE_NOTE,
+    clock_of,
+    format_usd,
+    local_clock,
+    local_time,
+    mode_words,
+    plain_number,
+)
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
@@ -76,11 +84,12 @@ def format_int(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else "-"
 
 
-def format_price(p: Any) -> str:
-    """A price per million tokens as a plain decimal (`1.25`, `10`, `0.00005`)."""
+def format_price(p: Any, estimated: bool = False) -> str:
+    """A price per million tokens as a plain decimal (`1.25`, `10`, `0.00005`); `~` in front
+    for an estimate."""
     if not isinstance(p, (int, float)) or isinstance(p, bool):
         return "-"
-    return str(plain_number(float(p))).removesuffix(".0")
+    return ("~" if estimated else "") + str(plain_number(float(p))).removesuffix(".0")
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -118,28 +127,44 @@ def cmd_models(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(result)
         return EXIT_OK
     rows = []
+    default = result.get("default_price") or {}
     for m in result["models"]:
         levels = [
             f"{lv}*" if lv == m.get("default_reasoning_level") else str(lv)
             for lv in m.get("supported_reasoning_levels") or []
         ]
-        price = m.get("price") or {}
+        # A model without a price of its own is charged the default price: an estimate.
+        estimated = not m.get("price")
+        price = default if estimated else m["price"]
         rows.append(
             (
                 str(m["slug"]),
                 format_int(m.get("context_window")),
                 ",".join(levels) or "-",
-                format_price(price.get("input")),
-                format_price(price.get("cached_input")),
-                format_price(price.get("output")),
+                format_price(price.get("input"), estimated),
+                format_price(price.get("cached_input"), estimated),
+                format_price(price.get("output"), estimated),
+                str(price.get("as_of") or "-"),
+                str(price.get("source") or "-"),
             )
         )
     print_table(
         ctx.out,
-        ("MODEL", "CONTEXT", "REASONING (*default)", "IN $/1M", "CACHED $/1M", "OUT $/1M"),
+        (
+            "MODEL",
+            "CONTEXT",
+            "REASONING (*default)",
+            "IN $/1M",
+            "CACHED $/1M",
+            "OUT $/1M",
+            "AS OF",
+            "SOURCE",
+        ),
         rows,
         right=frozenset({1, 3, 4, 5}),
     )
+    if any(not m.get("price") for m in result["models"]):
+        ctx.out.write(ESTIMATE_NOTE + "\n")
     return EXIT_OK
 
 
@@ -343,7 +368,7 @@ def write_usage_table(
         footer.append("")
     print_table(out, headers, [*table, footer], right=frozenset(range(1, 7)))
     if any(r.get("estimated") for r in rows):
-        out.write("~ estimated: a model without a published price was charged the default price\n")
+        out.write(ESTIMATE_NOTE + "\n")
 
 
 # --------------------------------------------------------------------------- config

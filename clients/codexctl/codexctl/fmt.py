@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
+
+# The footnote under a table that holds a `~` estimate (`usage`, `models`).
+ESTIMATE_NOTE: Final = "~ estimated: a model without a published price is charged the default price"
 
 
 def format_usd(value: float, estimated: bool = False) -> str:

@@ -9,7 +9,7 @@ so a newer daemon that adds a member does not break an older client.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
 
@@ -69,7 +69,7 @@ class LogoutResult(msgspec.Struct):
 UsdPerMillion = Annotated[float, msgspec.Meta(ge=0)]
 
 
-class Price(msgspec.Struct, frozen=True, kw_only=True):
+class PriceRates(msgspec.Struct, frozen=True, kw_only=True):
     """USD per 1M tokens."""
 
     input: Annotated[
@@ -83,6 +83,32 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
         UsdPerMillion,
         msgspec.Meta(description="USD per million output tokens (reasoning tokens included)."),
     ]
+
+
+# Where a price comes from, besides the https URL of the provider's page that states it: the
+# user's config (`[codexd.prices]`, `model_catalog_json`), or codexd's built-in default price.
+PRICE_SOURCE_CONFIG: Final = "config"
+PRICE_SOURCE_DEFAULT: Final = "default"
+
+
+class Price(PriceRates, frozen=True, kw_only=True):
+    """USD per 1M tokens, and where that price comes from."""
+
+    source: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The provider's page that states this price (an https URL), `config` "
+            "for a price from `[codexd.prices]` or `model_catalog_json`, or `default` for "
+            "codexd's built-in default price."
+        ),
+    ] = None
+    as_of: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The date (YYYY-MM-DD) of the source page's content, or of the check "
+            "when the page is undated; null for a price from the config or the default."
+        ),
+    ] = None
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,9 +125,11 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelsResult(msgspec.Struct):
-    """`models/list`'s result."""
+    """`models/list`'s result. `default_price` is what a model without a price of its own is
+    charged (`[codexd.prices."*"]`, else codexd's default); such costs are `estimated`."""
 
     models: list[ModelInfo]
+    default_price: Price | None = None
 
 
 ConfigLayerKind = Literal["config", "codexd", "profile", "legacy_profile"]
