@@ -326,3 +326,18 @@ def test_codex_exec_over_the_websocket_needs_no_fallback(
         rows = c.call("usage/read", {"group_by": ["client"]})["rows"]
     assert [(r["client"], r["requests"]) for r in rows] == [("codex_exec", 1)]
     assert rows[0]["output_tokens"] > 0
+
+
+def test_shutdown_closes_an_idle_websocket_with_going_away(
+    gateway: DaemonProcess,  # noqa: F811
+) -> None:
+    with connect(gateway) as ws:
+        ws.send(create("hi"))
+        assert ws.turn()[-1]["type"] == "response.completed"
+        with Client(gateway.socket) as c:
+            c.call("daemon/shutdown", {})
+        closed = ws.next_event()
+    assert isinstance(closed, CloseConnection)
+    assert closed.code == 1001
+    assert gateway.proc is not None
+    assert gateway.proc.wait(timeout=20) == 0
