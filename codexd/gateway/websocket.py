@@ -466,6 +466,7 @@ class _Session:
         self.gone = False
         self.client_done = False
         self.turn: _TurnResponder | None = None  # the turn being answered
+        self._scope: anyio.CancelScope | None = None  # the connection's task group
         # How the server ends the connection unless the client closed it first.
         self.close_code = GOING_AWAY
         self.close_reason = "codexd's gateway is stopping"
@@ -481,8 +482,10 @@ class _Session:
                     await self._direct.send(data)
                 else:
                     await self.stream.send(data)
-            except SOCKET_ERRORS:
+            except SOCKET_ERRORS:  # the client is gone: so is the connection
                 self.gone = True
+                if self._scope is not None:
+                    self._client_done(self._scope)
 
     async def send_messages(self, messages: Sequence[bytes]) -> None:
         if self.ws.state is not ConnectionState.OPEN:
@@ -504,6 +507,7 @@ class _Session:
         send, receive = anyio.create_memory_object_stream[Create | Warmup](MAX_QUEUED_MESSAGES)
         try:
             async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
                 tg.start_soon(self._read, tg.cancel_scope, send)
                 await self._turns(receive)
                 tg.cancel_scope.cancel()
@@ -514,7 +518,7 @@ class _Session:
                 "gateway: WebSocket /v1/responses from %s closed (%s) after %d response(s) "
                 "and %d warm-up(s)",
                 self.client,
-                self.close_code,
+                int(self.close_code),
                 self.responses,
                 self.warmups,
             )

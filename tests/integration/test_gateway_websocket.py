@@ -19,8 +19,11 @@ from typing import Any
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
+    BytesMessage,
     CloseConnection,
     Event,
+    Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -167,6 +170,10 @@ def test_malformed_messages_get_an_error_message_and_the_connection_goes_on(
         wrong_type = ws.message()
         ws.send({"model": "gpt-5", "input": "hi"})
         no_type = ws.message()
+        ws.sock.sendall(ws.ws.send(BytesMessage(data=b'{"type": "response.create"}')))
+        binary = ws.message()
+        ws.sock.sendall(ws.ws.send(Ping(payload=b"still there?")))
+        pong = ws.next_event()
         ws.send(create("still here?"))
         after = ws.turn()
 
@@ -176,6 +183,8 @@ def test_malformed_messages_get_an_error_message_and_the_connection_goes_on(
     assert wrong_type["error"]["param"] == "type"
     assert "'response.cancel'" in wrong_type["error"]["message"]
     assert no_type["error"]["param"] == "type"
+    assert binary["status"] == 400 and "text" in binary["error"]["message"]
+    assert isinstance(pong, Pong) and pong.payload == b"still there?"
     assert after[-1]["type"] == "response.completed"
     assert text_of(after) == fake_openai.reply_text
     assert len(fake_openai.model_requests("/v1/responses")) == 1
@@ -192,6 +201,7 @@ def test_an_upstream_error_before_output_is_an_error_message_with_its_status(
         failed = ws.turn()
         ws.send(create("shorter"))
         after = ws.turn()
+        ws.close()  # the server's close frame comes once the turn's job has ended
 
     assert [m["type"] for m in failed] == ["error"]
     assert failed[0]["status"] == 400
@@ -341,3 +351,17 @@ def test_shutdown_closes_an_idle_websocket_with_going_away(
     assert closed.code == 1001
     assert gateway.proc is not None
     assert gateway.proc.wait(timeout=20) == 0
+
+
+def test_an_idle_websocket_is_closed_after_idle_timeout_s(
+    gateway_env: dict[str, str],  # noqa: F811
+) -> None:
+    config = os.path.join(gateway_env["CODEX_HOME"], "config.toml")
+    with open(config, "a") as f:
+        f.write("idle_timeout_s = 0.5\n")  # appended inside [codexd.gateway]
+    with DaemonProcess(gateway_env) as daemon, connect(daemon) as ws:
+        ws.send(create("hi"))
+        assert ws.turn()[-1]["type"] == "response.completed"
+        closed = ws.next_event()  # no turn for idle_timeout_s: the server closes
+        assert isinstance(closed, CloseConnection)
+        assert (closed.code, closed.reason) == (1000, "idle")
