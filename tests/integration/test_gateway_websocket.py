@@ -36,6 +36,7 @@ from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
 from tests.codex_cli import codex_binary
+from tests.conftest import free_port
 from tests.integration.test_gateway import gateway, gateway_env, jobs_of, token_of  # noqa: F401
 
 IO_TIMEOUT_S = 30.0
@@ -365,3 +366,26 @@ def test_an_idle_websocket_is_closed_after_idle_timeout_s(
         closed = ws.next_event()  # no turn for idle_timeout_s: the server closes
         assert isinstance(closed, CloseConnection)
         assert (closed.code, closed.reason) == (1000, "idle")
+
+
+def test_moving_the_listener_closes_a_websocket_once_its_turn_is_over(
+    gateway: DaemonProcess,  # noqa: F811
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(fo.Reply(hold_after=6))
+    config = Path(gateway.env["CODEX_HOME"], "config.toml")
+    with connect(gateway) as ws:
+        ws.send(create("hi"))
+        first = ws.message()
+        while first["type"] != "response.output_text.delta":
+            first = ws.message()
+        moved = f"127.0.0.1:{free_port()}"
+        config.write_text(config.read_text().replace(gateway.env["GATEWAY_TCP"], moved))
+        with Client(gateway.socket) as c:
+            c.call("config/reload")  # answers once the listeners follow the file
+        fake_openai.release()
+        rest = ws.turn()
+        closed = ws.next_event()
+    assert rest[-1]["type"] == "response.completed"  # the turn under way finished
+    assert isinstance(closed, CloseConnection) and closed.code == 1001
+    assert [j["state"] for j in jobs_of(gateway)] == ["completed"]
