@@ -26,7 +26,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Final
 
@@ -79,6 +79,10 @@ class Request:
     keep_alive: bool = True
     # HTTP/1.1 (chunked responses); False for HTTP/1.0.
     http11: bool = True
+    # An upgrade request (`Connection: Upgrade`): the bytes read after its head. Nothing
+    # after it is HTTP, so the connection's reader has stopped and the handler may take the
+    # connection over (`Responder.switch_protocols`); otherwise it closes after the response.
+    upgrade: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,19 @@ class Responder:
         self.finished = True
         await self._write(out)
 
+    async def switch_protocols(self, headers: Sequence[tuple[str, str]]) -> anyio.abc.ByteStream:
+        """Answer an upgrade request (`Request.upgrade`) with 101 and hand the connection
+        over: the caller reads and writes the returned stream from here on, and the
+        connection closes when the handler returns."""
+        if self._request is None or self._request.upgrade is None:
+            raise RuntimeError("only an upgrade request can switch protocols")
+        head = _head(101, headers)
+        self.started = True
+        self.status = 101
+        self.finished = True
+        await self._write(head)
+        return self._stream
+
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
 
@@ -255,6 +272,7 @@ class _RequestParser:
         "parser",
         "ready",
         "stopped",
+        "upgraded",
         "wants_continue",
     )
 
@@ -264,6 +282,8 @@ class _RequestParser:
         self.parser = httptools.HttpRequestParser(self)
         self.ready: deque[Request | Refusal] = deque()
         self.stopped = False
+        # An upgrade request was read: the connection is no longer HTTP's to read.
+        self.upgraded = False
         # A request has begun and its head is not whole yet.
         self.in_head = False
         self.in_body = False
@@ -290,9 +310,10 @@ class _RequestParser:
                 return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # The request before the upgrade is whole and answered; nothing after it is HTTP.
-            self._last_keeps_alive(False)
+        except httptools.HttpParserUpgrade as exc:
+            # The upgrade request is whole (and last); nothing after its head is HTTP.
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self._last_upgrades(data[offset:])
             self.stopped = True
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _Stop):
@@ -309,11 +330,10 @@ class _RequestParser:
         self.ready.append(refusal)
         raise _Stop
 
-    def _last_keeps_alive(self, keep_alive: bool) -> None:
+    def _last_upgrades(self, tail: bytes) -> None:
         if self.ready and isinstance(last := self.ready[-1], Request):
-            self.ready[-1] = Request(
-                last.method, last.path, last.headers, last.body, keep_alive, last.http11
-            )
+            self.ready[-1] = replace(last, keep_alive=False, upgrade=tail)
+            self.upgraded = True
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -483,6 +503,9 @@ class _Reader:
                 parser.feed(data)
                 if self._timing != _UNTIMED:
                     self._after_feed()
+                if parser.upgraded:  # its handler reads the connection from here on
+                    self._wakeup.set()
+                    return
             self._wakeup.set()
 
     async def next(self, stream: anyio.abc.ByteStream) -> Request | Refusal | None:

@@ -54,6 +54,7 @@ from codexd.gateway.translate import (
     not_found_url,
     openai_error,
 )
+from codexd.gateway.websocket import is_websocket_request, serve_websocket
 from codexd.security.peer import admit
 from codexd.service import InvalidSubmit, Services, SubmitRequest
 
@@ -274,7 +275,7 @@ class Gateway:
         async def handler(request: Request, responder: Responder) -> None:
             served.busy = True
             try:
-                await self.handle(request, responder)
+                await self.handle(request, responder, served)
             finally:
                 served.busy = False
                 if served.closing:  # its listener stopped: no next request on it
@@ -294,7 +295,9 @@ class Gateway:
 
     # ---------------------------------------------------------------- routing
 
-    async def handle(self, request: Request, responder: Responder) -> None:
+    async def handle(
+        self, request: Request, responder: Responder, served: Served | None = None
+    ) -> None:
         """Route one request (on TCP its head already carried the token)."""
         if self.off:
             await _send_error(responder, gateway_off(self.services.config.path))
@@ -303,6 +306,16 @@ class Gateway:
         api = _API_BY_PATH.get(path)
         if api is not None and method == "POST":
             await self.model_request(request, responder, api)
+        elif api == "responses" and is_websocket_request(request):
+            # The Responses WebSocket (websocket.py): each turn through `model_request`.
+            await serve_websocket(
+                request,
+                responder,
+                self.model_request,
+                client=client_name(request.headers),
+                idle_timeout=self.services.config.snapshot.codexd.gateway.idle_timeout_s,
+                served=served,
+            )
         elif path == "/v1/models" and method == "GET":
             await responder.send(200, models_list(self._model_ids()))
         elif path.startswith(_MODEL_PATH) and method == "GET":

@@ -266,6 +266,34 @@ async def test_an_upgrade_request_is_answered_and_the_connection_closed() -> Non
         assert reply.endswith(b"/ws")
 
 
+async def test_an_upgrade_handler_takes_the_connection_over_with_the_bytes_after_the_head() -> None:
+    heard: list[bytes] = []
+
+    async def echo_upgraded(request: Request, responder: Responder) -> None:
+        assert request.upgrade is not None
+        stream = await responder.switch_protocols([("upgrade", "echo")])
+        data = request.upgrade  # what came in with the head
+        while not data.endswith(b"bye"):
+            data += await stream.receive()
+        heard.append(data)
+        await stream.send(b"heard:" + data)
+
+    with anyio.fail_after(10):  # a hang guard: bytes the parser ate would never arrive
+        async with served(echo_upgraded) as client:
+            await client.send(
+                b"GET /echo HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n"
+                b"early "
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await client.receive()
+            assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n")
+            await client.send(b"and bye")  # not HTTP: the handler reads it, not the parser
+            reply = await read_to_eof(client)
+    assert heard == [b"early and bye"]
+    assert head.split(b"\r\n\r\n", 1)[1] + reply == b"heard:early and bye"
+
+
 async def test_a_header_line_that_never_ends_is_431_not_memory() -> None:
     async with served(echo_path) as client:
         await client.send(b"GET /x HTTP/1.1\r\nhost: x\r\nx: ")
