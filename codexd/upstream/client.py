@@ -149,6 +149,24 @@ async def probe(
 ) -> UpstreamError | None:
     """One GET (`{base_url}/models`, to check a key): None when upstream answered 2xx, else
     what went wrong, classified (and scrubbed) as for a model request."""
+    got = await fetch(
+        transport, url, headers, timeout_s=timeout_s, wall_now=wall_now, scrubber=scrubber
+    )
+    return got if isinstance(got, UpstreamError) else None
+
+
+async def fetch(
+    transport: httpx.AsyncBaseTransport,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    max_body: int = MAX_ERROR_BODY,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    wall_now: Callable[[], float] = time.time,
+    scrubber: Scrubber = GENERIC,
+) -> bytes | UpstreamError:
+    """One GET: the body of a 2xx answer (at most `max_body` bytes), else what went wrong,
+    classified (and scrubbed) as for a model request."""
     try:
         with transport_errors(scrubber=scrubber):
             request = httpx.Request(
@@ -166,11 +184,12 @@ async def probe(
             )
             response = await transport.handle_async_request(request)
         try:
-            if 200 <= response.status_code < 300:
-                return None
-            got = {k.lower(): v for k, v in response.headers.items()}
+            ok = 200 <= response.status_code < 300
             with transport_errors(scrubber=scrubber):
-                body = await _read_bounded(response, MAX_ERROR_BODY)
+                body = await _read_bounded(response, max_body if ok else MAX_ERROR_BODY)
+            if ok:
+                return body
+            got = {k.lower(): v for k, v in response.headers.items()}
             return classify_http(response.status_code, got, body, wall_now(), scrubber=scrubber)
         finally:
             with anyio.CancelScope(shield=True):
@@ -298,6 +317,7 @@ __all__ = [
     "Attempt",
     "AttemptResult",
     "UpstreamError",
+    "fetch",
     "new_http_client",
     "new_transport",
     "probe",
