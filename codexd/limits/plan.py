@@ -236,22 +236,27 @@ def blocked_until(
     """When the plan lets requests through again (epoch s), or None when it does now.
 
     Spent windows (at 100 %) block until the latest of their resets. When the body says the
-    limit is reached but no window shows 100 %, the earliest reset ahead is when it may change.
-    A reset that is unknown or past blocks nothing."""
+    limit is reached but no window shows 100 %, the earliest reset ahead is when it may change;
+    once a window has reset since, that verdict is stale and blocks nothing (the next read
+    tells). A reset that is unknown or past blocks nothing."""
     spent: list[float] = []
     ahead: list[float] = []
+    passed = False
     for window in windows:
         if window is None:
             continue
         reset = epoch_of(window.resets_at)
-        if reset is None or reset <= wall_now:
+        if reset is None:
+            continue
+        if reset <= wall_now:
+            passed = True
             continue
         ahead.append(reset)
         if window.used_percent >= SPENT_PERCENT:
             spent.append(reset)
     if spent:
         return max(spent)
-    if limit_reached and ahead:
+    if limit_reached and ahead and not passed:
         return min(ahead)
     return None
 

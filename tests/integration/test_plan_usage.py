@@ -48,6 +48,16 @@ def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def limit_rows(shown: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """`codexctl limits`' rows: name → what it says."""
+    assert shown.returncode == 0, shown.stderr
+    return dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        for line in shown.stdout.splitlines()
+        if line.startswith("    ")
+    )
+
+
 def test_ratelimits_read_and_codexctl_limits_show_the_plans_windows_and_credits(
     setup: Setup,
 ) -> None:
@@ -91,12 +101,7 @@ def test_ratelimits_read_and_codexctl_limits_show_the_plans_windows_and_credits(
     assert read.headers["chatgpt-account-id"] == "acct_fake0001"
     assert read.headers["user-agent"].startswith("codex_cli_rs/")
 
-    assert shown.returncode == 0, shown.stderr
-    rows = dict(
-        re.split(r"\s{2,}", line.strip(), maxsplit=1)
-        for line in shown.stdout.splitlines()
-        if line.startswith("    ")
-    )
+    rows = limit_rows(shown)
     five_hours = r"\[#{8}-{12}\] 42% used, resets in (?:2h|1h59m) \(.+\)"
     assert re.fullmatch(five_hours, rows["5h window"]), rows
     week = r"\[#-{19}\] 7% used, resets in (?:5d|4d23h) \(\d{4}-\d\d-\d\d .+\)"
@@ -112,6 +117,7 @@ def test_a_spent_window_fails_the_job_at_once_and_nothing_goes_upstream(setup: S
         events = run_job(c)
         again = run_job(c)
         asked = codexctl(d.env, "ask", "hi")
+        shown = codexctl(d.env, "limits", "--provider", "openai")
         jobs = c.call("job/list", {})["jobs"]
     assert [e["type"] for e in events] == ["job.failed"]
     error = events[-1]["error"]
@@ -124,6 +130,9 @@ def test_a_spent_window_fails_the_job_at_once_and_nothing_goes_upstream(setup: S
     assert asked.returncode == 5
     assert "usage limit reached" in asked.stderr
     assert all(job["attempts"] == 0 for job in jobs)
+    rows = limit_rows(shown)
+    assert re.fullmatch(r"\[#{20}\] 100% used, resets in (?:3h|2h59m) \(.+\)", rows["5h window"])
+    assert rows["credits"] == "none"
     assert setup.fake.model_requests() == []
     assert setup.fake.stats().plan_usage_reads == 1  # three jobs, one read
 
@@ -131,12 +140,12 @@ def test_a_spent_window_fails_the_job_at_once_and_nothing_goes_upstream(setup: S
 def test_a_spent_window_that_resets_within_max_retry_wait_holds_the_job_until_then(
     setup: Setup,
 ) -> None:
-    body = plan_usage(primary_used_percent=100, primary_resets_in_s=2)
-    setup.fake.set_plan_usage(body)
-    reset = body["rate_limit"]["primary_window"]["reset_at"]
     with setup.daemon() as d, Client(d.socket) as c:
+        body = plan_usage(primary_used_percent=100, primary_resets_in_s=3)
+        setup.fake.set_plan_usage(body)
+        reset = body["rate_limit"]["primary_window"]["reset_at"]
         events = run_job(c)
-    assert events[-1]["type"] == "job.completed"
+    assert events[-1]["type"] == "job.completed", events
     (sent,) = setup.fake.model_requests(CHATGPT_PATH)
     # the fake stamps requests with this process's monotonic clock
     sent_at = time.time() - (time.monotonic() - sent.time)

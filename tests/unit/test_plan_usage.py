@@ -240,6 +240,11 @@ def test_limit_reached_without_a_spent_window_waits_for_the_first_reset() -> Non
     assert until == NOW + 60
 
 
+def test_limit_reached_is_stale_once_a_window_has_reset() -> None:
+    until = blocked_until([window(100, -1), window(40, 86400)], limit_reached=True, wall_now=NOW)
+    assert until is None
+
+
 def test_the_gate_passes_waits_or_refuses() -> None:
     assert gate(None, wall_now=NOW, max_wait_s=120) is PASS
     assert gate(NOW, wall_now=NOW, max_wait_s=120) is PASS
