@@ -263,7 +263,7 @@ class JobRunner:
         """In ChatGPT mode, before the job queues for a slot: while a plan window is spent the
         job fails at once with `usage_limit_reached` (its reset beyond `max_retry_wait_s`) or
         the provider's budget pauses until the reset; either way nothing goes upstream."""
-        if self._plan is None:
+        if self._plan is None or not run.ref.requires_openai_auth:
             return None
         try:
             credentials = await self._auth.credentials(run.ref)
