@@ -215,6 +215,7 @@ class Daemon:
             tokens=TokenFile(self.paths.state_dir),
             reload_config=reload_config,
             request_shutdown=self.request_shutdown,
+            read_plan=runner.read_plan,
         )
         server = RpcServer(
             services,

@@ -247,17 +247,33 @@ class JobRunner:
             body=_encoder.encode(build_body(job.api, job.body, request.defaults)),  # type: ignore[arg-type]
         )
 
-    def _plan_target(self, run: _Run, credentials: CredentialsLike) -> PlanTarget | None:
-        """Where the plan's windows are read for this job: only with a ChatGPT login, and only
-        for a provider whose requests go to the ChatGPT backend."""
+    def _plan_target(
+        self, snapshot: ConfigSnapshot, provider: str, credentials: CredentialsLike
+    ) -> PlanTarget | None:
+        """Where the plan's windows are read for `provider`: only with a ChatGPT login, and
+        only for a provider whose requests go to the ChatGPT backend."""
         if self._plan is None or credentials.mode != "chatgpt":
             return None
-        url = run.snapshot.plan_usage_url(run.job.provider)
+        url = snapshot.plan_usage_url(provider)
         if url is None:
             return None
         headers = client_headers(self._env) | credentials.headers()
         headers["Accept"] = "application/json"
         return PlanTarget(url, headers)
+
+    async def read_plan(self, provider: str, snapshot: ConfigSnapshot) -> None:
+        """Before `ratelimits/read`: with a ChatGPT login, the plan's windows of `provider`,
+        read when the last read is older than the interval (as for a job)."""
+        ref = snapshot.provider_ref(provider)
+        if self._plan is None or not ref.requires_openai_auth:
+            return
+        try:
+            credentials = await self._auth.credentials(ref)
+        except RpcError:
+            return
+        target = self._plan_target(snapshot, provider, credentials)
+        if target is not None:
+            await self._plan.current(target, self._limiter_for(provider, snapshot))
 
     async def _plan_gate(self, run: _Run) -> RpcError | None:
         """In ChatGPT mode, before the job queues for a slot: while a plan window is spent the
@@ -269,7 +285,7 @@ class JobRunner:
             credentials = await self._auth.credentials(run.ref)
         except RpcError:
             return None  # the attempt reports it, as for any job
-        target = self._plan_target(run, credentials)
+        target = self._plan_target(run.snapshot, run.job.provider, credentials)
         if target is None:
             return None
         plan = await self._plan.current(target, run.limiter)
@@ -387,7 +403,7 @@ class JobRunner:
                 "job %s failed: %s (%s)", run.job.id, decision.error.kind, decision.error.message
             )
             if decision.error.upstream_code == "usage_limit_reached" and self._plan is not None:
-                target = self._plan_target(run, failed.credentials)
+                target = self._plan_target(run.snapshot, run.job.provider, failed.credentials)
                 if target is not None:
                     self._plan.limit_reached(target, run.limiter, self._plan.now())
             await run.mgr.fail(run.job, decision.error.to_rpc_error())

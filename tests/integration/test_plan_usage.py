@@ -109,6 +109,22 @@ def test_ratelimits_read_and_codexctl_limits_show_the_plans_windows_and_credits(
     assert rows["credits"] == "balance 9.99"
 
 
+def test_limits_read_the_plan_before_any_job(setup: Setup) -> None:
+    setup.fake.set_plan_usage(plan_usage(primary_used_percent=64, secondary_used_percent=21))
+    with setup.daemon() as d, Client(d.socket) as c:
+        rows = limit_rows(codexctl(d.env, "limits", "--provider", "openai"))
+        everyone = c.call("ratelimits/read", {})["providers"]
+    assert rows["5h window"].startswith("[#############-------] 64% used, resets in ")
+    assert rows["7d window"].startswith("[####----------------] 21% used, resets in ")
+    assert rows["credits"] == "none"
+    # the other providers take no ChatGPT login: nothing of the plan's is theirs
+    assert [p["upstream"].get("primary") is not None for p in everyone] == [
+        p["provider"] == "openai" for p in everyone
+    ]
+    assert setup.fake.stats().plan_usage_reads == 1
+    assert setup.fake.model_requests() == []
+
+
 def test_a_spent_window_fails_the_job_at_once_and_nothing_goes_upstream(setup: Setup) -> None:
     body = plan_usage(primary_used_percent=100, primary_resets_in_s=3 * 3600)
     setup.fake.set_plan_usage(body)
