@@ -228,3 +228,16 @@ def test_a_failed_read_is_logged_once_and_jobs_go_on(setup: Setup, answer: RawRe
     assert entry["upstream"].get("primary") is None
     assert log.count("cannot read the ChatGPT plan's usage windows") == 1, log
     assert len(setup.fake.model_requests(CHATGPT_PATH)) == 2
+
+
+def test_a_401_on_the_read_is_logged_and_the_job_still_completes(setup: Setup) -> None:
+    setup.issuer.expire_access_tokens()  # the backend refuses the token the daemon holds
+    with setup.daemon() as d, Client(d.socket) as c:
+        events = run_job(c)
+        log = d.stderr()
+    assert events[-1]["type"] == "job.completed"
+    (read,) = setup.fake.plan_usage_requests()
+    assert read.status == 401
+    warnings = [line for line in log.splitlines() if "usage windows" in line]
+    assert len(warnings) == 1 and "HTTP 401" in warnings[0], warnings
+    assert "Bearer" not in warnings[0]
