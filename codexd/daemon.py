@@ -52,6 +52,7 @@ from codexd.service import (
     TokenFile,
 )
 from codexd.service.remote_models import RemoteModels, chatgpt_models
+from codexd.upstream.plan import PlanWatch
 from codexd.upstream.runner import HttpClients, JobRunner
 from codexd.usage.cost import cost_usd
 from codexd.usage.ledger import Ledger, LedgerWriter
@@ -64,6 +65,7 @@ WATCH_POLL_MS = 200
 USAGE_RETENTION_INTERVAL_S = 86_400.0
 FLUSH_TIMEOUT_S = 2.0
 OAUTH_HTTP = "__oauth__"
+PLAN_HTTP = "__plan_usage__"
 
 
 class Daemon:
@@ -137,7 +139,7 @@ class Daemon:
         return auth
 
     def _build(
-        self, auth: AuthSession, ledger: LedgerWriter, http: HttpClients
+        self, auth: AuthSession, ledger: LedgerWriter, http: HttpClients, plan: PlanWatch
     ) -> tuple[Services, RpcServer]:
         config = self.config
         events = EventHub()
@@ -151,7 +153,12 @@ class Daemon:
             return cost_usd(usage, catalog.price_for(job.model), catalog.default_price)
 
         runner = JobRunner(
-            auth=auth, limiter_for=limiters.limiter_for, http=http, price=price, env=self.env
+            auth=auth,
+            limiter_for=limiters.limiter_for,
+            http=http,
+            price=price,
+            env=self.env,
+            plan=plan,
         )
         jobs = JobService(
             runner,
@@ -212,6 +219,7 @@ class Daemon:
             tokens=TokenFile(self.paths.state_dir),
             reload_config=reload_config,
             request_shutdown=self.request_shutdown,
+            read_plan=runner.read_plan,
         )
         server = RpcServer(
             services,
@@ -275,7 +283,8 @@ class Daemon:
                 raise StartupError(f"cannot open the usage ledger in {self.paths.state_dir}: {exc}")
             ledger = LedgerWriter(opened, caps=lambda: self.config.snapshot.codexd.budget)
             auth = await self._open_auth(http)
-            services, server = self._build(auth, ledger, http)
+            plan = PlanWatch(lambda: http.transport(PLAN_HTTP))
+            services, server = self._build(auth, ledger, http, plan)
             self.config.subscribe(lambda event: self._config_event(services, event))
             listener, socket_ino = await listen_private(
                 self.paths.socket, adopted=self.passed.control
@@ -286,6 +295,7 @@ class Daemon:
                 await tg.start(services.jobs.manager.run)
                 await tg.start(services.accounts.run)
                 await tg.start(services.limiters.run)
+                await tg.start(plan.run, name="plan usage")
                 await tg.start(self._signals, services, tg.cancel_scope)
                 tg.start_soon(watchdog, self.notifier, name="sd_notify watchdog")
                 tg.start_soon(server.serve, listener, name="rpc server")

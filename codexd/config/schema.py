@@ -633,6 +633,23 @@ class ConfigSnapshot(Struct, frozen=True, kw_only=True):
             provider=self.provider_ref(provider_id),
         )
 
+    def plan_usage_url(self, provider_id: str) -> str | None:
+        """Where the ChatGPT plan's usage windows are read for `provider_id` under a ChatGPT
+        login, as Codex's backend client builds it: `{chatgpt_base_url}/wham/usage` when the
+        base has `/backend-api` (chatgpt.com gets it added), else `{base}/api/codex/usage`.
+        None when the provider's requests do not go to that backend (an `openai_base_url` or
+        a custom `base_url` elsewhere): its traffic is not the plan's to gate."""
+        base = self.chatgpt_base_url.rstrip("/")
+        if not self._base_url(provider_id, self.providers[provider_id], True).startswith(base):
+            return None
+        if base.startswith(("https://chatgpt.com", "https://chat.openai.com")) and (
+            "/backend-api" not in base
+        ):
+            base += "/backend-api"
+        if "/backend-api" in base:
+            return base + "/wham/usage"
+        return base + "/api/codex/usage"
+
     def _base_url(self, provider_id: str, provider: ProviderConfig, chatgpt_auth: bool) -> str:
         """As Codex decides it: an explicit base URL wins (for `openai`: `openai_base_url`);
         otherwise a provider using the Codex login goes to `chatgpt_base_url` + `codex` under

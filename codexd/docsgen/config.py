@@ -30,6 +30,7 @@ from codexd.config.load import (
 from codexd.config.schema import LMSTUDIO_DEFAULT_PORT, OLLAMA_DEFAULT_PORT, ConfigToml
 from codexd.config.store import MAX_PROFILE_SNAPSHOTS, RESTART_KEYS
 from codexd.install import SHELL_LOCATIONS, env_file_path
+from codexd.limits.plan import POLL_INTERVAL_S
 from codexd.usage.catalog import DEFAULT_PRICE_KEY, FALLBACK_PRICE
 
 # What a table of tables shows for the ids of its entries.
@@ -368,9 +369,34 @@ def _fallback_price() -> list[str]:
     ]
 
 
+def _plan_windows() -> list[str]:
+    return [
+        "### A ChatGPT plan's usage windows",
+        "",
+        "With a ChatGPT sign-in, a provider whose requests go to the ChatGPT backend (the "
+        "built-in `openai`, or a provider with `requires_openai_auth = true` whose `base_url` "
+        "lies under `chatgpt_base_url`) also follows the plan's own limits: its 5-hour and "
+        "weekly usage windows and its credits, read from `chatgpt_base_url` + `wham/usage` "
+        f"at most once every {POLL_INTERVAL_S:.0f} seconds (when a job starts and the last "
+        "read is older) and once more after a job ends in `usage_limit_reached`. All such "
+        "providers share the reads: the plan belongs to the login. `codexctl limits` (and "
+        "`ratelimits/read`, `ratelimits/updated`) shows the windows, each with what is used "
+        "and when it resets, and the credits, beside what response headers said: the newer "
+        "of the two wins.",
+        "",
+        "While a window is at 100 % (or the plan says its limit is reached), nothing is sent "
+        "upstream: a job fails at once with `usage_limit_reached` and the window's "
+        "`resets_at`, or, when the window resets within `max_retry_wait_s`, the provider's "
+        "budget pauses until then and its jobs wait. A read that fails (the network, a 401, "
+        "a body that is not the usage data) is logged once and changes nothing.",
+        "",
+    ]
+
+
 # Sections written after a table's own, by its pattern.
 _AFTER: Final[dict[str, Callable[[], list[str]]]] = {
     "model_providers.*": _builtin_providers,
+    "codexd.rate_limits.*": _plan_windows,
     "codexd.prices.*": _fallback_price,
 }
 

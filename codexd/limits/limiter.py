@@ -31,6 +31,7 @@ from codexctl.results import BackendStatus, ProviderLimits, UpstreamLimits
 from codexd.limits.budget import DEFAULT_MARGIN_S, Budget, BudgetLimits
 from codexd.limits.fairqueue import FairQueue
 from codexd.limits.headers import RateLimitHeaders
+from codexd.limits.plan import PlanUsage
 from codexd.limits.redis import RedisUnavailable, RedisWindow
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,16 @@ class Limiter:
         self._budget.observe_headers(headers, self._clock())
         self._upstream = headers.merged_into(self._upstream)
         self._update()
+
+    def observe_plan(self, plan: PlanUsage) -> None:
+        """A read of the ChatGPT plan's windows: it replaces what headers said before it."""
+        self._upstream = plan.merged_into(self._upstream)
+        self._update()
+
+    @property
+    def upstream(self) -> UpstreamLimits:
+        """What the server told us last (headers and the plan's windows, newest first)."""
+        return self._upstream
 
     def reconfigure(self, limits: BudgetLimits) -> None:
         self._budget.reconfigure(limits)

@@ -171,8 +171,9 @@ class RateLimitsParams(msgspec.Struct, forbid_unknown_fields=True):
 
 async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLimitsResult:
     """The budget codexd shares between all clients of a provider, and what the provider's
-    own rate-limit headers (and, with a ChatGPT login, the plan's windows) said last. An
-    unknown `provider` is `invalid_params`."""
+    own rate-limit headers (and, with a ChatGPT login, the plan's windows, read first when
+    the last read is over a minute old) said last. An unknown `provider` is
+    `invalid_params`."""
     services = ctx.services
     snapshot = services.config.snapshot
     ids = [params.provider] if params.provider else sorted(snapshot.providers)
@@ -182,6 +183,8 @@ async def ratelimits_read(ctx: CallContext, params: RateLimitsParams) -> RateLim
                 ErrorKind.INVALID_PARAMS,
                 f"invalid params for ratelimits/read: unknown provider {pid!r} - at `$.provider`",
             )
+    for pid in ids:  # the providers that share a ChatGPT plan share one read
+        await services.read_plan(pid, snapshot)
     return RateLimitsResult(
         providers=[services.limiters.limiter_for(p, snapshot).snapshot() for p in ids]
     )

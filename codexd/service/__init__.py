@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from codexd.config.schema import ConfigSnapshot
 from codexd.config.store import ConfigStore, ReloadOutcome
 from codexd.events import EventHub
 from codexd.jobs import Subscriber
@@ -45,6 +46,8 @@ class Services:
     # Re-read config.toml now (the service manager hears of it); and drain and stop.
     reload_config: Callable[[], Awaitable[ReloadOutcome]]
     request_shutdown: Callable[[], None]
+    # Before `ratelimits/read`: read a provider's ChatGPT plan windows when a read is due.
+    read_plan: Callable[[str, ConfigSnapshot], Awaitable[None]]
 
     def waiting(self) -> set[object]:
         """Owners that wait for something: subscribers of running jobs and of topics,

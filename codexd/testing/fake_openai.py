@@ -2,10 +2,10 @@
 
 Endpoints: `POST /v1/responses`, `POST /v1/chat/completions` (streamed as SSE with the real
 event sequence, or one JSON object), `GET /v1/models[/{id}]`, and the ChatGPT backend's
-`POST /backend-api/codex/responses` (same wire as /v1/responses) and
+`POST /backend-api/codex/responses` (same wire as /v1/responses),
 `GET /backend-api/codex/models` (the list `list_codex_models()` sets, in Codex's catalog
-format). Shapes follow what
-OpenAI's API and the ChatGPT backend send.
+format) and the plan's usage windows at `GET /backend-api/wham/usage` (`set_plan_usage()`,
+`plan_usage_requests()`). Shapes follow what OpenAI's API and the ChatGPT backend send.
 
 Control API (thread-safe): `script()` queues outcomes for the next model requests (FIFO,
 optionally per path), `requests` is the request log, `stats()` the counters, `wait_for()` /
@@ -57,6 +57,9 @@ CHAT_PATH = "/v1/chat/completions"
 CHATGPT_RESPONSES_PATH = "/backend-api/codex/responses"
 CHATGPT_MODELS_PATH = "/backend-api/codex/models"
 MODEL_PATHS = frozenset({RESPONSES_PATH, CHAT_PATH, CHATGPT_RESPONSES_PATH})
+PLAN_USAGE_PATH = "/backend-api/wham/usage"
+FIVE_HOURS_S = 5 * 3600
+ONE_WEEK_S = 7 * 86400
 
 # Reported in x-ratelimit-* headers when no limit is enforced.
 NOMINAL_RPM = 10_000
@@ -507,6 +510,45 @@ class CodexLimits:
         ]
 
 
+def plan_usage(
+    *,
+    primary_used_percent: float = 12.0,
+    secondary_used_percent: float = 3.0,
+    primary_resets_in_s: int = 3600,
+    secondary_resets_in_s: int = 5 * 86400,
+    plan_type: str = "plus",
+    limit_reached: bool | None = None,
+    credits: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A `/wham/usage` body as the ChatGPT backend sends it: a 5-hour primary and a weekly
+    secondary window (`reset_at` in epoch seconds), the plan and its credits."""
+    wall = int(time.time() if now is None else now)
+    spent = primary_used_percent >= 100 or secondary_used_percent >= 100
+
+    def window(used: float, length_s: int, resets_in_s: int) -> dict[str, Any]:
+        return {
+            "used_percent": used,
+            "limit_window_seconds": length_s,
+            "reset_after_seconds": resets_in_s,
+            "reset_at": wall + resets_in_s,
+        }
+
+    reached = spent if limit_reached is None else limit_reached
+    return {
+        "plan_type": plan_type,
+        "rate_limit": {
+            "allowed": not reached,
+            "limit_reached": reached,
+            "primary_window": window(primary_used_percent, FIVE_HOURS_S, primary_resets_in_s),
+            "secondary_window": window(secondary_used_percent, ONE_WEEK_S, secondary_resets_in_s),
+        },
+        "credits": dict(credits)
+        if credits is not None
+        else {"has_credits": False, "unlimited": False, "balance": "0"},
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Log and counters
 
@@ -537,6 +579,7 @@ class Stats:
     dropped: int = 0  # streams the script cut off
     rate_limited: int = 0  # 429s from the enforced limits
     scripted: int = 0  # scripted outcomes consumed
+    plan_usage_reads: int = 0  # GETs of the plan's usage windows (/backend-api/wham/usage)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,6 +643,7 @@ class FakeOpenAI:
         self._window = RollingWindow()
         self._ids = itertools.count(1)
         self._codex_models: tuple[Mapping[str, Any], ...] = ()
+        self._plan_usage: RawReply | None = None
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -696,6 +740,21 @@ class FakeOpenAI:
             if text is not None:
                 self._reply_text = text
 
+    def set_plan_usage(self, body: Mapping[str, Any] | RawReply | None) -> None:
+        """What `GET /backend-api/wham/usage` answers: a body (see `plan_usage()`), any
+        status and bytes (a `RawReply`: a 500, a body that is not JSON), or None for the
+        default `plan_usage()` of the moment."""
+        with self._lock:
+            if body is None or isinstance(body, RawReply):
+                self._plan_usage = body
+            else:
+                self._plan_usage = RawReply(200, _encoder.encode(body))
+
+    def plan_usage_requests(self) -> list[RecordedRequest]:
+        """The logged reads of the plan's usage windows (with their headers)."""
+        with self._lock:
+            return [r for r in self._log if r.path == PLAN_USAGE_PATH]
+
     @property
     def reply_text(self) -> str:
         with self._lock:
@@ -767,6 +826,9 @@ class FakeOpenAI:
             return
         if request.method == "GET" and request.path == CHATGPT_MODELS_PATH:
             await self._codex_models_request(request, responder, arrived)
+            return
+        if request.method == "GET" and request.path == PLAN_USAGE_PATH:
+            await self._plan_usage_request(request, responder, arrived)
             return
         if self._issuer is not None and self._issuer.owns(request.path):
             await self._issuer.handle(request, responder)
@@ -841,6 +903,23 @@ class FakeOpenAI:
             payload = {"models": list(self._codex_models)}
         self._append_log(request, None, 200, arrived, None)
         await responder.send_json(200, payload, headers=[("x-request-id", self._request_id())])
+
+    async def _plan_usage_request(
+        self, request: Request, responder: Responder, arrived: float
+    ) -> None:
+        self._update(plan_usage_reads=1)
+        with self._lock:
+            reply = self._plan_usage
+        reply = self._auth_failure(request) or reply
+        if reply is None:
+            reply = RawReply(200, _encoder.encode(plan_usage()))
+        self._append_log(request, None, reply.status, arrived, None)
+        await responder.send(
+            reply.status,
+            reply.body,
+            content_type=reply.content_type,
+            headers=[("x-request-id", self._request_id()), *reply.headers],
+        )
 
     def _request_id(self) -> str:
         return f"req_{self._next_id():032x}"

@@ -237,7 +237,20 @@ def _usage_limit(parsed: _Parsed, now: float, tz: tzinfo | None, **fields: Any) 
     resets: float | None = parsed.resets_at
     if resets is None and parsed.resets_in_seconds is not None:
         resets = now + parsed.resets_in_seconds
-    plan = f" ({parsed.plan_type} plan)" if parsed.plan_type else ""
+    return usage_limit_reached(resets, parsed.plan_type, now, tz=tz, **fields)
+
+
+def usage_limit_reached(
+    resets: float | None,
+    plan_type: str | None,
+    now: float,
+    *,
+    tz: tzinfo | None = None,
+    **fields: Any,
+) -> UpstreamError:
+    """The ChatGPT plan's limit is spent until `resets` (epoch s, or unknown): what upstream's
+    429 says, and what the plan's windows say before any request is sent."""
+    plan = f" ({plan_type} plan)" if plan_type else ""
     if resets is not None:
         when = format_reset(resets, now, tz)
         fields.update(resets_at=rfc3339(resets), retry_after_s=max(0.0, resets - now))

@@ -29,9 +29,11 @@ from codexd.jobs import Job, JobManager, UpstreamEvent, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
 from codexd.limits.limiter import Limiter, Slot
+from codexd.limits.plan import Refuse, Wait, blocked_until, gate
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.client import Attempt, new_http_client, new_transport, probe, run_attempt
-from codexd.upstream.errors import UpstreamError
+from codexd.upstream.errors import UpstreamError, usage_limit_reached
+from codexd.upstream.plan import PlanTarget, PlanWatch
 from codexd.upstream.retry import Attempts, GiveUp, RetryPolicy, decide
 from codexd.upstream.wire import (
     RequestDefaults,
@@ -182,8 +184,10 @@ class JobRunner:
         wall_now: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         normalizer_for: Callable[[str, Scrubber], StreamNormalizer] | None = None,
+        plan: PlanWatch | None = None,
     ) -> None:
         self._auth = auth
+        self._plan = plan
         self._limiter_for = limiter_for
         self._http = http
         self._price = price
@@ -199,6 +203,10 @@ class JobRunner:
 
     async def __call__(self, job: Job, mgr: JobManager) -> None:
         run = self._prepare(job, mgr)
+        refused = await self._plan_gate(run)
+        if refused is not None:
+            await mgr.fail(job, refused)
+            return
         while True:
             # A job ends outside its limiter slot: the terminal event waits for the ledger's
             # commit, which must not hold a concurrency slot another job could use.
@@ -238,6 +246,71 @@ class JobRunner:
             limiter=self._limiter_for(job.provider, snapshot),
             body=_encoder.encode(build_body(job.api, job.body, request.defaults)),  # type: ignore[arg-type]
         )
+
+    def _plan_target(
+        self, snapshot: ConfigSnapshot, provider: str, credentials: CredentialsLike
+    ) -> PlanTarget | None:
+        """Where the plan's windows are read for `provider`: only with a ChatGPT login, and
+        only for a provider whose requests go to the ChatGPT backend."""
+        if self._plan is None or credentials.mode != "chatgpt":
+            return None
+        url = snapshot.plan_usage_url(provider)
+        if url is None:
+            return None
+        headers = client_headers(self._env) | credentials.headers()
+        headers["Accept"] = "application/json"
+        return PlanTarget(url, headers)
+
+    async def read_plan(self, provider: str, snapshot: ConfigSnapshot) -> None:
+        """Before `ratelimits/read`: with a ChatGPT login, the plan's windows of `provider`,
+        read when the last read is older than the interval (as for a job)."""
+        ref = snapshot.provider_ref(provider)
+        if self._plan is None or not ref.requires_openai_auth:
+            return
+        try:
+            credentials = await self._auth.credentials(ref)
+        except RpcError:
+            return
+        target = self._plan_target(snapshot, provider, credentials)
+        if target is not None:
+            await self._plan.current(target, self._limiter_for(provider, snapshot))
+
+    async def _plan_gate(self, run: _Run) -> RpcError | None:
+        """In ChatGPT mode, before the job queues for a slot: while a plan window is spent the
+        job fails at once with `usage_limit_reached` (its reset beyond `max_retry_wait_s`) or
+        the provider's budget pauses until the reset; either way nothing goes upstream."""
+        if self._plan is None or not run.ref.requires_openai_auth:
+            return None
+        try:
+            credentials = await self._auth.credentials(run.ref)
+        except RpcError:
+            return None  # the attempt reports it, as for any job
+        target = self._plan_target(run.snapshot, run.job.provider, credentials)
+        if target is None:
+            return None
+        plan = await self._plan.current(target, run.limiter)
+        upstream = run.limiter.upstream
+        wall_now = self._wall_now()
+        until = blocked_until(
+            (upstream.primary, upstream.secondary),
+            limit_reached=plan is not None and plan.limit_reached,
+            wall_now=wall_now,
+        )
+        decision = gate(until, wall_now=wall_now, max_wait_s=run.policy.max_retry_wait_s)
+        if isinstance(decision, Wait):
+            log.info(
+                "job %s: the ChatGPT plan's usage limit resets in %.0fs; provider %s waits",
+                run.job.id,
+                decision.delay_s,
+                run.job.provider,
+            )
+            run.limiter.pause(decision.delay_s)
+        elif isinstance(decision, Refuse):
+            plan_type = plan.plan_type if plan is not None else None
+            error = usage_limit_reached(decision.resets_at, plan_type, wall_now)
+            log.info("job %s failed: %s (%s)", run.job.id, error.kind, error.message)
+            return error.to_rpc_error()
+        return None
 
     async def _admitted(self, run: _Run) -> RpcError | _Completed | _Failed:
         """Admission: wait for a rate-limit slot, then find the credentials and the route and
@@ -329,6 +402,10 @@ class JobRunner:
             log.info(
                 "job %s failed: %s (%s)", run.job.id, decision.error.kind, decision.error.message
             )
+            if decision.error.upstream_code == "usage_limit_reached" and self._plan is not None:
+                target = self._plan_target(run.snapshot, run.job.provider, failed.credentials)
+                if target is not None:
+                    self._plan.limit_reached(target, run.limiter, self._plan.now())
             await run.mgr.fail(run.job, decision.error.to_rpc_error())
             return False
         if error.kind == ErrorKind.RATE_LIMITED and decision.server_requested:

@@ -243,6 +243,8 @@ def limit_sections(entry: Mapping[str, Any], now: float) -> list[tuple[str, list
     if credits:
         if credits.get("unlimited"):
             upstream.append(("credits", "unlimited"))
+        elif credits.get("has_credits") is False:
+            upstream.append(("credits", "none"))
         elif credits.get("balance") is not None:
             upstream.append(("credits", f"balance {credits['balance']}"))
     sections = [("codexd budget", budget)]

@@ -197,8 +197,10 @@ class LimitWindow(msgspec.Struct, frozen=True):
 
 
 class UsageWindow(msgspec.Struct, frozen=True):
-    """A ChatGPT plan window (`x-codex-primary-*` / `x-codex-secondary-*`): how much of it is
-    used and when it resets."""
+    """A ChatGPT plan window (`primary`: the 5-hour one, `secondary`: the weekly one), from
+    the `x-codex-primary-*` / `x-codex-secondary-*` headers or the plan's usage read
+    (`{chatgpt_base_url}/wham/usage`), whichever is newer: how much of it is used, its length
+    and when it resets."""
 
     used_percent: float
     window_minutes: int | None = None
@@ -206,7 +208,8 @@ class UsageWindow(msgspec.Struct, frozen=True):
 
 
 class Credits(msgspec.Struct, frozen=True):
-    """A ChatGPT plan's credits, as the provider reports them (`x-codex-credits-*`)."""
+    """A ChatGPT plan's credits, as the provider reports them (`x-codex-credits-*`, or the
+    plan's usage read)."""
 
     has_credits: bool | None = None
     unlimited: bool | None = None
@@ -214,7 +217,9 @@ class Credits(msgspec.Struct, frozen=True):
 
 
 class UpstreamLimits(msgspec.Struct, frozen=True):
-    """`ratelimits/read` → `providers[].upstream`: the last facts the server told us."""
+    """`ratelimits/read` → `providers[].upstream`: the last facts the server told us, in its
+    response headers and, with a ChatGPT login, in the plan's usage read (read at most once
+    a minute); the newer of the two wins."""
 
     requests: LimitWindow | None = None
     tokens: LimitWindow | None = None
