@@ -1,47 +1,150 @@
-"""Codex CLI (npm `@openai/codex`) through the gateway's TCP address against the fake.
+"""Codex CLI (npm `@openai/codex`, the version pinned in tests/codex_cli.py) through the
+gateway's TCP address against the fake, set up as docs/gateway.md recommends.
 
 The CLI is installed with npm into a cache dir once (~300 MB); the
-test skips, saying why, where npm is missing or the install fails (no network).
+tests skip, saying why, where npm is missing or the install fails (no network).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from codexctl import Client
 from codexd.testing.daemon_process import DaemonProcess
-from codexd.testing.fake_openai import FakeOpenAI
+from codexd.testing.fake_openai import FakeOpenAI, Reply
 from tests.codex_cli import codex_binary
+from tests.conftest import require
 from tests.integration.test_gateway import gateway, gateway_env, token_of  # noqa: F401
 
 RUN_TIMEOUT_S = 120
+# Keeps Codex off the network and out of the shell; see the Codex section of docs/gateway.md.
+QUIET = (
+    "[analytics]\nenabled = false\n"
+    "[features]\nplugins = false\napps = false\nshell_snapshot = false\n"
+    "unbounded_connection_retries = false\n"
+)
+THROUGH_CODEXD = 'model_provider = "codexd"\nmodel = "gpt-5"\n'
 
 
-def test_codex_exec_through_the_gateway(
+def codexctl_path() -> str:
+    path = os.path.join(os.path.dirname(sys.executable), "codexctl")
+    require(os.access(path, os.X_OK), f"needs the codexctl script beside {sys.executable}")
+    return path
+
+
+def provider_table(daemon: DaemonProcess) -> str:
+    """The recommended provider table: the gateway's TCP address, the token from codexctl."""
+    return (
+        "[model_providers.codexd]\n"
+        'name = "codexd"\n'
+        f'base_url = "http://{daemon.env["GATEWAY_TCP"]}/v1"\n'
+        'wire_api = "responses"\n'
+        "[model_providers.codexd.auth]\n"
+        f'command = "{codexctl_path()}"\n'
+        'args = ["gateway", "token"]\n'
+    )
+
+
+def codex_home(tmp_path: Path, config: str, **files: str) -> Path:
+    home = tmp_path / "codex-cli-home"
+    home.mkdir()
+    (home / "config.toml").write_text(config + QUIET)
+    for name, text in files.items():
+        (home / name).write_text(text)
+    return home
+
+
+def codex_env(home: Path, daemon: DaemonProcess) -> dict[str, str]:
+    """The user's shell: no OpenAI key and no token in it, only where the daemon is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
+    env.update(CODEX_HOME=str(home), CODEXD_SOCKET=daemon.socket)
+    return env
+
+
+def run_codex(
+    home: Path, daemon: DaemonProcess, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [codex_binary(), "exec", "--skip-git-repo-check", *args],
+        cwd=cwd,
+        env=codex_env(home, daemon),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+def jobs_of(daemon: DaemonProcess) -> list[tuple[str, str, str]]:
+    with Client(daemon.socket) as c:
+        jobs = c.call("job/list", {})["jobs"]
+    return [(j["client"], j["model"], j["state"]) for j in jobs]
+
+
+def last_user_text(body: Any) -> str:
+    """The text of the last message in a Responses `input`."""
+    item = body["input"][-1]
+    return " ".join(part.get("text", "") for part in item.get("content", []))
+
+
+def test_codex_exec_with_the_auth_command(
     gateway: DaemonProcess,  # noqa: F811
     fake_openai: FakeOpenAI,
     tmp_path: Path,
 ) -> None:
-    codex = codex_binary()
-    home = tmp_path / "codex-cli-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        'model_provider = "codexd"\nmodel = "gpt-5"\n'
-        "[model_providers.codexd]\n"
+    """The recommended set-up: Codex runs `codexctl gateway token` for its bearer, so the
+    shell holds no key or token, and the job is codexd's, under Codex's name."""
+    home = codex_home(tmp_path, THROUGH_CODEXD + provider_table(gateway))
+    env = codex_env(home, gateway)
+    assert not [name for name in env if name.endswith(("_KEY", "_TOKEN"))]
+    done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == fake_openai.reply_text
+    sent = fake_openai.model_requests("/v1/responses")
+    assert len(sent) == 1
+    # The daemon's key went upstream, never the gateway token Codex sent us.
+    assert sent[0].headers["authorization"] == "Bearer sk-test-key-for-the-fake-0000"
+    assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")]
+    with Client(gateway.socket) as c:
+        rows = c.call("usage/read", {"group_by": ["client"]})["rows"]
+    assert [(r["client"], r["requests"]) for r in rows] == [("codex_exec", 1)]
+
+
+def test_codex_says_why_when_the_auth_command_fails(
+    gateway: DaemonProcess,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """With no daemon on the socket, Codex shows codexctl's own one-line reason and stops."""
+    home = codex_home(tmp_path, THROUGH_CODEXD + provider_table(gateway))
+    gateway.stop()
+    done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello")
+    assert done.returncode != 0
+    assert f"codexd is not running at {gateway.socket}" in done.stderr
+
+
+def test_codex_exec_with_the_env_var_set_up(
+    gateway: DaemonProcess,  # noqa: F811
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    """The older set-up: the token exported into an environment variable Codex reads."""
+    home = codex_home(
+        tmp_path,
+        THROUGH_CODEXD + "[model_providers.codexd]\n"
         'name = "codexd"\n'
         f'base_url = "http://{gateway.env["GATEWAY_TCP"]}/v1"\n'
         'wire_api = "responses"\n'
         'env_key = "CODEXD_GATEWAY_TOKEN"\n'
-        "stream_max_retries = 0\n"
-        "[analytics]\nenabled = false\n"
-        "[features]\nplugins = false\napps = false\nshell_snapshot = false\n"
+        "stream_max_retries = 0\n",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
-    env.update(CODEX_HOME=str(home), CODEXD_GATEWAY_TOKEN=token_of(gateway))
+    env = codex_env(home, gateway)
+    env["CODEXD_GATEWAY_TOKEN"] = token_of(gateway)
     done = subprocess.run(
-        [codex, "exec", "--skip-git-repo-check", "--ephemeral", "Say hello"],
+        [codex_binary(), "exec", "--skip-git-repo-check", "--ephemeral", "Say hello"],
         cwd=tmp_path,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -51,10 +154,50 @@ def test_codex_exec_through_the_gateway(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert fake_openai.reply_text in done.stdout
-    sent = fake_openai.model_requests("/v1/responses")
-    assert len(sent) == 1
-    # The daemon's key went upstream, never the gateway token Codex sent us.
-    assert sent[0].headers["authorization"] == "Bearer sk-test-key-for-the-fake-0000"
-    with Client(gateway.socket) as c:
-        jobs = c.call("job/list", {})["jobs"]
-    assert [(j["client"], j["state"]) for j in jobs] == [("codex_exec", "completed")]
+    assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")]
+
+
+def test_codex_profile_file_selects_the_gateway_and_model(
+    gateway: DaemonProcess,  # noqa: F811
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    """`codex exec --profile fast` layers `$CODEX_HOME/fast.config.toml` over config.toml:
+    its model and provider (the gateway) are what reaches codexd and upstream."""
+    home = codex_home(
+        tmp_path,
+        'model = "gpt-5"\n' + provider_table(gateway),
+        **{"fast.config.toml": 'model_provider = "codexd"\nmodel = "gpt-5-mini"\n'},
+    )
+    done = run_codex(home, gateway, tmp_path, "--ephemeral", "--profile", "fast", "Say hello")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == fake_openai.reply_text
+    assert [r.body["model"] for r in fake_openai.model_requests("/v1/responses")] == ["gpt-5-mini"]
+    assert jobs_of(gateway) == [("codex_exec", "gpt-5-mini", "completed")]
+
+
+def test_codex_compacts_a_long_thread_through_the_gateway(
+    gateway: DaemonProcess,  # noqa: F811
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    """Past `model_auto_compact_token_limit`, Codex on a provider it does not take for OpenAI
+    compacts by itself: an ordinary Responses request asking for a summary, which the
+    gateway serves as any other job; the resumed turn then carries that summary."""
+    home = codex_home(
+        tmp_path,
+        THROUGH_CODEXD + "model_auto_compact_token_limit = 1000\n" + provider_table(gateway),
+    )
+    first = run_codex(home, gateway, tmp_path, "Say hello")
+    assert first.returncode == 0, first.stderr[-2000:]
+    fake_openai.script(Reply(text="SUMMARY-7f3a: the user said hello."))
+    resumed = run_codex(home, gateway, tmp_path, "resume", "--last", "Say it again")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.strip() == fake_openai.reply_text
+    sent = fake_openai.model_requests()
+    assert [r.path for r in sent] == ["/v1/responses"] * 3
+    prompts = [last_user_text(r.body) for r in sent]
+    assert prompts[0] == "Say hello" and prompts[2] == "Say it again"
+    assert prompts[1] not in ("Say hello", "Say it again")  # Codex's summarisation prompt
+    assert "SUMMARY-7f3a" in str(sent[2].body["input"])
+    assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")] * 3
