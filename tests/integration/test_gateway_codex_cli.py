@@ -8,6 +8,7 @@ tests skip, saying why, where npm is missing or the install fails (no network).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,57 +22,54 @@ from tests.conftest import require
 from tests.integration.test_gateway import gateway, gateway_env, token_of  # noqa: F401
 
 RUN_TIMEOUT_S = 120
-# Keeps Codex off the network and out of the shell; see the Codex section of docs/gateway.md.
-QUIET = (
-    "[analytics]\nenabled = false\n"
-    "[features]\nplugins = false\napps = false\nshell_snapshot = false\n"
-    "unbounded_connection_retries = false\n"
-)
-THROUGH_CODEXD = 'model_provider = "codexd"\nmodel = "gpt-5"\n'
+DOC = Path(__file__).parents[2] / "docs" / "gateway.md"
+# Keeps Codex off the network and out of the shell in tests; continues a [features] table.
+OFFLINE = "plugins = false\napps = false\nshell_snapshot = false\n[analytics]\nenabled = false\n"
+MODEL = 'model = "gpt-5"\n'
 
 
-def codexctl_path() -> str:
-    path = os.path.join(os.path.dirname(sys.executable), "codexctl")
-    require(os.access(path, os.X_OK), f"needs the codexctl script beside {sys.executable}")
-    return path
-
-
-def provider_table(daemon: DaemonProcess) -> str:
-    """The recommended provider table: the gateway's TCP address, the token from codexctl."""
-    return (
-        "[model_providers.codexd]\n"
-        'name = "codexd"\n'
-        f'base_url = "http://{daemon.env["GATEWAY_TCP"]}/v1"\n'
-        'wire_api = "responses"\n'
-        "[model_providers.codexd.auth]\n"
-        f'command = "{codexctl_path()}"\n'
-        'args = ["gateway", "token"]\n'
+def documented_set_up(daemon: DaemonProcess) -> str:
+    """The recommended Codex config of docs/gateway.md, for this daemon's TCP address; it
+    ends inside its [features] table."""
+    snippet = next(
+        block
+        for block in re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
+        if "[model_providers.codexd.auth]" in block
     )
+    assert "127.0.0.1:8765" in snippet and snippet.splitlines()[-2] == "[features]"
+    return snippet.replace("127.0.0.1:8765", daemon.env["GATEWAY_TCP"])
 
 
 def codex_home(tmp_path: Path, config: str, **files: str) -> Path:
     home = tmp_path / "codex-cli-home"
     home.mkdir()
-    (home / "config.toml").write_text(config + QUIET)
+    (home / "config.toml").write_text(config)
     for name, text in files.items():
         (home / name).write_text(text)
     return home
 
 
 def codex_env(home: Path, daemon: DaemonProcess) -> dict[str, str]:
-    """The user's shell: no OpenAI key and no token in it, only where the daemon is."""
+    """The user's shell: no OpenAI key and no token in it; codexctl on PATH, and where the
+    daemon is."""
+    codexctl = os.path.join(os.path.dirname(sys.executable), "codexctl")
+    require(os.access(codexctl, os.X_OK), f"needs the codexctl script beside {sys.executable}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
-    env.update(CODEX_HOME=str(home), CODEXD_SOCKET=daemon.socket)
+    env.update(
+        CODEX_HOME=str(home),
+        CODEXD_SOCKET=daemon.socket,
+        PATH=os.path.dirname(codexctl) + os.pathsep + os.environ.get("PATH", ""),
+    )
     return env
 
 
 def run_codex(
-    home: Path, daemon: DaemonProcess, cwd: Path, *args: str
+    home: Path, daemon: DaemonProcess, cwd: Path, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [codex_binary(), "exec", "--skip-git-repo-check", *args],
         cwd=cwd,
-        env=codex_env(home, daemon),
+        env={**codex_env(home, daemon), **env},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -98,7 +96,7 @@ def test_codex_exec_with_the_auth_command(
 ) -> None:
     """The recommended set-up: Codex runs `codexctl gateway token` for its bearer, so the
     shell holds no key or token, and the job is codexd's, under Codex's name."""
-    home = codex_home(tmp_path, THROUGH_CODEXD + provider_table(gateway))
+    home = codex_home(tmp_path, MODEL + documented_set_up(gateway) + OFFLINE)
     env = codex_env(home, gateway)
     assert not [name for name in env if name.endswith(("_KEY", "_TOKEN"))]
     done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello")
@@ -119,7 +117,7 @@ def test_codex_says_why_when_the_auth_command_fails(
     tmp_path: Path,
 ) -> None:
     """With no daemon on the socket, Codex shows codexctl's own one-line reason and stops."""
-    home = codex_home(tmp_path, THROUGH_CODEXD + provider_table(gateway))
+    home = codex_home(tmp_path, MODEL + documented_set_up(gateway) + OFFLINE)
     gateway.stop()
     done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello")
     assert done.returncode != 0
@@ -134,24 +132,16 @@ def test_codex_exec_with_the_env_var_set_up(
     """The older set-up: the token exported into an environment variable Codex reads."""
     home = codex_home(
         tmp_path,
-        THROUGH_CODEXD + "[model_providers.codexd]\n"
+        'model_provider = "codexd"\n' + MODEL + "[model_providers.codexd]\n"
         'name = "codexd"\n'
         f'base_url = "http://{gateway.env["GATEWAY_TCP"]}/v1"\n'
         'wire_api = "responses"\n'
         'env_key = "CODEXD_GATEWAY_TOKEN"\n'
-        "stream_max_retries = 0\n",
+        "stream_max_retries = 0\n"
+        "[features]\n" + OFFLINE,
     )
-    env = codex_env(home, gateway)
-    env["CODEXD_GATEWAY_TOKEN"] = token_of(gateway)
-    done = subprocess.run(
-        [codex_binary(), "exec", "--skip-git-repo-check", "--ephemeral", "Say hello"],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    token = {"CODEXD_GATEWAY_TOKEN": token_of(gateway)}
+    done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello", **token)
     assert done.returncode == 0, done.stderr[-2000:]
     assert fake_openai.reply_text in done.stdout
     assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")]
@@ -166,7 +156,7 @@ def test_codex_profile_file_selects_the_gateway_and_model(
     its model and provider (the gateway) are what reaches codexd and upstream."""
     home = codex_home(
         tmp_path,
-        'model = "gpt-5"\n' + provider_table(gateway),
+        MODEL + documented_set_up(gateway).replace('model_provider = "codexd"\n', "") + OFFLINE,
         **{"fast.config.toml": 'model_provider = "codexd"\nmodel = "gpt-5-mini"\n'},
     )
     done = run_codex(home, gateway, tmp_path, "--ephemeral", "--profile", "fast", "Say hello")
@@ -186,7 +176,7 @@ def test_codex_compacts_a_long_thread_through_the_gateway(
     gateway serves as any other job; the resumed turn then carries that summary."""
     home = codex_home(
         tmp_path,
-        THROUGH_CODEXD + "model_auto_compact_token_limit = 1000\n" + provider_table(gateway),
+        MODEL + "model_auto_compact_token_limit = 1000\n" + documented_set_up(gateway) + OFFLINE,
     )
     first = run_codex(home, gateway, tmp_path, "Say hello")
     assert first.returncode == 0, first.stderr[-2000:]
