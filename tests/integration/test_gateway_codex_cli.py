@@ -1,5 +1,7 @@
 """Codex CLI (npm `@openai/codex`, the version pinned in tests/codex_cli.py) through the
-gateway's TCP address against the fake, set up as docs/gateway.md recommends.
+gateway's TCP address against the fake, set up as docs/gateway.md recommends: Codex and
+codexd share one `$CODEX_HOME`, Codex's provider runs `codexctl gateway token` for its bearer,
+and a profile file picks that provider.
 
 The CLI is installed with npm into a cache dir once (~300 MB); the
 tests skip, saying why, where npm is missing or the install fails (no network).
@@ -11,8 +13,11 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from codexctl import Client
 from codexd.testing.daemon_process import DaemonProcess
@@ -25,51 +30,55 @@ RUN_TIMEOUT_S = 120
 DOC = Path(__file__).parents[2] / "docs" / "gateway.md"
 # Keeps Codex off the network and out of the shell in tests; continues a [features] table.
 OFFLINE = "plugins = false\napps = false\nshell_snapshot = false\n[analytics]\nenabled = false\n"
-MODEL = 'model = "gpt-5"\n'
 
 
-def documented_set_up(daemon: DaemonProcess) -> str:
-    """The recommended Codex config of docs/gateway.md, for this daemon's TCP address; it
-    ends inside its [features] table."""
-    snippet = next(
-        block
+def documented(file_name: str) -> str:
+    """The TOML block of docs/gateway.md's Codex section headed `# $CODEX_HOME/<file_name>`."""
+    head = f"# $CODEX_HOME/{file_name}\n"
+    return next(
+        block.removeprefix(head)
         for block in re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
-        if "[model_providers.codexd.auth]" in block
+        if block.startswith(head)
     )
-    assert "127.0.0.1:8765" in snippet and snippet.splitlines()[-2] == "[features]"
-    return snippet.replace("127.0.0.1:8765", daemon.env["GATEWAY_TCP"])
 
 
-def codex_home(tmp_path: Path, config: str, **files: str) -> Path:
-    home = tmp_path / "codex-cli-home"
-    home.mkdir()
-    (home / "config.toml").write_text(config)
-    for name, text in files.items():
-        (home / name).write_text(text)
-    return home
+@pytest.fixture
+def codex_gateway(gateway_env: dict[str, str]) -> Iterator[DaemonProcess]:  # noqa: F811
+    """The daemon of test_gateway.py, whose config.toml also holds the documented Codex
+    provider (with this gateway's address), and the documented `gateway` profile beside it."""
+    home = Path(gateway_env["CODEX_HOME"])
+    provider = documented("config.toml")
+    assert "127.0.0.1:8765" in provider and provider.splitlines()[-2] == "[features]"
+    with (home / "config.toml").open("a") as f:
+        f.write(provider.replace("127.0.0.1:8765", gateway_env["GATEWAY_TCP"]) + OFFLINE)
+    (home / "gateway.config.toml").write_text(documented("gateway.config.toml"))
+    with DaemonProcess(gateway_env) as proc:
+        yield proc
 
 
-def codex_env(home: Path, daemon: DaemonProcess) -> dict[str, str]:
-    """The user's shell: no OpenAI key and no token in it; codexctl on PATH, and where the
-    daemon is."""
+def codex_env(daemon: DaemonProcess) -> dict[str, str]:
+    """The user's shell: the daemon's CODEX_HOME and socket, codexctl on PATH, and no OpenAI
+    key or token of any kind."""
     codexctl = os.path.join(os.path.dirname(sys.executable), "codexctl")
     require(os.access(codexctl, os.X_OK), f"needs the codexctl script beside {sys.executable}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CODEX", "OPENAI")) and not k.endswith(("_KEY", "_TOKEN"))
+    }
     env.update(
-        CODEX_HOME=str(home),
+        CODEX_HOME=daemon.env["CODEX_HOME"],
         CODEXD_SOCKET=daemon.socket,
         PATH=os.path.dirname(codexctl) + os.pathsep + os.environ.get("PATH", ""),
     )
     return env
 
 
-def run_codex(
-    home: Path, daemon: DaemonProcess, cwd: Path, *args: str, **env: str
-) -> subprocess.CompletedProcess[str]:
+def run_codex(daemon: DaemonProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [codex_binary(), "exec", "--skip-git-repo-check", *args],
         cwd=cwd,
-        env={**codex_env(home, daemon), **env},
+        env=codex_env(daemon),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -77,10 +86,10 @@ def run_codex(
     )
 
 
-def jobs_of(daemon: DaemonProcess) -> list[tuple[str, str, str]]:
+def jobs_of(daemon: DaemonProcess) -> list[tuple[str, str, str, str]]:
     with Client(daemon.socket) as c:
         jobs = c.call("job/list", {})["jobs"]
-    return [(j["client"], j["model"], j["state"]) for j in jobs]
+    return [(j["client"], j["provider"], j["model"], j["state"]) for j in jobs]
 
 
 def last_user_text(body: Any) -> str:
@@ -90,98 +99,62 @@ def last_user_text(body: Any) -> str:
 
 
 def test_codex_exec_with_the_auth_command(
-    gateway: DaemonProcess,  # noqa: F811
-    fake_openai: FakeOpenAI,
-    tmp_path: Path,
+    codex_gateway: DaemonProcess, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    """The recommended set-up: Codex runs `codexctl gateway token` for its bearer, so the
-    shell holds no key or token, and the job is codexd's, under Codex's name."""
-    home = codex_home(tmp_path, MODEL + documented_set_up(gateway) + OFFLINE)
-    env = codex_env(home, gateway)
-    assert not [name for name in env if name.endswith(("_KEY", "_TOKEN"))]
-    done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello")
+    """The recommended set-up: Codex runs `codexctl gateway token` for its bearer, with no
+    key or token in its environment; the job is codexd's (its default provider, not the
+    `codexd` one that points back at the gateway), under Codex's client name."""
+    done = run_codex(codex_gateway, tmp_path, "--ephemeral", "--profile", "gateway", "Say hello")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == fake_openai.reply_text
     sent = fake_openai.model_requests("/v1/responses")
     assert len(sent) == 1
     # The daemon's key went upstream, never the gateway token Codex sent us.
     assert sent[0].headers["authorization"] == "Bearer sk-test-key-for-the-fake-0000"
-    assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")]
-    with Client(gateway.socket) as c:
+    assert jobs_of(codex_gateway) == [("codex_exec", "openai", "gpt-5", "completed")]
+    with Client(codex_gateway.socket) as c:
         rows = c.call("usage/read", {"group_by": ["client"]})["rows"]
     assert [(r["client"], r["requests"]) for r in rows] == [("codex_exec", 1)]
 
 
 def test_codex_says_why_when_the_auth_command_fails(
-    gateway: DaemonProcess,  # noqa: F811
-    tmp_path: Path,
+    codex_gateway: DaemonProcess, tmp_path: Path
 ) -> None:
     """With no daemon on the socket, Codex shows codexctl's own one-line reason and stops."""
-    home = codex_home(tmp_path, MODEL + documented_set_up(gateway) + OFFLINE)
-    gateway.stop()
-    done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello")
+    codex_gateway.stop()
+    done = run_codex(codex_gateway, tmp_path, "--ephemeral", "-p", "gateway", "Say hello")
     assert done.returncode != 0
-    assert f"codexd is not running at {gateway.socket}" in done.stderr
-
-
-def test_codex_exec_with_the_env_var_set_up(
-    gateway: DaemonProcess,  # noqa: F811
-    fake_openai: FakeOpenAI,
-    tmp_path: Path,
-) -> None:
-    """The older set-up: the token exported into an environment variable Codex reads."""
-    home = codex_home(
-        tmp_path,
-        'model_provider = "codexd"\n' + MODEL + "[model_providers.codexd]\n"
-        'name = "codexd"\n'
-        f'base_url = "http://{gateway.env["GATEWAY_TCP"]}/v1"\n'
-        'wire_api = "responses"\n'
-        'env_key = "CODEXD_GATEWAY_TOKEN"\n'
-        "stream_max_retries = 0\n"
-        "[features]\n" + OFFLINE,
-    )
-    token = {"CODEXD_GATEWAY_TOKEN": token_of(gateway)}
-    done = run_codex(home, gateway, tmp_path, "--ephemeral", "Say hello", **token)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert fake_openai.reply_text in done.stdout
-    assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")]
+    assert f"codexd is not running at {codex_gateway.socket}" in done.stderr
 
 
 def test_codex_profile_file_selects_the_gateway_and_model(
-    gateway: DaemonProcess,  # noqa: F811
-    fake_openai: FakeOpenAI,
-    tmp_path: Path,
+    codex_gateway: DaemonProcess, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     """`codex exec --profile fast` layers `$CODEX_HOME/fast.config.toml` over config.toml:
     its model and provider (the gateway) are what reaches codexd and upstream."""
-    home = codex_home(
-        tmp_path,
-        MODEL + documented_set_up(gateway).replace('model_provider = "codexd"\n', "") + OFFLINE,
-        **{"fast.config.toml": 'model_provider = "codexd"\nmodel = "gpt-5-mini"\n'},
-    )
-    done = run_codex(home, gateway, tmp_path, "--ephemeral", "--profile", "fast", "Say hello")
+    home = Path(codex_gateway.env["CODEX_HOME"])
+    (home / "fast.config.toml").write_text('model_provider = "codexd"\nmodel = "gpt-5-mini"\n')
+    done = run_codex(codex_gateway, tmp_path, "--ephemeral", "--profile", "fast", "Say hello")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == fake_openai.reply_text
     assert [r.body["model"] for r in fake_openai.model_requests("/v1/responses")] == ["gpt-5-mini"]
-    assert jobs_of(gateway) == [("codex_exec", "gpt-5-mini", "completed")]
+    assert jobs_of(codex_gateway) == [("codex_exec", "openai", "gpt-5-mini", "completed")]
 
 
 def test_codex_compacts_a_long_thread_through_the_gateway(
-    gateway: DaemonProcess,  # noqa: F811
-    fake_openai: FakeOpenAI,
-    tmp_path: Path,
+    codex_gateway: DaemonProcess, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     """Past `model_auto_compact_token_limit`, Codex on a provider it does not take for OpenAI
     compacts by itself: an ordinary Responses request asking for a summary, which the
     gateway serves as any other job; the resumed turn then carries that summary."""
-    home = codex_home(
-        tmp_path,
-        MODEL + "model_auto_compact_token_limit = 1000\n" + documented_set_up(gateway) + OFFLINE,
+    home = Path(codex_gateway.env["CODEX_HOME"])
+    (home / "small.config.toml").write_text(
+        'model_provider = "codexd"\nmodel_auto_compact_token_limit = 1000\n'
     )
-    first = run_codex(home, gateway, tmp_path, "Say hello")
+    first = run_codex(codex_gateway, tmp_path, "-p", "small", "Say hello")
     assert first.returncode == 0, first.stderr[-2000:]
     fake_openai.script(Reply(text="SUMMARY-7f3a: the user said hello."))
-    resumed = run_codex(home, gateway, tmp_path, "resume", "--last", "Say it again")
+    resumed = run_codex(codex_gateway, tmp_path, "-p", "small", "resume", "--last", "Say it again")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert resumed.stdout.strip() == fake_openai.reply_text
     sent = fake_openai.model_requests()
@@ -190,4 +163,37 @@ def test_codex_compacts_a_long_thread_through_the_gateway(
     assert prompts[0] == "Say hello" and prompts[2] == "Say it again"
     assert prompts[1] not in ("Say hello", "Say it again")  # Codex's summarisation prompt
     assert "SUMMARY-7f3a" in str(sent[2].body["input"])
-    assert jobs_of(gateway) == [("codex_exec", "gpt-5", "completed")] * 3
+    assert jobs_of(codex_gateway) == [("codex_exec", "openai", "gpt-5", "completed")] * 3
+
+
+def test_codex_exec_with_the_env_var_set_up(
+    gateway: DaemonProcess,  # noqa: F811
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    """The older set-up, in a CODEX_HOME of Codex's own: the token exported into the
+    environment variable the provider's `env_key` names."""
+    home = tmp_path / "codex-cli-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model_provider = "codexd"\nmodel = "gpt-5"\n'
+        "[model_providers.codexd]\n"
+        'name = "codexd"\n'
+        f'base_url = "http://{gateway.env["GATEWAY_TCP"]}/v1"\n'
+        'wire_api = "responses"\n'
+        'env_key = "CODEXD_GATEWAY_TOKEN"\n'
+        "[features]\nunbounded_connection_retries = false\n" + OFFLINE
+    )
+    env = {**codex_env(gateway), "CODEX_HOME": str(home), "CODEXD_GATEWAY_TOKEN": token_of(gateway)}
+    done = subprocess.run(
+        [codex_binary(), "exec", "--skip-git-repo-check", "--ephemeral", "Say hello"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == fake_openai.reply_text
+    assert jobs_of(gateway) == [("codex_exec", "openai", "gpt-5", "completed")]
