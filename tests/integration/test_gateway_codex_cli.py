@@ -197,3 +197,31 @@ def test_codex_exec_with_the_env_var_set_up(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == fake_openai.reply_text
     assert jobs_of(gateway) == [("codex_exec", "openai", "gpt-5", "completed")]
+
+
+def test_codex_runs_the_auth_command_again_after_a_401(
+    codex_gateway: DaemonProcess, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A token rotated while Codex runs: the first bearer Codex got is refused with the
+    gateway's 401, Codex runs the command again and the turn goes through with the new one."""
+    home = Path(codex_gateway.env["CODEX_HOME"])
+    stale = token_of(codex_gateway)
+    token_of(codex_gateway, rotate=True)
+    runs = tmp_path / "runs"
+    command = tmp_path / "token-once-stale"
+    command.write_text(
+        "#!/bin/sh\n"
+        f'echo run >> "{runs}"\n'
+        f'if [ "$(wc -l < "{runs}")" -eq 1 ]; then echo "{stale}"; exit 0; fi\n'
+        'exec codexctl "$@"\n'
+    )
+    command.chmod(0o700)
+    config = (home / "config.toml").read_text()
+    assert 'command = "codexctl"' in config
+    config = config.replace('command = "codexctl"', f'command = "{command}"')
+    (home / "config.toml").write_text(config)
+    done = run_codex(codex_gateway, tmp_path, "--ephemeral", "-p", "gateway", "Say hello")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == fake_openai.reply_text
+    assert runs.read_text().count("run") >= 2
+    assert jobs_of(codex_gateway) == [("codex_exec", "openai", "gpt-5", "completed")]
