@@ -9,8 +9,9 @@ one warm-up each:
   costs a `codexctl` start, and Codex then also asks `GET /v1/models`);
 - gateway: the recommended set-up of docs/gateway.md, through codexd.
 
-"gateway - direct+auth" is what codexd's gateway adds to a Codex turn. Prints the median,
-min and max of `--runs` runs per target; asserts nothing.
+"gateway - direct+auth" is what codexd's gateway adds to a Codex turn; the auth command's
+own cost is printed apart. Prints the median, min and max of `--runs` runs per target;
+asserts nothing.
 
     .venv/bin/python bench/codex_exec.py [--runs 5]
 """
@@ -75,6 +76,12 @@ def run_once(codex: str, home: Path, env: dict[str, str]) -> float:
     return elapsed
 
 
+def run_token_command(env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(["codexctl", "gateway", "token"], env=env, capture_output=True, check=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -114,15 +121,18 @@ def main() -> None:
                     (homes[name] / "config.toml").write_text(config)
                     run_once(codex, homes[name], codex_env)  # warm-up, not counted
                 times: dict[str, list[float]] = {name: [] for name in targets}
+                token_times: list[float] = []
                 for _ in range(args.runs):
                     for name in targets:
                         times[name].append(run_once(codex, homes[name], codex_env))
+                    token_times.append(run_token_command(codex_env))
     print(f"codex exec wall time, {args.runs} runs each (seconds)")
     print(f"{'target':<14}{'median':>9}{'min':>9}{'max':>9}")
     medians = {}
     for name, values in times.items():
         medians[name] = statistics.median(values)
         print(f"{name:<14}{medians[name]:>9.3f}{min(values):>9.3f}{max(values):>9.3f}")
+    print(f"{'(codexctl gateway token alone)':<32}{statistics.median(token_times):.3f}")
     print(f"gateway - direct+auth: {medians['gateway'] - medians['direct+auth']:+.3f} s")
     print(f"gateway - direct:      {medians['gateway'] - medians['direct']:+.3f} s")
     print(f"gateway / direct:      {medians['gateway'] / medians['direct']:.2f}x")
