@@ -288,15 +288,15 @@ def test_gateway_token_prints_the_token_and_says_when_nothing_takes_it(
         )
 
     off = token_command()
-    assert off.returncode == 0 and off.stdout.strip() == token_of(daemon)
+    assert off.returncode == 0 and off.stdout == token_of(daemon) + "\n"
     assert "the gateway is off" in off.stderr
     reload_with(daemon, fake_openai, "enabled = true\n")
     unix_only = token_command()
-    assert unix_only.returncode == 0 and unix_only.stdout.strip() == token_of(daemon)
+    assert unix_only.returncode == 0 and unix_only.stdout == token_of(daemon) + "\n"
     assert "no TCP address" in unix_only.stderr
     reload_with(daemon, fake_openai, f'enabled = true\ntcp = "127.0.0.1:{free_port()}"\n')
     on = token_command()
-    assert on.returncode == 0 and on.stdout.strip() == token_of(daemon) and on.stderr == ""
+    assert on.returncode == 0 and on.stdout == token_of(daemon) + "\n" and on.stderr == ""
 
 
 # --------------------------------------------------------------------------- error wordings
