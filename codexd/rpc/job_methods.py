@@ -31,14 +31,18 @@ class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
         dict[str, Any],
         msgspec.Meta(
             description="An OpenAI request body for the wire API (`input` for Responses, "
-            "`messages` for Chat Completions). Members it leaves out (`model`, reasoning "
-            "effort, `[model_params]`) come from the config; `stream` is always on upstream; "
-            "members codexd does not know are passed on."
+            "`messages` for Chat Completions, `model` and `input` for embeddings). Members it "
+            "leaves out (`model`, reasoning effort, `[model_params]`) come from the config "
+            "(not for embeddings); `stream` is always on upstream (embeddings are not "
+            "streamed); members codexd does not know are passed on."
         ),
     ]
     api: Annotated[
-        Literal["responses", "chat"] | None,
-        msgspec.Meta(description="The wire API; null: the provider's `wire_api`."),
+        Literal["responses", "chat", "embeddings"] | None,
+        msgspec.Meta(
+            description="The wire API; null: the provider's `wire_api`. `embeddings` needs "
+            "an API key (not the ChatGPT login)."
+        ),
     ] = None
     provider: Annotated[
         str | None,

@@ -71,7 +71,7 @@ def tokens_for(model: str, usd: float, catalog: Catalog) -> int:
 def admission(snap: ConfigSnapshot, running: list[Running]) -> Admission:
     catalog = Catalog.for_snapshot(snap)
     return Admission(
-        credentials=lambda provider: None,
+        credentials=lambda provider, api: None,
         ledger=FakeLedger(),
         catalog=lambda s: catalog,
         running=lambda: running,
@@ -115,7 +115,7 @@ def service(snap: ConfigSnapshot, ledger: FakeLedger) -> JobService:
     return JobService(
         wait_for_cancel,
         limits=JobLimits,
-        credentials=lambda provider: None,
+        credentials=lambda provider, api: None,
         ledger=ledger,
         events=EventHub(),
         snapshot=lambda: snap,
