@@ -1094,6 +1094,13 @@ class FakeOpenAI:
     ) -> None:
         """One JSON reply (embeddings are never streamed); of `reply`'s faults it honours
         `first_byte_delay_s`, `drop_after` (any value: no reply at all) and `truncated`."""
+        if not embedding_inputs(body):
+            self._append_log(request, body, 400, arrived, None)
+            self._settle(flight)
+            message = "'$.input' is invalid. Please check the API reference."
+            error = error_body(message, "invalid_request_error", None, "input")
+            await flight.responder.send(400, error, headers=headers)
+            return
         payload = embeddings_reply(body, model)
         tokens = payload["usage"]["prompt_tokens"]
         self._append_log(request, body, 200, arrived, Usage(tokens, 0, 0, 0))
