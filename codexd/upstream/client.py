@@ -36,8 +36,9 @@ from codexd.upstream.wire import Event, Outcome, StreamNormalizer
 
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_EVENT_BYTES: Final = 8 << 20
-# A whole (not streamed) reply: 2048 inputs of 1536 dimensions as JSON numbers fit.
-MAX_REPLY_BYTES: Final = 64 << 20
+# A whole (not streamed) reply, such as 2048 inputs of 1536 dimensions as JSON numbers; below
+# codexctl's bound on one message (64 MiB), which its `job/event` line must pass.
+MAX_REPLY_BYTES: Final = 60 << 20
 CONNECT_TIMEOUT_S: Final = 10.0
 PROBE_TIMEOUT_S: Final = 30.0
 # How long the rest of a body may take after its final event before the connection is
