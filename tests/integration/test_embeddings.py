@@ -3,6 +3,9 @@ the socket (events, vectors, usage ledger, retries), and refused at submit in Ch
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,3 +214,43 @@ def test_chatgpt_mode_refuses_embeddings_at_submit(chatgpt: Setup) -> None:
     assert "codexctl login --api-key" in err.message and "OPENAI_API_KEY" in err.message
     assert jobs == []
     assert chatgpt.fake.model_requests(EMBEDDINGS_PATH) == []
+
+
+# --------------------------------------------------------------------------- codexctl embed
+
+
+def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codexctl", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_codexctl_embed_prints_one_line_of_numbers_per_text(
+    embeddings_daemon: DaemonProcess,
+) -> None:
+    env = embeddings_daemon.env
+    done = codexctl(env, "embed", "--model", PRICED, "--dimensions", "5", "alpha", "beta gamma")
+    assert done.returncode == 0, done.stderr
+    body = {"model": PRICED, "input": ["alpha", "beta gamma"], "dimensions": 5}
+    expected = [d["embedding"] for d in fo.embeddings_reply(body, PRICED)["data"]]
+    lines = done.stdout.splitlines()
+    assert [[float(x) for x in line.split()] for line in lines] == expected
+    assert all("e" not in line for line in lines)  # plain decimals, never exponents
+
+    as_json = codexctl(env, "embed", "--json", "--model", PRICED, "alpha")
+    assert as_json.returncode == 0, as_json.stderr
+    reply = json.loads(as_json.stdout)
+    assert reply == fo.embeddings_reply({"model": PRICED, "input": ["alpha"]}, PRICED)
+
+
+def test_codexctl_embed_in_chatgpt_mode_exits_4_saying_what_to_do(chatgpt: Setup) -> None:
+    with chatgpt.daemon() as d:
+        done = codexctl(d.env, "embed", "--model", PRICED, "hello")
+    assert done.returncode == 4
+    assert done.stdout == ""
+    assert "need an API key" in done.stderr and "codexctl login --api-key" in done.stderr
