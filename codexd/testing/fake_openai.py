@@ -1093,7 +1093,8 @@ class FakeOpenAI:
         flight: _Flight,
     ) -> None:
         """One JSON reply (embeddings are never streamed); of `reply`'s faults it honours
-        `first_byte_delay_s`, `drop_after` (any value: no reply at all) and `truncated`."""
+        `first_byte_delay_s`, `drop_after` (any value: no reply at all), `stall_after` (any
+        value: silence until the client goes) and `truncated`."""
         if not embedding_inputs(body):
             self._append_log(request, body, 400, arrived, None)
             self._settle(flight)
@@ -1109,6 +1110,8 @@ class FakeOpenAI:
         if reply.drop_after is not None:
             await self._drop(flight.responder, flight)
             return
+        if reply.stall_after is not None:
+            await anyio.sleep_forever()
         data = _encoder.encode(payload)
         if reply.truncated:
             data = data[: len(data) // 2]

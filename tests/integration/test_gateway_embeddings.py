@@ -4,17 +4,21 @@ passed on as it came, and in ChatGPT mode an OpenAI error saying an API key is n
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from codexctl import Client
+from codexctl.protocol import JobCancelled
+from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
 from tests.conftest import require_module, write_config
 from tests.integration._chatgpt import Setup, chatgpt_setup, write_login
-from tests.integration.test_gateway import jobs_of, raw_unix, unix_sdk
+from tests.integration.test_gateway import gateway_socket, jobs_of, raw_unix, unix_sdk
 
 openai = require_module("openai", minversion="3")
 
@@ -88,6 +92,28 @@ def test_a_bad_embeddings_body_is_an_openai_400(gateway: DaemonProcess) -> None:
         unix_sdk(gateway).embeddings.create(model=MODEL, input=[])
     assert info.value.status_code == 400
     assert info.value.body["param"] == "input"
+
+
+def test_a_client_that_goes_away_cancels_its_embeddings_job(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(fo.stalled(after=0), path="/v1/embeddings")
+    body = b'{"model": "text-embedding-3-small", "input": "never answered"}'
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(gateway_socket(gateway))
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nhost: codexd\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        fake_openai.wait_for(lambda s: s.in_flight == 1, timeout=10)
+    # The daemon closes the upstream request of the job it cancelled.
+    fake_openai.wait_for(lambda s: s.disconnects == 1, timeout=10)
+    (job,) = jobs_of(gateway)
+    with Client(gateway.socket) as c:
+        events = [note.event for note in c.events(job["id"])]
+        state = c.job(job["id"]).state
+    assert isinstance(events[-1], JobCancelled) and state == "cancelled"
 
 
 @pytest.fixture
