@@ -4,8 +4,10 @@ passed on as it came, and in ChatGPT mode an OpenAI error saying an API key is n
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -85,6 +87,19 @@ def test_the_reply_is_the_providers_as_it_came(
     assert via_gateway.headers["content-type"].startswith("application/json")
     assert via_gateway.json() == direct.json()
     assert via_gateway.headers["x-request-id"].startswith("job_")
+
+
+def test_the_documented_embeddings_snippet_works(
+    gateway: DaemonProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text()
+    snippet = next(
+        block
+        for block in re.findall(r"```python\n(.*?)```", doc, re.S)
+        if "client.embeddings.create" in block
+    )
+    exec(compile(snippet, "docs/gateway.md", "exec"), {"client": unix_sdk(gateway)})
+    assert capsys.readouterr().out.strip() == str(fo.DEFAULT_EMBEDDING_DIMENSIONS)
 
 
 def test_a_bad_embeddings_body_is_an_openai_400(gateway: DaemonProcess) -> None:
