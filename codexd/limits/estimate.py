@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 CHARS_PER_TOKEN: Final = 4
+# Wire APIs whose requests produce no output tokens: their estimate is their input alone.
+INPUT_ONLY_APIS: Final = frozenset({"embeddings"})
 
 # Output caps by wire API, first found wins; the other API's names are honoured too because a
 # body may carry either spelling before the daemon normalises it.
@@ -93,7 +95,7 @@ def is_token(value: Any) -> bool:
 def estimate_tokens(body: Mapping[str, Any], api: str, default_output_tokens: int) -> int:
     """max(output cap or `default_output_tokens`, ceil(input characters / 4)); for
     embeddings, their input tokens alone."""
-    if api == "embeddings":
+    if api in INPUT_ONLY_APIS:
         return embedding_input_tokens(body)
     cap = output_cap(body, api)
     out = cap if cap is not None else max(0, default_output_tokens)

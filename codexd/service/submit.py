@@ -23,12 +23,12 @@ from codexd.auth.session import ProviderAuth
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
 from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
-from codexd.limits.estimate import is_token
+from codexd.limits.estimate import INPUT_ONLY_APIS, is_token
 from codexd.upstream.runner import JobRequest, estimate_for
 from codexd.upstream.wire import RequestDefaults
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
-from codexd.usage.cost import estimate_cost_usd
+from codexd.usage.cost import PriceLike, estimate_cost_usd
 from codexd.usage.ledger import UsageRecord
 
 Api = Literal["responses", "chat", "embeddings"]
@@ -205,6 +205,9 @@ class PricedJob(Protocol):
     def model(self) -> str: ...
 
     @property
+    def api(self) -> str: ...
+
+    @property
     def request(self) -> Any: ...
 
 
@@ -213,8 +216,13 @@ def running_cost_usd(jobs: Iterable[PricedJob], catalog: Catalog) -> float:
     total = 0.0
     for job in jobs:
         price = catalog.price_for(job.model) or catalog.default_price
-        total += estimate_cost_usd(job.request.estimated_tokens, price)
+        total += estimated_cost_usd(job.request.estimated_tokens, job.api, price)
     return total
+
+
+def estimated_cost_usd(tokens: int, api: str, price: PriceLike) -> float:
+    """The budget's guess for a job of `api` estimated at `tokens`."""
+    return estimate_cost_usd(tokens, price, input_only=api in INPUT_ONLY_APIS)
 
 
 class Admission:
@@ -245,7 +253,7 @@ class Admission:
             return
         catalog = self._catalog(snapshot)
         price = catalog.price_for(job.model) or catalog.default_price
-        estimate = estimate_cost_usd(job.request.estimated_tokens, price)
+        estimate = estimated_cost_usd(job.request.estimated_tokens, job.api, price)
         now = self._now()
         day_start, day_end = usage_budget.day_bounds(now)
         month_start, month_end = usage_budget.month_bounds(now)
