@@ -340,10 +340,10 @@ class AuthSession:
         env_key = provider.env_key or DEFAULT_ENV_KEY
         return RpcError(
             ErrorKind.UNAUTHENTICATED,
-            f"{api} need an API key, and provider {provider.id} is using the ChatGPT login, "
-            f"which has none: run codexctl login --api-key (it replaces the ChatGPT login), or "
-            f'set {env_key} in the daemon\'s environment and forced_login_method = "api" in '
-            "config.toml",
+            f"{api} need an API key, but provider {provider.id} uses the ChatGPT login "
+            f"(ChatGPT serves no {api}): run codexctl login --api-key (it replaces the ChatGPT "
+            f'login), or set {env_key} in the daemon\'s environment and forced_login_method = '
+            '"api" in config.toml',
         )
 
     def check_credentials(self, provider: ProviderAuth, api: str | None = None) -> RpcError | None:

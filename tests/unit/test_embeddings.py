@@ -177,7 +177,10 @@ async def test_only_an_api_key_reaches_embeddings(tmp_path: Path) -> None:
     assert chatgpt.check_credentials(OPENAI, "responses") is None
     refused = chatgpt.check_credentials(OPENAI, "embeddings")
     assert refused is not None and refused.kind == ErrorKind.UNAUTHENTICATED
-    assert refused.message.startswith("embeddings need an API key, and provider openai is using")
+    assert refused.message.startswith(
+        "embeddings need an API key, but provider openai uses the ChatGPT login (ChatGPT serves "
+        "no embeddings): run codexctl login --api-key"
+    )
     # At run time too: a login made after the submit cannot send the job to ChatGPT.
     with pytest.raises(RpcError) as info:
         await chatgpt.credentials(OPENAI, api="embeddings")
