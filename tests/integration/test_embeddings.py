@@ -159,6 +159,22 @@ def test_a_429_is_retried_and_the_job_completes(
     assert [r.status for r in fake_openai.model_requests(EMBEDDINGS_PATH)] == [429, 200]
 
 
+@pytest.mark.parametrize("fault", [fo.dropped(after=0), fo.truncated_json()])
+def test_a_reply_cut_short_is_retried_as_a_request(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI, fault: fo.Reply
+) -> None:
+    fake_openai.script(fault, path=EMBEDDINGS_PATH)
+    body = {"model": PRICED, "input": "cut short"}
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body)
+    retry = next(e for e in events if e["type"] == "job.retrying")
+    assert retry["error_kind"] == "upstream_error" and retry["attempt"] == 2
+    assert retry["reset_output"] is False
+    assert events[-2]["data"] == fo.embeddings_reply(body, PRICED)["data"]
+    assert events[-1]["type"] == "job.completed"
+    assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 2
+
+
 def test_retries_stop_at_request_max_retries(
     daemon_env: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
