@@ -95,7 +95,8 @@ class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True):
 async def submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     """Creates a job and returns at once, before anything goes upstream. What can be known now
     is the error of this call, and then no job exists: invalid params, an unknown provider or
-    profile, no credentials (`unauthenticated`), a spending cap (`budget_exceeded`), a full
+    profile, no credentials (`unauthenticated`, also for embeddings when the credential in use
+    is the ChatGPT login: they need an API key), a spending cap (`budget_exceeded`), a full
     queue or a draining daemon (`overloaded`). Anything later (upstream errors, a failed
     refresh) ends the job with `job.failed`. With `subscribe`, the job's events follow this
     reply on the same connection, from seq 1."""
