@@ -215,7 +215,7 @@ class LogEntry:
         event = self.event
         if isinstance(event, UpstreamEvent):
             return 2 * len(event.raw) + _LINE_BYTES
-        if isinstance(event, JobCompleted):
+        if isinstance(event, JobCompleted) and isinstance(event.output_text, str):
             return 2 * len(event.output_text) + _OWN_EVENT_BYTES + _LINE_BYTES
         return _OWN_EVENT_BYTES + _LINE_BYTES
 
@@ -392,6 +392,12 @@ class Job:
     def text_so_far(self) -> str:
         return self.output_text if self.output_text is not None else "".join(self.output_parts)
 
+    def _output_view(self) -> str | None:
+        """`output_text` of `job/get`: null once a job completed without text (embeddings)."""
+        if self.state is JobState.COMPLETED and self.output_text is None:
+            return None
+        return self.text_so_far()
+
     def view(self, *, with_output: bool = True) -> JobView:
         return JobView(
             id=self.id,
@@ -404,7 +410,7 @@ class Job:
             started_at=rfc3339(self.started_at) if self.started_at else None,
             finished_at=rfc3339(self.finished_at) if self.finished_at else None,
             attempts=self.attempts,
-            output_text=self.text_so_far() if with_output else msgspec.UNSET,
+            output_text=self._output_view() if with_output else msgspec.UNSET,
             usage=self.usage,
             cost_usd=self.cost_usd,
             error=self.error.to_object() if self.error else None,
@@ -622,7 +628,8 @@ class JobManager:
             if event.reset_output:
                 job.output_parts.clear()
         elif isinstance(event, JobCompleted):
-            job.output_text = event.output_text
+            text = event.output_text
+            job.output_text = text if isinstance(text, str) else None
             job.output_parts.clear()
         elif isinstance(event, JobCancelled) and job.error is None:
             job.error = CANCELLED_ERROR
@@ -645,14 +652,24 @@ class JobManager:
         return seq
 
     async def complete(
-        self, job: Job, *, output_text: str, usage: Usage, cost_usd: float, response_id: str | None
+        self,
+        job: Job,
+        *,
+        output_text: str | None,
+        usage: Usage,
+        cost_usd: float,
+        response_id: str | None,
     ) -> None:
+        """`output_text` None: a reply with no text (embeddings); the event leaves it out."""
         job.usage = usage
         job.cost_usd = cost_usd
         await self.finish(
             job,
             JobCompleted(
-                output_text=output_text, usage=usage, cost_usd=cost_usd, response_id=response_id
+                output_text=msgspec.UNSET if output_text is None else output_text,
+                usage=usage,
+                cost_usd=cost_usd,
+                response_id=response_id,
             ),
         )
 

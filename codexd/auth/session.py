@@ -42,6 +42,8 @@ REFRESH_WINDOW_S: Final = 5 * 60
 LEGACY_REFRESH_INTERVAL_S: Final = 8 * 24 * 3600  # only when the access token has no `exp`
 DEFAULT_ENV_KEY: Final = "OPENAI_API_KEY"
 DEFAULT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0)
+# Wire APIs the ChatGPT backend does not serve: only an API key reaches them.
+API_KEY_ONLY_APIS: Final = frozenset({"embeddings"})
 
 Refresher = Callable[[Secret, RefreshReason], Awaitable[TokenGrant | OAuthFailure]]
 CredentialMode = Literal["api_key", "chatgpt", "none"]
@@ -325,22 +327,45 @@ class AuthSession:
             return env_creds or stored_key or self._unauthenticated(provider, env_key)
         return tokens or env_creds or stored_key or self._unauthenticated(provider, env_key)
 
-    def check_credentials(self, provider: ProviderAuth) -> RpcError | None:
-        """Whether a request to `provider` has any credential at all (submit-time refusal):
-        the error a job would fail with, or None. Refreshes nothing."""
-        choice = self._choose(provider)
+    def _for_api(
+        self, choice: Credentials | TokenSet | RpcError, provider: ProviderAuth, api: str | None
+    ) -> Credentials | TokenSet | RpcError:
+        """The ChatGPT backend serves only Responses: an API the login cannot reach
+        (embeddings) needs an API key, and is refused before anything goes upstream."""
+        if api in API_KEY_ONLY_APIS and isinstance(choice, TokenSet):
+            return self._needs_api_key(provider, api)
+        return choice
+
+    def _needs_api_key(self, provider: ProviderAuth, api: str | None) -> RpcError:
+        env_key = provider.env_key or DEFAULT_ENV_KEY
+        return RpcError(
+            ErrorKind.UNAUTHENTICATED,
+            f"{api} need an API key, but provider {provider.id} uses the ChatGPT login "
+            f"(ChatGPT serves no {api}): run codexctl login --api-key (it replaces the ChatGPT "
+            f'login), or set {env_key} in the daemon\'s environment and forced_login_method = '
+            '"api" in config.toml',
+        )
+
+    def check_credentials(self, provider: ProviderAuth, api: str | None = None) -> RpcError | None:
+        """Whether a request to `provider` (on wire API `api`) has any credential at all
+        (submit-time refusal): the error a job would fail with, or None. Refreshes nothing."""
+        choice = self._for_api(self._choose(provider), provider, api)
         return choice if isinstance(choice, RpcError) else None
 
     def _chatgpt_credentials(self, tokens: TokenSet) -> Credentials:
         account_id = tokens.account_id or tokens.id_claims.account_id
         return Credentials("chatgpt", self._stored_source(), tokens.access_token, account_id)
 
-    async def credentials(self, provider: ProviderAuth = OPENAI) -> Credentials:
-        """The credential for a request to `provider`, refreshed first when it is about to expire.
+    async def credentials(
+        self, provider: ProviderAuth = OPENAI, api: str | None = None
+    ) -> Credentials:
+        """The credential for a request to `provider` (on wire API `api`), refreshed first
+        when it is about to expire.
 
-        Raises RpcError `unauthenticated` (nothing usable) or `auth_expired` (sign in again).
+        Raises RpcError `unauthenticated` (nothing usable, or an API key needed) or
+        `auth_expired` (sign in again).
         """
-        choice = self._choose(provider)
+        choice = self._for_api(self._choose(provider), provider, api)
         if isinstance(choice, RpcError):
             raise choice
         if isinstance(choice, Credentials):

@@ -29,6 +29,7 @@ from codexctl import protocol as wire
 from codexctl.results import (
     ConfigRejected,
     ConfigReloaded,
+    EmbeddingsResult,
     LoginCompleted,
     ProviderLimits,
     SubscriptionDropped,
@@ -625,6 +626,10 @@ def _events(types: Types) -> list[str]:
         "",
         "Other events of the Responses API pass through under their own `type`; ignore the "
         "ones you do not know.",
+        "",
+        "An embeddings job has one upstream event instead, with its vectors:",
+        "",
+        *_event(EmbeddingsResult, types),
     ]
     out += _item(f"{n}. ", upstream)
     for cls in retry:
@@ -768,6 +773,7 @@ def _tops() -> list[Any]:
         tops += [m.params_type, m.result_type]
     tops += [n.params for n in NOTIFICATIONS]
     tops += list(typing.get_args(wire.JobOwnEvent))
+    tops.append(EmbeddingsResult)
     tops.append(wire.ErrorObject)
     return tops
 

@@ -41,6 +41,7 @@ from codexd.gateway.http import (
 from codexd.gateway.translate import (
     ChatJSON,
     ChatSSE,
+    EmbeddingsJSON,
     HttpError,
     ResponsesJSON,
     ResponsesSSE,
@@ -67,7 +68,11 @@ MAX_CLIENT_NAME: Final = 64
 DEFAULT_CLIENT_NAME: Final = "gateway"
 _CLIENT_NAME_JUNK: Final = re.compile(r"[^A-Za-z0-9._+-]")
 _MODEL_PATH: Final = "/v1/models/"
-_API_BY_PATH: Final = {"/v1/responses": "responses", "/v1/chat/completions": "chat"}
+_API_BY_PATH: Final = {
+    "/v1/responses": "responses",
+    "/v1/chat/completions": "chat",
+    "/v1/embeddings": "embeddings",
+}
 
 _encoder = msgspec.json.Encoder()
 
@@ -88,7 +93,7 @@ def submit_request(headers: Mapping[str, str], body: dict[str, Any], api: str) -
     return SubmitRequest(
         body=body,
         client=client_name(headers),
-        api="chat" if api == "chat" else "responses",
+        api="chat" if api == "chat" else "embeddings" if api == "embeddings" else "responses",
         provider=headers.get("x-codexd-provider") or None,
         profile=headers.get("x-codexd-profile") or None,
         cancel_on_disconnect=True,
@@ -406,6 +411,8 @@ class Gateway:
 
 
 def _translator(job: Job, api: str, body: dict[str, Any]) -> Translator:
+    if api == "embeddings":
+        return EmbeddingsJSON()
     stream = body.get("stream") is True
     if api == "responses":
         return ResponsesSSE() if stream else ResponsesJSON()

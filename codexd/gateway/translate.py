@@ -8,6 +8,7 @@ A gateway request is a job; its reply is rebuilt from the job's event log:
 - Chat, streamed: `chat.completion.chunk` data lines rebuilt from the text deltas, the
   function calls and `job.completed`'s usage, then `data: [DONE]`.
 - Chat, not streamed: one `chat.completion` object.
+- Embeddings (never streamed): the provider's `list` object of `embeddings.result`, as it came.
 
 Errors use OpenAI's bodies and status codes (`error_reply`). A stream has two phases: until
 the first byte goes out every failure can still be an HTTP status and a daemon retry is
@@ -38,6 +39,7 @@ from codexctl.protocol import (
     JobRetrying,
     Usage,
 )
+from codexctl.results import EMBEDDINGS_RESULT
 from codexd.jobs import JobEvent, UpstreamEvent
 
 _encoder = msgspec.json.Encoder()
@@ -502,6 +504,39 @@ class ChatJSON(_ChatBase):
                 "system_fingerprint": None,
             }
         )
+
+
+class EmbeddingsJSON(Translator):
+    """The provider's embeddings reply as it came (base64 vectors stay base64, for the SDKs
+    that decode them): `embeddings.result` without the `type` the job added."""
+
+    stream = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reply: bytes | None = None
+
+    def _reset(self) -> None:
+        self._reply = None
+
+    def _upstream(self, event: UpstreamEvent) -> bytes:
+        if event.type == EMBEDDINGS_RESULT:
+            raw = event.raw
+            if raw.startswith(_EMBEDDINGS_TYPE_MEMBER):  # the usual case: no decoding
+                self._reply = b"{" + raw[len(_EMBEDDINGS_TYPE_MEMBER) :]
+            else:
+                data = event.data
+                data.pop("type", None)
+                self._reply = _encoder.encode(data)
+        return b""
+
+    def body(self) -> bytes:
+        if self._reply is None:
+            return _encoder.encode({"object": "list", "data": [], "model": "", "usage": None})
+        return self._reply
+
+
+_EMBEDDINGS_TYPE_MEMBER: Final = b'{"type":' + _encoder.encode(EMBEDDINGS_RESULT) + b","
 
 
 # --------------------------------------------------------------------------- models

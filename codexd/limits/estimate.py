@@ -3,6 +3,7 @@
 OpenAI charges a request against TPM as "the maximum of `max_tokens` and the estimated number
 of tokens based on the character count of your request"; we estimate the same way, so the
 local budget and the server agree closely enough for the rolling window to keep clear of 429s.
+An embeddings request produces no output: its estimate is its input alone.
 The rate limiter and the usage ledger's budget check both call `estimate_tokens`.
 """
 
@@ -12,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 CHARS_PER_TOKEN: Final = 4
+# Wire APIs whose requests produce no output tokens: their estimate is their input alone.
+INPUT_ONLY_APIS: Final = frozenset({"embeddings"})
 
 # Output caps by wire API, first found wins; the other API's names are honoured too because a
 # body may carry either spelling before the daemon normalises it.
@@ -68,8 +71,32 @@ def input_chars(body: Mapping[str, Any]) -> int:
     return total
 
 
+def embedding_input_tokens(body: Mapping[str, Any]) -> int:
+    """An embeddings request's `input`: a token array counts its length, text ceil(characters
+    / 4), summed over a list of inputs. It has no output tokens."""
+    inp = body.get("input")
+    items = inp if isinstance(inp, list) else [inp]
+    if items and all(is_token(t) for t in items):
+        return len(items)  # one token array
+    chars = tokens = 0
+    for item in items:
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, list):
+            tokens += len(item)
+    return tokens - (-chars // CHARS_PER_TOKEN)
+
+
+def is_token(value: Any) -> bool:
+    """A token id of an embeddings `input` token array."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def estimate_tokens(body: Mapping[str, Any], api: str, default_output_tokens: int) -> int:
-    """max(output cap or `default_output_tokens`, ceil(input characters / 4))."""
+    """max(output cap or `default_output_tokens`, ceil(input characters / 4)); for
+    embeddings, their input tokens alone."""
+    if api in INPUT_ONLY_APIS:
+        return embedding_input_tokens(body)
     cap = output_cap(body, api)
     out = cap if cap is not None else max(0, default_output_tokens)
     chars = input_chars(body)

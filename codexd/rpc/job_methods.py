@@ -31,14 +31,18 @@ class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
         dict[str, Any],
         msgspec.Meta(
             description="An OpenAI request body for the wire API (`input` for Responses, "
-            "`messages` for Chat Completions). Members it leaves out (`model`, reasoning "
-            "effort, `[model_params]`) come from the config; `stream` is always on upstream; "
-            "members codexd does not know are passed on."
+            "`messages` for Chat Completions, `model` and `input` for embeddings). Members it "
+            "leaves out (`model`, reasoning effort, `[model_params]`) come from the config "
+            "(not for embeddings); `stream` is always on upstream (embeddings are not "
+            "streamed); members codexd does not know are passed on."
         ),
     ]
     api: Annotated[
-        Literal["responses", "chat"] | None,
-        msgspec.Meta(description="The wire API; null: the provider's `wire_api`."),
+        Literal["responses", "chat", "embeddings"] | None,
+        msgspec.Meta(
+            description="The wire API; null: the provider's `wire_api`. `embeddings` needs "
+            "an API key (not the ChatGPT login)."
+        ),
     ] = None
     provider: Annotated[
         str | None,
@@ -91,7 +95,8 @@ class SubscribeParams(msgspec.Struct, forbid_unknown_fields=True):
 async def submit(ctx: CallContext, params: SubmitParams) -> SubmitResult:
     """Creates a job and returns at once, before anything goes upstream. What can be known now
     is the error of this call, and then no job exists: invalid params, an unknown provider or
-    profile, no credentials (`unauthenticated`), a spending cap (`budget_exceeded`), a full
+    profile, no credentials (`unauthenticated`, also for embeddings when the credential in use
+    is the ChatGPT login: they need an API key), a spending cap (`budget_exceeded`), a full
     queue or a draining daemon (`overloaded`). Anything later (upstream errors, a failed
     refresh) ends the job with `job.failed`. With `subscribe`, the job's events follow this
     reply on the same connection, from seq 1."""

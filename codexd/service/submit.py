@@ -24,14 +24,15 @@ from codexd.config.load import ConfigError, ProfileNotFound
 from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
 from codexd.jobs import Job, JobLimits, JobManager, JobState, Runner, Usage
+from codexd.limits.estimate import INPUT_ONLY_APIS, is_token
 from codexd.upstream.runner import JobRequest, estimate_for
 from codexd.upstream.wire import RequestDefaults
 from codexd.usage import budget as usage_budget
 from codexd.usage.catalog import Catalog
-from codexd.usage.cost import estimate_cost_usd
+from codexd.usage.cost import PriceLike, estimate_cost_usd
 from codexd.usage.ledger import UsageRecord
 
-Api = Literal["responses", "chat"]
+Api = Literal["responses", "chat", "embeddings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +94,38 @@ def _check_body(body: dict[str, Any], api: str) -> None:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _invalid("body.messages", "a chat request needs a non-empty `messages` array")
+    elif api == "embeddings":
+        _check_embeddings_body(body)
     else:
         inp = body.get("input")
         if not isinstance(inp, str | list) or not inp:
             raise _invalid("body.input", "a responses request needs `input` (a string or an array)")
+
+
+def _check_embeddings_body(body: dict[str, Any]) -> None:
+    """OpenAI's embeddings `input`: a string, an array of strings, an array of tokens (ints)
+    or an array of token arrays, none empty; and a `model` (the config's is a text model)."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _invalid(
+            "body.model",
+            "an embeddings request needs `model` (an embedding model, e.g. "
+            "text-embedding-3-small)",
+        )
+    inp = body.get("input")
+    if isinstance(inp, str) and inp:
+        return
+    if isinstance(inp, list) and inp:
+        if all(is_token(t) for t in inp):
+            return
+        if all(isinstance(s, str) and s for s in inp):
+            return
+        if all(isinstance(a, list) and a and all(is_token(t) for t in a) for a in inp):
+            return
+    raise _invalid(
+        "body.input",
+        "an embeddings request needs `input`: a non-empty string, or a non-empty array of "
+        "non-empty strings, of tokens (integers) or of token arrays",
+    )
 
 
 def _check_reasoning(body: dict[str, Any], api: str, model: ModelInfo | None) -> None:
@@ -135,7 +164,8 @@ def resolve(snapshot: ConfigSnapshot, catalog: Catalog, req: SubmitRequest) -> R
     api = req.api or provider.wire_api
     _check_body(req.body, api)
     model = req.body.get("model") or selection.model or catalog.default_model
-    _check_reasoning(req.body, api, catalog.get(model))
+    if api != "embeddings":
+        _check_reasoning(req.body, api, catalog.get(model))
     defaults = RequestDefaults(
         model=model,
         reasoning_effort=selection.model_reasoning_effort,
@@ -176,6 +206,9 @@ class PricedJob(Protocol):
     def model(self) -> str: ...
 
     @property
+    def api(self) -> str: ...
+
+    @property
     def request(self) -> Any: ...
 
 
@@ -184,8 +217,13 @@ def running_cost_usd(jobs: Iterable[PricedJob], catalog: Catalog) -> float:
     total = 0.0
     for job in jobs:
         price = catalog.price_for(job.model) or catalog.default_price
-        total += estimate_cost_usd(job.request.estimated_tokens, price)
+        total += estimated_cost_usd(job.request.estimated_tokens, job.api, price)
     return total
+
+
+def estimated_cost_usd(tokens: int, api: str, price: PriceLike) -> float:
+    """The budget's guess for a job of `api` estimated at `tokens`."""
+    return estimate_cost_usd(tokens, price, input_only=api in INPUT_ONLY_APIS)
 
 
 class Admission:
@@ -194,7 +232,7 @@ class Admission:
     def __init__(
         self,
         *,
-        credentials: Callable[[ProviderAuth], RpcError | None],
+        credentials: Callable[[ProviderAuth, str], RpcError | None],
         ledger: Spend,
         catalog: Callable[[ConfigSnapshot], Catalog],
         running: Callable[[], Iterable[PricedJob]],
@@ -208,7 +246,7 @@ class Admission:
 
     async def check(self, job: ResolvedJob) -> None:
         snapshot = job.config
-        missing = self._credentials(snapshot.provider_ref(job.provider))
+        missing = self._credentials(snapshot.provider_ref(job.provider), job.api)
         if missing is not None:
             raise missing
         caps = snapshot.codexd.budget
@@ -216,7 +254,7 @@ class Admission:
             return
         catalog = self._catalog(snapshot)
         price = catalog.price_for(job.model) or catalog.default_price
-        estimate = estimate_cost_usd(job.request.estimated_tokens, price)
+        estimate = estimated_cost_usd(job.request.estimated_tokens, job.api, price)
         now = self._now()
         day_start, day_end = usage_budget.day_bounds(now)
         month_start, month_end = usage_budget.month_bounds(now)
@@ -242,7 +280,7 @@ class JobService:
         runner: Runner,
         *,
         limits: Callable[[], JobLimits],
-        credentials: Callable[[ProviderAuth], RpcError | None],
+        credentials: Callable[[ProviderAuth, str], RpcError | None],
         ledger: JobLedger,
         events: EventHub,
         snapshot: Callable[[], ConfigSnapshot],

@@ -1,7 +1,8 @@
 """A fake OpenAI API on 127.0.0.1 with scriptable faults.
 
 Endpoints: `POST /v1/responses`, `POST /v1/chat/completions` (streamed as SSE with the real
-event sequence, or one JSON object), `GET /v1/models[/{id}]`, and the ChatGPT backend's
+event sequence, or one JSON object), `POST /v1/embeddings` (deterministic unit vectors, as
+numbers or base64 float32), `GET /v1/models[/{id}]`, and the ChatGPT backend's
 `POST /backend-api/codex/responses` (same wire as /v1/responses),
 `GET /backend-api/codex/models` (the list `list_codex_models()` sets, in Codex's catalog
 format) and the plan's usage windows at `GET /backend-api/wham/usage` (`set_plan_usage()`,
@@ -20,9 +21,12 @@ then the issuer's URL when asked to serve one).
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import itertools
 import math
 import re
+import struct
 import threading
 import time
 from collections import deque
@@ -56,10 +60,14 @@ RESPONSES_PATH = "/v1/responses"
 CHAT_PATH = "/v1/chat/completions"
 CHATGPT_RESPONSES_PATH = "/backend-api/codex/responses"
 CHATGPT_MODELS_PATH = "/backend-api/codex/models"
-MODEL_PATHS = frozenset({RESPONSES_PATH, CHAT_PATH, CHATGPT_RESPONSES_PATH})
+EMBEDDINGS_PATH = "/v1/embeddings"
+MODEL_PATHS = frozenset({RESPONSES_PATH, CHAT_PATH, CHATGPT_RESPONSES_PATH, EMBEDDINGS_PATH})
 PLAN_USAGE_PATH = "/backend-api/wham/usage"
 FIVE_HOURS_S = 5 * 3600
 ONE_WEEK_S = 7 * 86400
+# Vectors of the fake's embeddings when the request sets no `dimensions` (small: tests read
+# them; OpenAI's text-embedding-3-small has 1536).
+DEFAULT_EMBEDDING_DIMENSIONS = 16
 
 # Reported in x-ratelimit-* headers when no limit is enforced.
 NOMINAL_RPM = 10_000
@@ -358,6 +366,62 @@ def input_text(body: Any) -> str:
         for key in ("instructions", "input", "messages"):
             walk(body.get(key))
     return "\n".join(parts)
+
+
+def embedding_inputs(body: Mapping[str, Any]) -> list[str | list[int]]:
+    """An embeddings body's inputs, one per vector: a string, a token array, or a list of
+    either."""
+    inp = body.get("input")
+    if isinstance(inp, str):
+        return [inp]
+    if isinstance(inp, list) and inp and all(isinstance(t, int) for t in inp):
+        return [inp]
+    return list(inp) if isinstance(inp, list) else []
+
+
+def embedding_vector(item: str | list[int], dimensions: int) -> list[float]:
+    """The fake's vector for one input: a function of the input alone, unit length, every
+    component a float32 value (so the float and base64 encodings say the same numbers)."""
+    seed = hashlib.sha256(_encoder.encode(item)).digest()
+    raw: list[float] = []
+    block = 0
+    while len(raw) < dimensions:
+        digest = hashlib.sha256(seed + block.to_bytes(4, "little")).digest()
+        raw += [(b - 127.5) / 127.5 for b in digest]
+        block += 1
+    raw = raw[:dimensions]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    packed = struct.pack(f"<{dimensions}f", *(x / norm for x in raw))
+    return list(struct.unpack(f"<{dimensions}f", packed))
+
+
+def embedding_tokens(item: str | list[int]) -> int:
+    """Tokens of one input: a token array's length, else the fake's tokenizer."""
+    return len(item) if isinstance(item, list) else count_tokens(item)
+
+
+def embeddings_reply(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """What the fake answers to `POST /v1/embeddings` with `body`."""
+    dims = body.get("dimensions")
+    dimensions = dims if isinstance(dims, int) and dims > 0 else DEFAULT_EMBEDDING_DIMENSIONS
+    base64_wanted = body.get("encoding_format") == "base64"
+    data = []
+    tokens = 0
+    for index, item in enumerate(embedding_inputs(body)):
+        vector = embedding_vector(item, dimensions)
+        tokens += embedding_tokens(item)
+        encoded: list[float] | str = (
+            base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            if base64_wanted
+            else vector
+        )
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -1053,8 +1117,9 @@ class FakeOpenAI:
         request_id = self._request_id()
         base_headers = [("x-request-id", request_id), ("openai-processing-ms", "1")]
 
+        embeddings = request.path == EMBEDDINGS_PATH
         with self._lock:
-            reply_text = self._reply_text
+            reply_text = "" if embeddings else self._reply_text
         # Admission comes before the script, so a 429 from the enforced limits does not eat a
         # scripted outcome; its token estimate assumes the default reply.
         failure = self._auth_failure(request) or self._admit(
@@ -1097,6 +1162,9 @@ class FakeOpenAI:
 
         assert usage is not None
         reply = outcome
+        if embeddings:
+            await self._send_embeddings(request, reply, body, model, arrived, headers, flight)
+            return
         deltas = reply.deltas if reply.deltas is not None else split_deltas(text)
         stream = body.get("stream") is True
         flight.stream = stream
@@ -1117,6 +1185,43 @@ class FakeOpenAI:
         else:
             frames = _responses_frames(ident, model, body, deltas, usage, reply)
         await self._stream(responder, reply, frames, headers, flight)
+
+    async def _send_embeddings(
+        self,
+        request: Request,
+        reply: Reply,
+        body: dict[str, Any],
+        model: str,
+        arrived: float,
+        headers: list[tuple[str, str]],
+        flight: _Flight,
+    ) -> None:
+        """One JSON reply (embeddings are never streamed); of `reply`'s faults it honours
+        `first_byte_delay_s`, `drop_after` (any value: no reply at all), `stall_after` (any
+        value: silence until the client goes) and `truncated`."""
+        if not embedding_inputs(body):
+            self._append_log(request, body, 400, arrived, None)
+            self._settle(flight)
+            message = "'$.input' is invalid. Please check the API reference."
+            error = error_body(message, "invalid_request_error", None, "input")
+            await flight.responder.send(400, error, headers=headers)
+            return
+        payload = embeddings_reply(body, model)
+        tokens = payload["usage"]["prompt_tokens"]
+        self._append_log(request, body, 200, arrived, Usage(tokens, 0, 0, 0))
+        if reply.first_byte_delay_s:
+            await anyio.sleep(reply.first_byte_delay_s)
+        if reply.drop_after is not None:
+            await self._drop(flight.responder, flight)
+            return
+        if reply.stall_after is not None:
+            await anyio.sleep_forever()
+        data = _encoder.encode(payload)
+        if reply.truncated:
+            data = data[: len(data) // 2]
+        flight.completed = not reply.truncated
+        self._settle(flight)
+        await flight.responder.send(200, data, headers=_merge(reply.headers, headers))
 
     async def _send_whole(
         self,

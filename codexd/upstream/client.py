@@ -24,6 +24,8 @@ from codexd.upstream.errors import (
     UpstreamFailure,
     classify_http,
     is_event_stream,
+    is_json,
+    reply_too_large,
     stream_event_too_large,
     stream_idle_timeout,
     transport_errors,
@@ -34,6 +36,9 @@ from codexd.upstream.wire import Event, Outcome, StreamNormalizer
 
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_EVENT_BYTES: Final = 8 << 20
+# A whole (not streamed) reply, such as 2048 inputs of 1536 dimensions as JSON numbers; below
+# codexctl's bound on one message (64 MiB), which its `job/event` line must pass.
+MAX_REPLY_BYTES: Final = 60 << 20
 CONNECT_TIMEOUT_S: Final = 10.0
 PROBE_TIMEOUT_S: Final = 30.0
 # How long the rest of a body may take after its final event before the connection is
@@ -122,6 +127,9 @@ async def run_attempt(
             headers = {k.lower(): v for k, v in response.headers.items()}
             if on_headers is not None:
                 on_headers(headers)
+            if not normalizer.streamed:
+                outcome = await _whole(response, headers, attempt, normalizer, on_event, wall_now)
+                return AttemptResult(outcome, headers)
             if response.status_code != 200 or not is_event_stream(headers):
                 with transport_errors(scrubber=scrubber):
                     body = await _read_bounded(response, MAX_ERROR_BODY)
@@ -136,6 +144,36 @@ async def run_attempt(
                 await response.aclose()
     except UpstreamFailure as failure:
         return AttemptResult(failure.error, headers)
+
+
+async def _whole(
+    response: httpx.Response,
+    headers: Mapping[str, str],
+    attempt: Attempt,
+    normalizer: StreamNormalizer,
+    on_event: Callable[[Event], None],
+    wall_now: Callable[[], float],
+) -> Outcome:
+    """A reply that is one JSON object (embeddings): read whole, within MAX_REPLY_BYTES. A
+    drop or a stall while reading it is a failed request, not a stream drop."""
+    scrubber = attempt.scrubber
+    ok = response.status_code == 200 and is_json(headers)
+    with transport_errors(scrubber=scrubber):
+        body = await _read_bounded(response, MAX_REPLY_BYTES + 1 if ok else MAX_ERROR_BODY)
+    if not ok:
+        return classify_http(
+            response.status_code,
+            headers,
+            body,
+            wall_now(),
+            scrubber=scrubber,
+            expected="a JSON reply",
+        )
+    if len(body) > MAX_REPLY_BYTES:
+        return reply_too_large(MAX_REPLY_BYTES)
+    for event in normalizer.feed_body(body):
+        on_event(event)
+    return normalizer.finish()
 
 
 async def fetch(

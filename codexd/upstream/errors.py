@@ -94,6 +94,11 @@ def is_event_stream(headers: Mapping[str, str]) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
+def is_json(headers: Mapping[str, str]) -> bool:
+    content_type = lower_headers(headers).get("content-type", "")
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 def format_duration(seconds: float) -> str:
     """`45s`, `12m`, `1h12m`, `2d3h`: precise enough to plan by, short enough to read."""
     s = max(0, round(seconds))
@@ -301,12 +306,14 @@ def classify_http(
     *,
     tz: tzinfo | None = None,
     scrubber: Scrubber = GENERIC,
+    expected: str = "an event stream",
 ) -> UpstreamError:
     """A response that is not the event stream we asked for: an HTTP error status, or a 2xx
     whose body is not `text/event-stream` (a captive portal's HTML page, a proxy's JSON).
 
     `body` is what the shell read of it (bounded). `tz` is for tests; the daemon's local time
     zone is used otherwise. `scrubber` knows what the request carried (codexd/security/scrub.py).
+    `expected` names what a 2xx should have carried (a JSON reply, for embeddings).
     """
     parsed = _parse_body(body, scrubber)
     code = parsed.code or parsed.type
@@ -322,7 +329,7 @@ def classify_http(
         said = "" if parsed.is_html else _said(parsed)
         return _error(
             ErrorKind.UPSTREAM_ERROR,
-            f"upstream answered {status} with {what} instead of an event stream{said}; a "
+            f"upstream answered {status} with {what} instead of {expected}{said}; a "
             "proxy or captive portal may be intercepting the connection: check the network "
             "and the provider's base_url",
             **common,
@@ -467,6 +474,25 @@ def stream_event_too_large(limit: int) -> UpstreamError:
         ErrorKind.STREAM_ERROR,
         f"upstream sent an event larger than {limit} bytes; the stream was abandoned",
         in_stream=True,
+    )
+
+
+def reply_malformed(detail: str) -> UpstreamError:
+    """A whole (not streamed) reply that is not what the API sends; retried as a request."""
+    return _error(
+        ErrorKind.UPSTREAM_ERROR,
+        f"upstream sent a malformed reply ({GENERIC(detail, 120)}); check the provider's "
+        "base_url",
+    )
+
+
+def reply_too_large(limit: int) -> UpstreamError:
+    """A whole reply over the bound: asking again would bring the same (never retried)."""
+    return _error(
+        ErrorKind.UPSTREAM_ERROR,
+        f"upstream's reply is larger than {limit >> 20} MiB, more than codexd holds for one "
+        'job: send fewer inputs per request, or ask for encoding_format "base64"',
+        retryable=False,
     )
 
 

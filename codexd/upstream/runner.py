@@ -57,7 +57,7 @@ class CredentialsLike(Protocol):
 
 
 class AuthLike(Protocol):
-    async def credentials(self, provider: Any) -> Any: ...
+    async def credentials(self, provider: Any, api: str | None = None) -> Any: ...
 
     async def refresh(self, reason: Any = ..., *, stale: Any = None) -> Any: ...
 
@@ -320,7 +320,7 @@ class JobRunner:
             job.client, run.estimated_tokens, on_queued=run.on_queued
         ) as slot:
             try:
-                credentials = await self._auth.credentials(run.ref)
+                credentials = await self._auth.credentials(run.ref, api=job.api)
             except RpcError as err:
                 return err
             route = run.snapshot.route(job.provider, chatgpt_auth=credentials.mode == "chatgpt")
@@ -339,6 +339,8 @@ class JobRunner:
         # What upstream says of this attempt never quotes back what it carried.
         scrubber = Scrubber.for_request(headers, url)
         normalizer = self._normalizer_for(job.api, scrubber)
+        if not normalizer.streamed:
+            headers["Accept"] = "application/json"
         result = await run_attempt(
             self._http.transport(job.provider),
             Attempt(
@@ -463,6 +465,10 @@ def default_normalizer(api: str, scrubber: Scrubber = GENERIC) -> StreamNormaliz
         from codexd.upstream.chat import ChatStream
 
         return ChatStream(scrubber=scrubber)
+    if api == "embeddings":
+        from codexd.upstream.embeddings import EmbeddingsReply
+
+        return EmbeddingsReply(scrubber=scrubber)
     from codexd.upstream.responses import ResponsesStream
 
     return ResponsesStream(scrubber=scrubber)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -20,8 +20,12 @@ from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import UpstreamError, stream_ended_early, stream_malformed
 from codexd.upstream.sse import SSEEvent
 
-Api = Literal["responses", "chat"]
-API_PATHS: Final[Mapping[str, str]] = {"responses": "responses", "chat": "chat/completions"}
+Api = Literal["responses", "chat", "embeddings"]
+API_PATHS: Final[Mapping[str, str]] = {
+    "responses": "responses",
+    "chat": "chat/completions",
+    "embeddings": "embeddings",
+}
 
 # Responses has no frequency/presence penalties: sending them is a 400 `unknown_parameter`.
 RESPONSES_MODEL_PARAMS: Final = ("temperature", "top_p")
@@ -105,16 +109,28 @@ def build_chat_body(body: Mapping[str, Any], defaults: RequestDefaults) -> dict[
     return out
 
 
+def build_embeddings_body(body: Mapping[str, Any], defaults: RequestDefaults) -> dict[str, Any]:
+    """Sent as it is (not streamed): the config's reasoning and `[model_params]` are for
+    models that write text."""
+    out = dict(body)
+    if out.get("model") is None:
+        out["model"] = defaults.model
+    return out
+
+
 def build_body(api: Api, body: Mapping[str, Any], defaults: RequestDefaults) -> dict[str, Any]:
     if api == "chat":
         return build_chat_body(body, defaults)
+    if api == "embeddings":
+        return build_embeddings_body(body, defaults)
     return build_responses_body(body, defaults)
 
 
 def endpoint_url(
     base_url: str, api: Api | Literal["models"], query_params: Mapping[str, str] | None = None
 ) -> str:
-    """`{base_url}/responses`, `{base_url}/chat/completions` (or `{base_url}/models`), plus
+    """`{base_url}/responses`, `{base_url}/chat/completions`, `{base_url}/embeddings` (or
+    `{base_url}/models`), plus
     the provider's `query_params` (Azure's `api-version`)."""
     url = base_url.rstrip("/") + "/" + ("models" if api == "models" else API_PATHS[api])
     if query_params:
@@ -194,9 +210,10 @@ def usage_from_chat(raw: Any) -> Usage | None:
 
 
 class StreamResult(msgspec.Struct, frozen=True):
-    """What `job.completed` needs from a finished stream."""
+    """What `job.completed` needs from a finished stream (or whole reply): `output_text` is
+    None for a reply that has no text (embeddings)."""
 
-    output_text: str
+    output_text: str | None
     usage: Usage | None
     response_id: str | None
 
@@ -215,7 +232,12 @@ class StreamNormalizer:
     once, without waiting for EOF). At EOF it calls `finish()`, which turns a stream that
     ended without its completion event into a `stream_error`. A failure's text passes
     `scrubber`, which knows what the attempt's request carried.
+
+    A normaliser with `streamed = False` reads one whole JSON reply instead: the shell reads
+    the body (bounded) and hands it to `feed_body`, which sets `outcome`.
     """
+
+    streamed: ClassVar[bool] = True
 
     def __init__(
         self, wall_now: Callable[[], float] = time.time, scrubber: Scrubber = GENERIC
@@ -251,6 +273,9 @@ class StreamNormalizer:
         return self.feed(obj)
 
     def feed(self, obj: Mapping[str, Any]) -> list[Event]:
+        raise NotImplementedError
+
+    def feed_body(self, body: bytes) -> list[Event]:
         raise NotImplementedError
 
     def finish(self) -> Outcome:

@@ -57,13 +57,16 @@ def cost_usd(usage: UsageLike, price: PriceLike | None, default: PriceLike) -> t
     return dollars_per_million / TOKENS_PER_PRICE_UNIT, estimated
 
 
-def estimate_cost_usd(estimated_tokens: int, price: PriceLike) -> float:
+def estimate_cost_usd(
+    estimated_tokens: int, price: PriceLike, *, input_only: bool = False
+) -> float:
     """A job's cost guessed before it is sent, for the budget check.
 
     `estimated_tokens` is `codexd.limits.estimate.estimate_tokens(...)`: the larger of the output
     cap and the input characters / 4, one number that does not say which side the tokens are
     on. It is priced at the dearest of the three prices so that the guess leans high and a cap
-    is reached a little early rather than passed.
+    is reached a little early rather than passed. With `input_only` (a request that has no
+    output, such as embeddings) every token is input, and priced so.
     """
-    dearest = max(price.input, price.cached_input, price.output)
-    return max(estimated_tokens, 0) * dearest / TOKENS_PER_PRICE_UNIT
+    rate = price.input if input_only else max(price.input, price.cached_input, price.output)
+    return max(estimated_tokens, 0) * rate / TOKENS_PER_PRICE_UNIT

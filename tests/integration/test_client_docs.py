@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 SNIPPET = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 SNIPPETS = SNIPPET.findall(DOC.read_text())
 # The sections a tool author reads: each has at least one snippet.
-SECTIONS = ("Connect", "Ask", "Stream", "Re-attach", "Handle errors")
+SECTIONS = ("Connect", "Ask", "Embeddings", "Stream", "Re-attach", "Handle errors")
 
 
 def test_every_section_has_a_snippet() -> None:

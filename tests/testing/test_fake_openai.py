@@ -295,9 +295,42 @@ def test_models(fake: FakeOpenAI, client: httpx.Client) -> None:
 
 
 def test_unknown_path_is_404_json(fake: FakeOpenAI, client: httpx.Client) -> None:
-    response = client.post(f"{fake.base_url}/embeddings", json={})
+    response = client.post(f"{fake.base_url}/images/generations", json={})
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_embeddings_as_numbers_or_base64_with_usage_from_the_input(
+    fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    body = {"model": "text-embedding-3-small", "input": ["abcdefgh", "abc"], "dimensions": 3}
+    floats = client.post(f"{fake.base_url}/embeddings", json=body)
+    packed = client.post(f"{fake.base_url}/embeddings", json={**body, "encoding_format": "base64"})
+    assert floats.status_code == packed.status_code == 200
+    assert floats.headers["content-type"] == "application/json"
+    reply = floats.json()
+    assert reply["object"] == "list" and reply["model"] == "text-embedding-3-small"
+    assert reply["usage"] == {"prompt_tokens": 2 + 1, "total_tokens": 3}
+    assert [d["object"] for d in reply["data"]] == ["embedding", "embedding"]
+    assert [len(d["embedding"]) for d in reply["data"]] == [3, 3]
+    assert [isinstance(d["embedding"], str) for d in packed.json()["data"]] == [True, True]
+    assert reply == fo.embeddings_reply(body, "text-embedding-3-small")
+    assert fake.stats().completed_replies == 2
+    assert fake.model_requests("/v1/embeddings")[0].usage == fo.Usage(3, 0, 0, 0)
+
+
+def test_embeddings_can_be_scripted_and_want_an_input(
+    fake: FakeOpenAI, client: httpx.Client
+) -> None:
+    fake.script(fo.rate_limited(retry_after=2), path=fo.EMBEDDINGS_PATH)
+    body = {"model": "m", "input": "hi"}
+    assert client.post(f"{fake.base_url}/responses", json={"input": "x"}).status_code == 200
+    limited = client.post(f"{fake.base_url}/embeddings", json=body)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    assert client.post(f"{fake.base_url}/embeddings", json=body).status_code == 200
+    missing = client.post(f"{fake.base_url}/embeddings", json={"model": "m"})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "input"
 
 
 def test_body_that_is_not_json_is_400(fake: FakeOpenAI, client: httpx.Client) -> None:

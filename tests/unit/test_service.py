@@ -49,6 +49,7 @@ class FakeLedger:
 class Running:
     model: str
     request: JobRequest
+    api: str = "responses"
 
 
 def job_for(snap: ConfigSnapshot, model: str, tokens: int) -> ResolvedJob:
@@ -71,7 +72,7 @@ def tokens_for(model: str, usd: float, catalog: Catalog) -> int:
 def admission(snap: ConfigSnapshot, running: list[Running]) -> Admission:
     catalog = Catalog.for_snapshot(snap)
     return Admission(
-        credentials=lambda provider: None,
+        credentials=lambda provider, api: None,
         ledger=FakeLedger(),
         catalog=lambda s: catalog,
         running=lambda: running,
@@ -103,6 +104,26 @@ async def test_a_cheap_running_job_is_not_priced_at_a_dear_new_one(tmp_path: Pat
     )
 
 
+@pytest.mark.anyio
+async def test_embeddings_are_priced_at_the_input_price_for_the_budget(tmp_path: Path) -> None:
+    """An embeddings job's estimate is all input: a running one counts at its model's input
+    price, not the dearest of its prices (here 0.5 at input, 4.0 at output)."""
+    snap = snapshot(
+        tmp_path,
+        "[codexd.budget]\ndaily_usd = 1.0\n"
+        '[codexd.prices."embedder"]\ninput = 0.5\ncached_input = 0.5\noutput = 4.0\n',
+    )
+    catalog = Catalog.for_snapshot(snap)
+    embedding = Running("embedder", JobRequest(None, 1_000_000), api="embeddings")
+    await admission(snap, [embedding]).check(job_for(snap, CHEAP, tokens_for(CHEAP, 0.4, catalog)))
+    as_text = Running("embedder", JobRequest(None, 1_000_000))
+    with pytest.raises(RpcError) as refused:
+        await admission(snap, [as_text]).check(
+            job_for(snap, CHEAP, tokens_for(CHEAP, 0.4, catalog))
+        )
+    assert refused.value.kind == ErrorKind.BUDGET_EXCEEDED
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -115,7 +136,7 @@ def service(snap: ConfigSnapshot, ledger: FakeLedger) -> JobService:
     return JobService(
         wait_for_cancel,
         limits=JobLimits,
-        credentials=lambda provider: None,
+        credentials=lambda provider, api: None,
         ledger=ledger,
         events=EventHub(),
         snapshot=lambda: snap,

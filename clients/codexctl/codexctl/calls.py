@@ -39,7 +39,7 @@ from codexctl.results import (
 
 T = TypeVar("T")
 
-Api = Literal["responses", "chat"]
+Api = Literal["responses", "chat", "embeddings"]
 JobState = Literal["queued", "running", "retrying", "completed", "failed", "cancelled"]
 Topic = Literal["account", "config", "ratelimits", "jobs"]
 GroupKey = Literal["model", "client", "provider", "day"]
@@ -184,7 +184,8 @@ class SubmitOptions(TypedDict, total=False):
     - `model`: the model (default: config.toml's, else the catalog's default)
     - `system`: system instructions
     - `reasoning`: reasoning effort, e.g. "low" or "high" (checked against the model)
-    - `api`: "responses" or "chat" (default: the provider's wire API)
+    - `api`: "responses" or "chat" (default: the provider's wire API); "embeddings" with a
+      `body` of OpenAI's embeddings request (`model`, `input`)
     - `provider`: a provider id of config.toml; `profile`: a profile, its file
       `$CODEX_HOME/NAME.config.toml` laid over config.toml (else its `[profiles.NAME]`)
     - `cancel_on_disconnect`: cancel the job when this connection closes (default False:

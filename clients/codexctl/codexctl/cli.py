@@ -56,7 +56,9 @@ def _common() -> argparse.ArgumentParser:
 # Where each command's parser and handler live. Only the module of the command being run is
 # imported, so that `codexctl status` or `codexctl ask` starts fast; help imports them all.
 COMMAND_MODULES: dict[str, str] = {
-    **dict.fromkeys(("ask", "submit", "watch", "cancel", "jobs"), "codexctl.commands_jobs"),
+    **dict.fromkeys(
+        ("ask", "submit", "watch", "cancel", "jobs", "embed"), "codexctl.commands_jobs"
+    ),
     **dict.fromkeys(("models", "limits", "usage", "config", "events"), "codexctl.commands_info"),
     **dict.fromkeys(("login", "logout", "whoami"), "codexctl.commands_account"),
     **dict.fromkeys(("start", "shutdown"), "codexctl.commands_service"),

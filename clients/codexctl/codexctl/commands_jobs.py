@@ -1,11 +1,12 @@
-"""`codexctl ask | submit | watch | cancel | jobs`: model requests as jobs.
+"""`codexctl ask | submit | watch | cancel | jobs | embed`: model requests as jobs.
 
 `ask` and `watch` render a job the same way (`show_job`): on a terminal the text streams and a
 retry that restarts the output takes back what was shown, then a usage line follows; to a pipe
 or file only the final reply is written (or, with `--stream`, the text as it arrives, a restart
 announced on stderr); with `--json` every event is a JSON line. `watch --events` lists the
 events one per line. Ctrl-C (or SIGTERM, or a closed stdout) during `ask` cancels its job;
-`watch` leaves the job running.
+`watch` leaves the job running. `embed` prints the vectors of an embeddings job, one line of
+numbers per input (`--json`: the provider's reply).
 """
 
 from __future__ import annotations
@@ -96,12 +97,23 @@ def add_parsers(
     jobs.add_argument("--state", choices=JOB_STATES)
     jobs.add_argument("--limit", type=int, metavar="N")
 
+    embed = sub.add_parser(
+        "embed",
+        parents=[common],
+        help="print the embedding vector of each TEXT, one line of numbers each",
+    )
+    embed.add_argument("texts", metavar="TEXT", nargs="+", help="an input, or - to read stdin")
+    embed.add_argument("--model", required=True, help="the embedding model")
+    embed.add_argument("--dimensions", type=int, metavar="N", help="shorten the vectors to N")
+    embed.add_argument("--provider", help="a provider id of config.toml (default: its own)")
+
     return {
         "ask": cmd_ask,
         "submit": cmd_submit,
         "watch": cmd_watch,
         "cancel": cmd_cancel,
         "jobs": cmd_jobs,
+        "embed": cmd_embed,
     }
 
 
@@ -414,6 +426,44 @@ def cmd_ask(args: argparse.Namespace, ctx: Context) -> int:
             if not cancelled:
                 ctx.err.write(f"codexctl: {how}\n")
         raise
+
+
+def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
+    texts = [read_prompt(text, sys.stdin) for text in args.texts]
+    body: dict[str, Any] = {"model": args.model, "input": texts}
+    if args.dimensions is not None:
+        body["dimensions"] = args.dimensions
+    params: dict[str, Any] = {"api": "embeddings", "body": body, "cancel_on_disconnect": True}
+    if args.provider:
+        params["provider"] = args.provider
+    from codexctl.results import EMBEDDINGS_RESULT
+
+    reply: dict[str, Any] = {}
+
+    def on_event(note: dict[str, Any]) -> None:
+        event = note["event"]
+        if event.get("type") == EMBEDDINGS_RESULT:
+            reply.update((k, v) for k, v in event.items() if k != "type")
+
+    client = ctx.client()
+    try:
+        with interrupts_held():
+            job_id = str(client.call("job/submit", params)["job_id"])
+        terminal = follow(client, job_id, 0, on_event, out=ctx.out)
+    except KeyboardInterrupt:  # the job goes with the connection (cancel_on_disconnect)
+        return EXIT_INTERRUPTED
+    if terminal.get("type") != "job.completed":
+        return job_error_exit(ctx, terminal, job_id)
+    if ctx.json:
+        ctx.print_json(reply)
+        return EXIT_OK
+    from codexctl.fmt import plain_number
+
+    for item in sorted(reply.get("data") or [], key=lambda d: d.get("index", 0)):
+        vector = item.get("embedding")
+        numbers = vector if isinstance(vector, list) else []
+        ctx.out.write(" ".join(str(plain_number(float(x))) for x in numbers) + "\n")
+    return EXIT_OK
 
 
 def warn_if_unknown_model(args: argparse.Namespace, ctx: Context) -> None:

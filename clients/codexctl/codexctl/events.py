@@ -9,8 +9,9 @@ classes the daemon sends (defined in `codexctl.results`, re-exported here).
 
 A `JobEvent`'s `event` is one of codexd's own (`JobQueued`, `JobStarted`, `JobRetrying`,
 `JobCompleted`, `JobFailed`, `JobCancelled`), a text delta (`TextDelta`), a reasoning summary
-delta (`ReasoningDelta`), a finished output item (`OutputItemDone`), or any other upstream
-event as an `UpstreamEvent` with its `type` and members.
+delta (`ReasoningDelta`), a finished output item (`OutputItemDone`), an embeddings job's
+vectors (`EmbeddingsResult`), or any other upstream event as an `UpstreamEvent` with its
+`type` and members.
 
 `Follower` holds the rules for following one job (used by the clients and by `codexctl ask`
 and `watch`): events in seq order, each once, to the terminal one, and where to re-subscribe
@@ -38,6 +39,7 @@ from codexctl.protocol import (
 )
 from codexctl.results import ConfigRejected as ConfigRejected
 from codexctl.results import ConfigReloaded as ConfigReloaded
+from codexctl.results import EmbeddingsResult as EmbeddingsResult
 from codexctl.results import LoginCompleted as LoginCompleted
 from codexctl.results import ProviderLimits
 from codexctl.results import SubscriptionDropped as SubscriptionDropped
@@ -87,6 +89,7 @@ KnownEvent = (
     | TextDelta
     | ReasoningDelta
     | OutputItemDone
+    | EmbeddingsResult
 )
 Event = KnownEvent | UpstreamEvent
 

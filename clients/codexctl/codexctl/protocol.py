@@ -319,10 +319,11 @@ class Usage(msgspec.Struct):
 
 class JobView(msgspec.Struct, kw_only=True):
     """A job as `job/get` shows it. `state` is one of the job states; `client` is the name of
-    the client that submitted it; `api` the wire API it went to (`responses` or `chat`);
-    `attempts` counts the attempts sent upstream. `output_text` is the reply's text so far
-    (left out of `job/created` and `job/finished`), `usage` and `cost_usd` are set once the job
-    has finished, and `error` once it failed or was cancelled."""
+    the client that submitted it; `api` the wire API it went to (`responses`, `chat` or
+    `embeddings`); `attempts` counts the attempts sent upstream. `output_text` is the reply's
+    text so far (left out of `job/created` and `job/finished`; null for a completed embeddings
+    job), `usage` and `cost_usd` are set once the job has finished, and `error` once it failed
+    or was cancelled."""
 
     id: str
     state: str
@@ -370,10 +371,11 @@ class JobRetrying(msgspec.Struct, tag="job.retrying", tag_field="type"):
     reset_output: bool
 
 
-class JobCompleted(msgspec.Struct, tag="job.completed", tag_field="type"):
-    """The reply is whole: its text, token usage and cost."""
+class JobCompleted(msgspec.Struct, tag="job.completed", tag_field="type", kw_only=True):
+    """The reply is whole: its text, token usage and cost. An embeddings job has no text:
+    its `output_text` is left out (its vectors came in the `embeddings.result` event)."""
 
-    output_text: str
+    output_text: str | msgspec.UnsetType = msgspec.UNSET
     usage: Usage
     cost_usd: float
     response_id: str | None

@@ -290,6 +290,40 @@ class UsageResult(msgspec.Struct, omit_defaults=True):
     budget: BudgetStatus | None = None
 
 
+# --------------------------------------------------------------------------- embeddings
+
+EMBEDDINGS_RESULT: Final = "embeddings.result"
+
+
+class Embedding(msgspec.Struct, frozen=True):
+    """One input's vector. `index` is the input's place in the request's `input`;
+    `embedding` is a list of numbers, or with `encoding_format: "base64"` a base64 string of
+    little-endian float32 values."""
+
+    index: int
+    embedding: list[float] | str
+    object: str = "embedding"
+
+
+class EmbeddingsUsage(msgspec.Struct, frozen=True):
+    """The tokens of an embeddings request's input (it has no output tokens)."""
+
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+
+class EmbeddingsResult(msgspec.Struct, frozen=True, tag=EMBEDDINGS_RESULT, tag_field="type"):
+    """The vectors of an embeddings job (`api: "embeddings"`): the provider's reply to
+    `POST /embeddings` as it sent it, members kept, with this `type` added. `data` holds one
+    `Embedding` per input, `model` the model that made them. It comes once, just before
+    `job.completed`."""
+
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingsUsage | None = None
+    object: str = "list"
+
+
 # --------------------------------------------------------------------------- notifications
 # The params of the notifications the daemon sends, each with its `method` (a class variable,
 # not a member). `codexctl.events` decodes notifications into these very classes.

@@ -67,7 +67,7 @@ class ReplyAssembler:
         if isinstance(event, JobCompleted):
             self.reply = Reply(
                 job_id=self.job_id,
-                text=event.output_text,
+                text=event.output_text if isinstance(event.output_text, str) else "",
                 usage=event.usage,
                 cost_usd=event.cost_usd,
                 response_id=event.response_id,

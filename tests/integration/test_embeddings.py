@@ -1,0 +1,272 @@
+"""Embeddings through a real daemon and the fake: `job/submit` with `api: "embeddings"` over
+the socket (events, vectors, usage ledger, retries), and refused at submit in ChatGPT mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from codexctl import Client
+from codexctl.protocol import RpcError
+from codexd.testing import fake_openai as fo
+from codexd.testing.daemon_process import DaemonProcess
+from codexd.testing.fake_openai import FakeOpenAI
+from tests.conftest import write_config
+from tests.integration._chatgpt import Setup, chatgpt_setup, run_job, write_login
+
+EMBEDDINGS_PATH = "/v1/embeddings"
+PRICED = "text-embedding-3-small"
+INPUT_PRICE = 0.02  # USD per 1M input tokens, set in the config below
+
+
+def embeddings_config(fake: FakeOpenAI, extra: str = "") -> str:
+    return (
+        f'openai_base_url = "{fake.base_url}"\nmodel = "gpt-5"\n'
+        "[model_providers.openai_like]\n"
+        f'name = "openai-like"\nbase_url = "{fake.base_url}"\nenv_key = "FAKE_KEY"\n'
+        f"{extra}"
+        f'[codexd.prices."{PRICED}"]\ninput = {INPUT_PRICE}\ncached_input = {INPUT_PRICE}\n'
+        "output = 0.0\n"
+    )
+
+
+@pytest.fixture
+def embeddings_daemon(
+    daemon_env: dict[str, str], fake_openai: FakeOpenAI
+) -> Iterator[DaemonProcess]:
+    write_config(daemon_env, embeddings_config(fake_openai))
+    daemon_env["OPENAI_API_KEY"] = "sk-test-key-for-the-fake-0000"
+    daemon_env["FAKE_KEY"] = "sk-test-key-for-the-fake-0001"
+    with DaemonProcess(daemon_env) as proc:
+        yield proc
+
+
+def submit_embeddings(client: Client, body: dict[str, Any], **params: Any) -> list[dict[str, Any]]:
+    """The job's events, to its terminal one."""
+    result = client.call("job/submit", {"api": "embeddings", "body": body, **params})
+    events: list[dict[str, Any]] = []
+    while True:
+        note = client.next_notification(timeout=30)
+        assert note is not None, f"no terminal event; got {[e['type'] for e in events]}"
+        if note.method != "job/event" or note.params["job_id"] != result["job_id"]:
+            continue
+        events.append({"job_id": result["job_id"], **note.params["event"]})
+        if note.params["event"]["type"] in ("job.completed", "job.failed", "job.cancelled"):
+            return events
+
+
+def test_an_embeddings_job_brings_the_vectors_and_a_priced_ledger_row(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    body = {"model": PRICED, "input": ["alpha", "beta gamma"], "user": "u-7", "extra_x": 1}
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body)
+        job = c.call("job/get", {"job_id": events[0]["job_id"]})
+        usage = c.call("usage/read", {"group_by": ["model"]})
+
+    assert [e["type"] for e in events] == [
+        "job.queued",
+        "job.started",
+        "embeddings.result",
+        "job.completed",
+    ]
+    expected = fo.embeddings_reply(body, PRICED)
+    result = events[2]
+    assert result["object"] == "list"
+    assert result["model"] == PRICED
+    assert result["data"] == expected["data"]
+    assert len(result["data"]) == 2 and len(result["data"][1]["embedding"]) == 16
+    tokens = expected["usage"]["prompt_tokens"]
+    assert tokens == fo.count_tokens("alpha") + fo.count_tokens("beta gamma")
+
+    done = events[-1]
+    assert "output_text" not in done
+    assert done["usage"] == {
+        "input_tokens": tokens,
+        "cached_input_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "total_tokens": tokens,
+    }
+    assert done["cost_usd"] == pytest.approx(tokens * INPUT_PRICE / 1e6)
+    assert job["api"] == "embeddings" and job["state"] == "completed"
+    assert job["output_text"] is None
+
+    # Sent as asked: the body untouched (unknown members too), not streamed, with the key.
+    sent = fake_openai.model_requests(EMBEDDINGS_PATH)
+    assert len(sent) == 1
+    assert sent[0].body == body
+    assert sent[0].headers["authorization"] == "Bearer sk-test-key-for-the-fake-0000"
+    assert sent[0].headers["accept"] == "application/json"
+
+    (row,) = [r for r in usage["rows"] if r["model"] == PRICED]
+    assert row["requests"] == 1
+    assert row["input_tokens"] == tokens and row["output_tokens"] == 0
+    assert row["cost_usd"] == pytest.approx(tokens * INPUT_PRICE / 1e6)
+    assert row["estimated"] is False
+
+
+def test_base64_token_arrays_and_an_unpriced_model(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    body = {
+        "model": "house-embedder",
+        "input": [[1, 2, 3], [4, 5]],
+        "encoding_format": "base64",
+        "dimensions": 4,
+    }
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body, provider="openai_like")
+        usage = c.call("usage/read", {"group_by": ["model"]})
+    result = next(e for e in events if e["type"] == "embeddings.result")
+    assert result["data"] == fo.embeddings_reply(body, "house-embedder")["data"]
+    assert all(isinstance(d["embedding"], str) for d in result["data"])
+    assert fake_openai.model_requests(EMBEDDINGS_PATH)[0].headers["authorization"] == (
+        "Bearer sk-test-key-for-the-fake-0001"
+    )
+    (row,) = usage["rows"]
+    assert row["input_tokens"] == 5  # the token arrays' lengths
+    assert row["cost_usd"] == pytest.approx(5 * 1.25 / 1e6)  # the default price
+    assert row["estimated"] is True
+
+
+def test_a_429_is_retried_and_the_job_completes(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(fo.rate_limited(retry_after_ms=10, try_again_in=None), path=EMBEDDINGS_PATH)
+    body = {"model": PRICED, "input": "retry me"}
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body)
+        job = c.call("job/get", {"job_id": events[0]["job_id"]})
+    types = [e["type"] for e in events]
+    assert types == [
+        "job.queued",
+        "job.started",
+        "job.retrying",
+        "job.started",
+        "embeddings.result",
+        "job.completed",
+    ]
+    retry = events[2]
+    assert retry["error_kind"] == "rate_limited" and retry["attempt"] == 2
+    assert events[4]["data"] == fo.embeddings_reply(body, PRICED)["data"]
+    assert job["attempts"] == 2
+    assert [r.status for r in fake_openai.model_requests(EMBEDDINGS_PATH)] == [429, 200]
+
+
+@pytest.mark.parametrize("fault", [fo.dropped(after=0), fo.truncated_json()])
+def test_a_reply_cut_short_is_retried_as_a_request(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI, fault: fo.Reply
+) -> None:
+    fake_openai.script(fault, path=EMBEDDINGS_PATH)
+    body = {"model": PRICED, "input": "cut short"}
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body)
+    retry = next(e for e in events if e["type"] == "job.retrying")
+    assert retry["error_kind"] == "upstream_error" and retry["attempt"] == 2
+    assert retry["reset_output"] is False
+    assert events[-2]["data"] == fo.embeddings_reply(body, PRICED)["data"]
+    assert events[-1]["type"] == "job.completed"
+    assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 2
+
+
+def test_retries_stop_at_request_max_retries(
+    daemon_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    write_config(daemon_env, embeddings_config(fake_openai, "request_max_retries = 1\n"))
+    daemon_env["FAKE_KEY"] = "sk-test-key-for-the-fake-0001"
+    fake_openai.script(fo.server_error(500), path=EMBEDDINGS_PATH, times=3)
+    with DaemonProcess(daemon_env) as d, Client(d.socket) as c:
+        events = submit_embeddings(c, {"model": PRICED, "input": "x"}, provider="openai_like")
+    assert events[-1]["type"] == "job.failed"
+    assert events[-1]["error"]["data"]["kind"] == "upstream_error"
+    assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 2  # 1 + request_max_retries
+
+
+@pytest.mark.parametrize(
+    ("body", "member"),
+    [
+        ({"input": "no model"}, "$.body.model"),
+        ({"model": PRICED}, "$.body.input"),
+        ({"model": PRICED, "input": []}, "$.body.input"),
+        ({"model": PRICED, "input": ["ok", 3]}, "$.body.input"),
+    ],
+)
+def test_a_bad_embeddings_body_is_refused_naming_the_member(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI, body: dict[str, Any], member: str
+) -> None:
+    with Client(embeddings_daemon.socket) as c, pytest.raises(RpcError) as info:
+        c.call("job/submit", {"api": "embeddings", "body": body})
+    assert info.value.kind == "invalid_params"
+    assert member in info.value.message
+    assert fake_openai.model_requests(EMBEDDINGS_PATH) == []
+
+
+# --------------------------------------------------------------------------- ChatGPT mode
+
+
+@pytest.fixture
+def chatgpt(daemon_env: dict[str, str]) -> Iterator[Setup]:
+    with chatgpt_setup(daemon_env) as s:
+        write_login(s.env, s.issuer.issue_tokens())
+        yield s
+
+
+def test_chatgpt_mode_refuses_embeddings_at_submit(chatgpt: Setup) -> None:
+    with chatgpt.daemon() as d, Client(d.socket) as c:
+        with pytest.raises(RpcError) as info:
+            c.call("job/submit", {"api": "embeddings", "body": {"model": PRICED, "input": "hi"}})
+        jobs = c.call("job/list", {})["jobs"]
+        # The same login still serves the Responses API.
+        assert run_job(c)[-1]["type"] == "job.completed"
+    err = info.value
+    assert err.kind == "unauthenticated" and err.code == -32010
+    assert "need an API key" in err.message
+    assert "codexctl login --api-key" in err.message and "OPENAI_API_KEY" in err.message
+    assert jobs == []
+    assert chatgpt.fake.model_requests(EMBEDDINGS_PATH) == []
+
+
+# --------------------------------------------------------------------------- codexctl embed
+
+
+def codexctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codexctl", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_codexctl_embed_prints_one_line_of_numbers_per_text(
+    embeddings_daemon: DaemonProcess,
+) -> None:
+    env = embeddings_daemon.env
+    done = codexctl(env, "embed", "--model", PRICED, "--dimensions", "5", "alpha", "beta gamma")
+    assert done.returncode == 0, done.stderr
+    body = {"model": PRICED, "input": ["alpha", "beta gamma"], "dimensions": 5}
+    expected = [d["embedding"] for d in fo.embeddings_reply(body, PRICED)["data"]]
+    lines = done.stdout.splitlines()
+    assert [[float(x) for x in line.split()] for line in lines] == expected
+    assert all("e" not in line for line in lines)  # plain decimals, never exponents
+
+    as_json = codexctl(env, "embed", "--json", "--model", PRICED, "alpha")
+    assert as_json.returncode == 0, as_json.stderr
+    reply = json.loads(as_json.stdout)
+    assert reply == fo.embeddings_reply({"model": PRICED, "input": ["alpha"]}, PRICED)
+
+
+def test_codexctl_embed_in_chatgpt_mode_exits_4_saying_what_to_do(chatgpt: Setup) -> None:
+    with chatgpt.daemon() as d:
+        done = codexctl(d.env, "embed", "--model", PRICED, "hello")
+    assert done.returncode == 4
+    assert done.stdout == ""
+    assert "need an API key" in done.stderr and "codexctl login --api-key" in done.stderr
