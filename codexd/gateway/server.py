@@ -48,6 +48,7 @@ from codexd.gateway.translate import (
     Translator,
     bad_body,
     error_reply,
+    gateway_loop,
     invalid_api_key,
     model_not_found,
     model_object,
@@ -56,6 +57,7 @@ from codexd.gateway.translate import (
     openai_error,
 )
 from codexd.gateway.websocket import is_websocket_request, serve_websocket
+from codexd.hop import is_own_hop
 from codexd.security.peer import admit
 from codexd.service import InvalidSubmit, Services, SubmitRequest
 
@@ -306,6 +308,9 @@ class Gateway:
         """Route one request (on TCP its head already carried the token)."""
         if self.off:
             await _send_error(responder, gateway_off(self.services.config.path))
+            return
+        if is_own_hop(request.headers):
+            await _send_error(responder, gateway_loop())
             return
         method, path = request.method, request.path.rstrip("/")
         api = _API_BY_PATH.get(path)

@@ -40,6 +40,7 @@ from codexctl.protocol import (
     Usage,
 )
 from codexctl.results import EMBEDDINGS_RESULT
+from codexd.hop import LOOP_CODE, LOOP_MESSAGE
 from codexd.jobs import JobEvent, UpstreamEvent
 
 _encoder = msgspec.json.Encoder()
@@ -108,6 +109,13 @@ def model_not_found(model: str) -> HttpError:
 
 def bad_body(message: str, status: int = 400) -> HttpError:
     return HttpError(status, _encoder.encode(openai_error(message, "invalid_request_error")))
+
+
+def gateway_loop() -> HttpError:
+    """A request codexd itself sent upstream came back to its gateway (codexd/hop.py)."""
+    return HttpError(
+        400, _encoder.encode(openai_error(LOOP_MESSAGE, "invalid_request_error", LOOP_CODE))
+    )
 
 
 _PARAM_AT: Final = re.compile(r"at `\$\.body\.([A-Za-z0-9_]+)")

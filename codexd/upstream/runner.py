@@ -25,6 +25,7 @@ from codexd.auth.identity import client_headers
 from codexd.auth.session import Credentials
 from codexd.auth.tokens import Secret
 from codexd.config.schema import ConfigSnapshot, ProviderConfig, ProviderRef
+from codexd.hop import HOP, HOP_HEADER
 from codexd.jobs import Job, JobManager, UpstreamEvent, Usage
 from codexd.limits.estimate import estimate_tokens
 from codexd.limits.headers import parse_rate_limit_headers
@@ -115,7 +116,9 @@ def request_headers(
         if value:
             headers[name] = value
     if credentials.mode == "chatgpt":
-        headers.update(client_headers(env))
+        headers.update(client_headers(env))  # as Codex sends them, and nothing more
+    else:
+        headers[HOP_HEADER] = HOP
     headers.update(credentials.headers())
     if not any(name.lower() == "user-agent" for name in headers):
         headers["User-Agent"] = USER_AGENT
