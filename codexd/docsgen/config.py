@@ -384,11 +384,13 @@ def _plan_windows() -> list[str]:
         "and when it resets, and the credits, beside what response headers said: the newer "
         "of the two wins.",
         "",
-        "While a window is at 100 % (or the plan says its limit is reached), nothing is sent "
+        "While a window is at 100 %, nothing is sent "
         "upstream: a job fails at once with `usage_limit_reached` and the window's "
         "`resets_at`, or, when the window resets within `max_retry_wait_s`, the provider's "
         "budget pauses until then and its jobs wait. A read that fails (the network, a 401, "
-        "a body that is not the usage data) is logged once and changes nothing.",
+        "a body that is not the usage data) is logged once and changes nothing. A plan "
+        "that says it is not allowed, with no window at 100 %, blocks nothing: the provider's "
+        "own answer then says why.",
         "",
     ]
 

@@ -20,10 +20,12 @@ The rules:
 
 - `PollSchedule`: the endpoint is read at most once per `POLL_INTERVAL_S`, on demand; a job
   that ended in `usage_limit_reached` asks for one more read, which later asks share.
-- `blocked_until` + `gate`: while a window is spent (100 %, or the body says the limit is
-  reached) and its reset is known and ahead, the provider's jobs wait for the reset when it is
-  within `max_retry_wait_s`, else fail at once. A spent window whose reset is unknown blocks
-  nothing: upstream's own 429 then says when.
+- `blocked_until` + `gate`: while a window is spent (at 100 %) and its reset is known and
+  ahead, the provider's jobs wait for the reset when it is within `max_retry_wait_s`, else fail
+  at once. Nothing else blocks: not a spent window whose reset is unknown, and not the body's
+  own `limit_reached: true` / `allowed: false` without a spent window (`allowed: false` may
+  mean the plan does not include Codex, which no reset fixes); upstream's own error then says
+  what is wrong and when.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class _Window(msgspec.Struct):
 
 
 class _RateLimit(msgspec.Struct):
+    # Typed to know the body, but not acted on: only a spent window gates (see the module).
     allowed: bool | None = None
     limit_reached: bool | None = None
     primary_window: _Window | None = None
@@ -83,14 +86,12 @@ _decoder = msgspec.json.Decoder(_Body)
 
 
 class PlanUsage(msgspec.Struct, frozen=True):
-    """One read of the usage endpoint. `limit_reached` is the body's own verdict
-    (`limit_reached: true` or `allowed: false`)."""
+    """One read of the usage endpoint."""
 
     plan_type: str | None = None
     primary: UsageWindow | None = None
     secondary: UsageWindow | None = None
     credits: Credits | None = None
-    limit_reached: bool = False
 
     def merged_into(self, previous: UpstreamLimits) -> UpstreamLimits:
         """The upstream view after this read: what it carries replaces what headers said
@@ -156,7 +157,6 @@ def parse_plan_usage(
         primary=_window(rate.primary_window, wall_now),
         secondary=_window(rate.secondary_window, wall_now),
         credits=_credits(parsed.credits, scrubber),
-        limit_reached=rate.limit_reached is True or rate.allowed is False,
     )
 
 
@@ -230,35 +230,19 @@ def epoch_of(resets_at: str | None) -> float | None:
         return None
 
 
-def blocked_until(
-    windows: Iterable[UsageWindow | None], *, limit_reached: bool, wall_now: float
-) -> float | None:
+def blocked_until(windows: Iterable[UsageWindow | None], *, wall_now: float) -> float | None:
     """When the plan lets requests through again (epoch s), or None when it does now.
 
-    Spent windows (at 100 %) block until the latest of their resets. When the body says the
-    limit is reached but no window shows 100 %, the earliest reset ahead is when it may change;
-    once a window has reset since, that verdict is stale and blocks nothing (the next read
-    tells). A reset that is unknown or past blocks nothing."""
+    Spent windows (at 100 %) block until the latest of their resets; a window below 100 %, or
+    one whose reset is unknown or past, blocks nothing."""
     spent: list[float] = []
-    ahead: list[float] = []
-    passed = False
     for window in windows:
-        if window is None:
+        if window is None or window.used_percent < SPENT_PERCENT:
             continue
         reset = epoch_of(window.resets_at)
-        if reset is None:
-            continue
-        if reset <= wall_now:
-            passed = True
-            continue
-        ahead.append(reset)
-        if window.used_percent >= SPENT_PERCENT:
+        if reset is not None and reset > wall_now:
             spent.append(reset)
-    if spent:
-        return max(spent)
-    if limit_reached and ahead and not passed:
-        return min(ahead)
-    return None
+    return max(spent) if spent else None
 
 
 def gate(until: float | None, *, wall_now: float, max_wait_s: float) -> GateDecision:

@@ -294,11 +294,7 @@ class JobRunner:
         plan = await self._plan.current(target, run.limiter)
         upstream = run.limiter.upstream
         wall_now = self._wall_now()
-        until = blocked_until(
-            (upstream.primary, upstream.secondary),
-            limit_reached=plan is not None and plan.limit_reached,
-            wall_now=wall_now,
-        )
+        until = blocked_until((upstream.primary, upstream.secondary), wall_now=wall_now)
         decision = gate(until, wall_now=wall_now, max_wait_s=run.policy.max_retry_wait_s)
         if isinstance(decision, Wait):
             log.info(

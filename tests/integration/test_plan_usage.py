@@ -14,8 +14,17 @@ from datetime import UTC, datetime
 import pytest
 
 from codexctl import Client
-from codexd.testing.fake_openai import RawReply, plan_usage, usage_limit_reached
-from tests.integration._chatgpt import Setup, chatgpt_setup, run_job, wait_notification, write_login
+from codexd.testing.fake_openai import RawReply, error_body, plan_usage, usage_limit_reached
+from tests.integration._chatgpt import (
+    Setup,
+    assert_no_secrets,
+    chatgpt_setup,
+    read_auth_json,
+    run_job,
+    token_strings,
+    wait_notification,
+    write_login,
+)
 
 CHATGPT_PATH = "/backend-api/codex/responses"
 MANY = 40
@@ -230,14 +239,22 @@ def test_a_failed_read_is_logged_once_and_jobs_go_on(setup: Setup, answer: RawRe
     assert len(setup.fake.model_requests(CHATGPT_PATH)) == 2
 
 
-def test_a_401_on_the_read_is_logged_and_the_job_still_completes(setup: Setup) -> None:
-    setup.issuer.expire_access_tokens()  # the backend refuses the token the daemon holds
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_read_is_logged_without_the_token_and_the_job_still_completes(
+    setup: Setup, status: int
+) -> None:
+    # The backend's refusal quotes the bearer it was sent: what a careless log would copy.
+    tokens = token_strings(read_auth_json(setup.env))
+    access = read_auth_json(setup.env)["tokens"]["access_token"]  # type: ignore[index]
+    quoted = f"Bearer {access} is not valid for this workspace"
+    setup.fake.set_plan_usage(RawReply(status, error_body(quoted, "invalid_request_error", None)))
     with setup.daemon() as d, Client(d.socket) as c:
         events = run_job(c)
         log = d.stderr()
     assert events[-1]["type"] == "job.completed"
     (read,) = setup.fake.plan_usage_requests()
-    assert read.status == 401
+    assert read.status == status
     warnings = [line for line in log.splitlines() if "usage windows" in line]
-    assert len(warnings) == 1 and "HTTP 401" in warnings[0], warnings
-    assert "Bearer" not in warnings[0]
+    assert len(warnings) == 1 and f"HTTP {status}" in warnings[0], warnings
+    assert access in tokens
+    assert_no_secrets(tokens, log)  # not the access token (nor the id or refresh token)

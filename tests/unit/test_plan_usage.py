@@ -73,7 +73,6 @@ def test_a_full_body_gives_both_windows_credits_and_the_plan() -> None:
             used_percent=43.5, window_minutes=10080, resets_at="2025-10-30T16:28:44Z"
         ),
         credits=Credits(has_credits=True, unlimited=False, balance="12.50"),
-        limit_reached=False,
     )
 
 
@@ -121,7 +120,6 @@ def test_a_partial_body_keeps_what_it_says() -> None:
     assert got == PlanUsage(
         secondary=UsageWindow(used_percent=100.0, resets_at="2025-10-27T05:09:44Z"),
         credits=Credits(unlimited=True, balance="3.5"),
-        limit_reached=True,
     )
 
 
@@ -219,30 +217,41 @@ def window(used: float, resets_in: float | None) -> UsageWindow:
 
 
 def test_a_spent_window_blocks_until_its_reset() -> None:
-    until = blocked_until([window(100, 3600), window(40, 86400)], limit_reached=True, wall_now=NOW)
+    until = blocked_until([window(100, 3600), window(40, 86400)], wall_now=NOW)
     assert until == NOW + 3600
 
 
 def test_two_spent_windows_block_until_the_later_reset() -> None:
-    until = blocked_until([window(100, 60), window(100.5, 7200)], limit_reached=False, wall_now=NOW)
+    until = blocked_until([window(100, 60), window(100.5, 7200)], wall_now=NOW)
     assert until == NOW + 7200
 
 
 def test_nothing_blocks_below_100_percent_or_without_a_reset_ahead() -> None:
-    assert blocked_until([window(99.9, 60), None], limit_reached=False, wall_now=NOW) is None
-    assert blocked_until([window(100, None)], limit_reached=False, wall_now=NOW) is None
-    assert blocked_until([window(100, -1)], limit_reached=True, wall_now=NOW) is None
-    assert blocked_until([], limit_reached=True, wall_now=NOW) is None
+    assert blocked_until([window(99.9, 60), None], wall_now=NOW) is None
+    assert blocked_until([window(100, None)], wall_now=NOW) is None
+    assert blocked_until([window(100, -1), window(40, 86400)], wall_now=NOW) is None
+    assert blocked_until([], wall_now=NOW) is None
 
 
-def test_limit_reached_without_a_spent_window_waits_for_the_first_reset() -> None:
-    until = blocked_until([window(80, 600), window(90, 60)], limit_reached=True, wall_now=NOW)
-    assert until == NOW + 60
-
-
-def test_limit_reached_is_stale_once_a_window_has_reset() -> None:
-    until = blocked_until([window(100, -1), window(40, 86400)], limit_reached=True, wall_now=NOW)
+@pytest.mark.parametrize(
+    "rate_limit",
+    [
+        {"allowed": False},  # e.g. a plan without Codex: no reset fixes that
+        {"limit_reached": True},
+        {"allowed": False, "limit_reached": True},
+    ],
+)
+def test_the_bodys_own_verdict_without_a_spent_window_gates_nothing(
+    rate_limit: dict[str, object],
+) -> None:
+    windows = {
+        "primary_window": {"used_percent": 80, "reset_after_seconds": 600},
+        "secondary_window": {"used_percent": 90, "reset_after_seconds": 60},
+    }
+    plan = parse({"rate_limit": rate_limit | windows})
+    until = blocked_until([plan.primary, plan.secondary], wall_now=NOW)
     assert until is None
+    assert gate(until, wall_now=NOW, max_wait_s=120) is PASS
 
 
 def test_the_gate_passes_waits_or_refuses() -> None:
