@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -87,6 +88,9 @@ def test_every_bundled_price_is_whole_and_names_the_providers_page_and_date() ->
         assert url.hostname is not None and (
             url.hostname == PROVIDER_DOMAIN or url.hostname.endswith("." + PROVIDER_DOMAIN)
         ), model["slug"]
+        # One form for one page: the English HTML page, not its .md twin or a translation.
+        assert re.fullmatch(r"/api/docs/models/[a-z0-9.-]+", url.path), price["source"]
+        assert not url.path.endswith(".md") and not url.query, price["source"]
         assert date.fromisoformat(price["as_of"]).isoformat() == price["as_of"], model["slug"]
     assert priced > 0
 
@@ -239,6 +243,6 @@ def test_models_list_result_encodes_as_spec_json() -> None:
         "input": 0.05,
         "cached_input": 0.005,
         "output": 0.4,
-        "source": "https://developers.openai.com/api/docs/models/gpt-5-nano.md",
+        "source": "https://developers.openai.com/api/docs/models/gpt-5-nano",
         "as_of": "2026-12-05",
     }
