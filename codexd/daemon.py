@@ -51,7 +51,7 @@ from codexd.service import (
     Status,
     TokenFile,
 )
-from codexd.service.remote_models import RemoteModels, chatgpt_models
+from codexd.upstream.model_list import RemoteModels, chatgpt_models
 from codexd.upstream.plan import PlanWatch
 from codexd.upstream.runner import HttpClients, JobRunner
 from codexd.usage.cost import cost_usd
@@ -139,13 +139,16 @@ class Daemon:
         return auth
 
     def _build(
-        self, auth: AuthSession, ledger: LedgerWriter, http: HttpClients, plan: PlanWatch
+        self,
+        auth: AuthSession,
+        ledger: LedgerWriter,
+        http: HttpClients,
+        plan: PlanWatch,
+        remote_models: RemoteModels,
     ) -> tuple[Services, RpcServer]:
         config = self.config
         events = EventHub()
-        catalogs = Catalogs(
-            lambda: config.snapshot, RemoteModels(chatgpt_models(auth, http, self.env))
-        )
+        catalogs = Catalogs(lambda: config.snapshot, remote_models)
         limiters = Limiters(events)
 
         def price(job: Job, usage: Usage) -> tuple[float, bool]:
@@ -284,7 +287,8 @@ class Daemon:
             ledger = LedgerWriter(opened, caps=lambda: self.config.snapshot.codexd.budget)
             auth = await self._open_auth(http)
             plan = PlanWatch(lambda: http.transport(PLAN_HTTP))
-            services, server = self._build(auth, ledger, http, plan)
+            remote_models = RemoteModels(chatgpt_models(auth, http, self.env))
+            services, server = self._build(auth, ledger, http, plan, remote_models)
             self.config.subscribe(lambda event: self._config_event(services, event))
             listener, socket_ino = await listen_private(
                 self.paths.socket, adopted=self.passed.control
@@ -296,6 +300,7 @@ class Daemon:
                 await tg.start(services.accounts.run)
                 await tg.start(services.limiters.run)
                 await tg.start(plan.run, name="plan usage")
+                await tg.start(remote_models.run, name="remote model list")
                 await tg.start(self._signals, services, tg.cancel_scope)
                 tg.start_soon(watchdog, self.notifier, name="sd_notify watchdog")
                 tg.start_soon(server.serve, listener, name="rpc server")

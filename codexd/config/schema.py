@@ -11,6 +11,7 @@ there must not pass silently.
 from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta, Struct
@@ -58,6 +59,9 @@ DEFAULT_GATEWAY_MAX_UNAUTHENTICATED: Final = 128
 
 OPENAI_API_BASE_URL: Final = "https://api.openai.com/v1"
 DEFAULT_CHATGPT_BASE_URL: Final = "https://chatgpt.com/backend-api/"
+# Hosts whose `chatgpt_base_url` gets `/backend-api` added when it lacks it, as Codex does.
+CHATGPT_HOSTS: Final = frozenset({"chatgpt.com", "chat.openai.com"})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 OLLAMA_DEFAULT_PORT: Final = 11434
 LMSTUDIO_DEFAULT_PORT: Final = 1234
 DEFAULT_MODEL_PROVIDER: Final = "openai"
@@ -633,20 +637,34 @@ class ConfigSnapshot(Struct, frozen=True, kw_only=True):
             provider=self.provider_ref(provider_id),
         )
 
-    def plan_usage_url(self, provider_id: str) -> str | None:
-        """Where the ChatGPT plan's usage windows are read for `provider_id` under a ChatGPT
-        login, as Codex's backend client builds it: `{chatgpt_base_url}/wham/usage` when the
-        base has `/backend-api` (chatgpt.com gets it added), else `{base}/api/codex/usage`.
-        None when the provider's requests do not go to that backend (an `openai_base_url` or
-        a custom `base_url` elsewhere): its traffic is not the plan's to gate."""
+    def chatgpt_backend(self, provider_id: str) -> bool:
+        """Whether `provider_id`'s requests under a ChatGPT login go to the ChatGPT backend:
+        it takes the OpenAI login and its base URL lies under `chatgpt_base_url` (the same
+        scheme, host and port, and the backend's path segments first; `/backend-api-x` is not
+        under `/backend-api`). The one answer for what the login's backend serves this
+        provider: the plan's usage windows and Codex's model list. An `openai_base_url` or a
+        custom `base_url` elsewhere is not the backend: the login's reads are not its."""
+        cfg = self.providers[provider_id]
+        if not cfg.requires_openai_auth:
+            return False
+        return _url_under(self._base_url(provider_id, cfg, True), self.chatgpt_base_url)
+
+    def plan_usage_url(self) -> str:
+        """Where the ChatGPT plan's usage windows are read (for the providers that
+        `chatgpt_backend` names), as Codex's backend client builds it:
+        `{chatgpt_base_url}/wham/usage` when the base has a `backend-api` path segment
+        (chatgpt.com and chat.openai.com get it added), else `{base}/api/codex/usage`."""
         base = self.chatgpt_base_url.rstrip("/")
-        if not self._base_url(provider_id, self.providers[provider_id], True).startswith(base):
-            return None
-        if base.startswith(("https://chatgpt.com", "https://chat.openai.com")) and (
-            "/backend-api" not in base
+        parts = urlsplit(base)
+        segments = _segments(parts.path)
+        if (
+            parts.scheme == "https"
+            and (parts.hostname or "") in CHATGPT_HOSTS
+            and "backend-api" not in segments
         ):
             base += "/backend-api"
-        if "/backend-api" in base:
+            segments.append("backend-api")
+        if "backend-api" in segments:
             return base + "/wham/usage"
         return base + "/api/codex/usage"
 
@@ -662,6 +680,29 @@ class ConfigSnapshot(Struct, frozen=True, kw_only=True):
         if chatgpt_auth:
             return self.chatgpt_base_url.rstrip("/") + "/codex"
         return provider.base_url or OPENAI_API_BASE_URL
+
+
+def _segments(path: str) -> list[str]:
+    return [segment for segment in path.split("/") if segment]
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number
+        return None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _url_under(url: str, base: str) -> bool:
+    """`url` lies under `base`: the same origin, and `base`'s path segments begin its own."""
+    origin = _origin(url)
+    if origin is None or origin != _origin(base) or not origin[1]:
+        return False
+    prefix = _segments(urlsplit(base).path)
+    return _segments(urlsplit(url).path)[: len(prefix)] == prefix
 
 
 def overlay(top: ModelSelection, name: str | None, profile: ProfileConfig | None) -> ModelSelection:

@@ -18,8 +18,9 @@ Every member may be missing or null; a window is kept when it says how much is u
 
 The rules:
 
-- `PollSchedule`: the endpoint is read at most once per `POLL_INTERVAL_S`, on demand; a job
-  that ended in `usage_limit_reached` asks for one more read, which later asks share.
+- When to read: at most once per `POLL_INTERVAL_S`, on demand (`PollSchedule`,
+  limits/poll.py); a job that ended in `usage_limit_reached` asks for one more read
+  (`PollSchedule.wanted_since`), which later asks share.
 - `blocked_until` + `gate`: while a window is spent (at 100 %) and its reset is known and
   ahead, the provider's jobs wait for the reset when it is within `max_retry_wait_s`, else fail
   at once. Nothing else blocks: not a spent window whose reset is unknown, and not the body's
@@ -41,7 +42,7 @@ from codexctl.results import Credits, UpstreamLimits, UsageWindow
 from codexd.limits.headers import rfc3339
 from codexd.security.scrub import GENERIC, Scrubber
 
-# The one home of "at most once a minute".
+# The one home of "the plan is read at most once a minute".
 POLL_INTERVAL_S: Final = 60.0
 # The body is a few hundred bytes; anything much larger is not the usage endpoint.
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -158,42 +159,6 @@ def parse_plan_usage(
         secondary=_window(rate.secondary_window, wall_now),
         credits=_credits(parsed.credits, scrubber),
     )
-
-
-# --------------------------------------------------------------------------- when to read
-
-
-class PollSchedule:
-    """When the usage endpoint may be read: at most once per `interval_s` (monotonic time).
-
-    `due(now)` says whether a read on demand may start; `wanted_since(t)` whether a read is
-    still owed for something that happened at `t` (a job that ended in `usage_limit_reached`):
-    a read that started at or after `t` answers it, so a burst of such jobs costs one read.
-    """
-
-    __slots__ = ("_interval_s", "_last")
-
-    def __init__(self, interval_s: float = POLL_INTERVAL_S) -> None:
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        self._interval_s = interval_s
-        self._last: float | None = None
-
-    @property
-    def last_started(self) -> float | None:
-        return self._last
-
-    def due(self, now: float) -> bool:
-        return self._last is None or now - self._last >= self._interval_s
-
-    def wanted_since(self, when: float) -> bool:
-        return self._last is None or self._last < when
-
-    def started(self, now: float) -> None:
-        self._last = now
-
-    def __repr__(self) -> str:
-        return f"<PollSchedule every {self._interval_s:g}s, last={self._last}>"
 
 
 # --------------------------------------------------------------------------- the gate

@@ -129,9 +129,13 @@ class ModelsParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
-    """The bundled catalog, with the provider's own model list (under a ChatGPT login: context
+    """The bundled catalog, with the provider's own model list (under a ChatGPT login, when
+    `provider`, else the active provider, sends its requests to the ChatGPT backend: context
     windows and reasoning levels, never prices), `model_catalog_json` and `[codexd.prices]`
-    applied. An unknown `provider` is `invalid_params`, naming the known ones."""
+    applied. The list is read again at most every five minutes, in the background: a call
+    answers at once with the last list read (only a daemon's very first call waits for the
+    first read, briefly). An unknown `provider` is `invalid_params`, naming the known
+    ones."""
     snapshot = ctx.services.config.snapshot
     if params.provider is not None and params.provider not in snapshot.providers:
         known = ", ".join(sorted(snapshot.providers))
@@ -140,7 +144,7 @@ async def models_list(ctx: CallContext, params: ModelsParams) -> ModelsResult:
             f"invalid params for models/list: unknown provider {params.provider!r} "
             f"(known: {known}) - at `$.provider`",
         )
-    await ctx.services.catalogs.refresh(snapshot)
+    await ctx.services.catalogs.refresh(snapshot, params.provider or snapshot.model_provider)
     catalog = ctx.services.catalogs.catalog(snapshot)
     return ModelsResult(models=catalog.list_models(), default_price=catalog.default_price_info())
 

@@ -18,7 +18,7 @@ from codexd.config.schema import ConfigSnapshot
 from codexd.events import EventHub
 from codexd.limits.limiter import Limiter, budget_limits
 from codexd.limits.redis import RedisWindow
-from codexd.service.remote_models import RemoteModels
+from codexd.upstream.model_list import RemoteModels
 from codexd.usage.catalog import Catalog
 
 
@@ -44,10 +44,11 @@ class Catalogs:
             )
         return cached[2]
 
-    async def refresh(self, snapshot: ConfigSnapshot | None = None) -> None:
-        """Read the provider's model list again when it is due (see `RemoteModels`)."""
+    async def refresh(self, snapshot: ConfigSnapshot, provider: str) -> None:
+        """Ask for `provider`'s model list again when it is due; returns without waiting for
+        the read, except the first one (see `RemoteModels`)."""
         if self._remote is not None:
-            await self._remote.refresh(snapshot or self._current())
+            await self._remote.refresh(snapshot, provider)
 
 
 class Limiters:

@@ -30,9 +30,9 @@ from codexd.limits.plan import (
     POLL_INTERVAL_S,
     PlanUsage,
     PlanUsageError,
-    PollSchedule,
     parse_plan_usage,
 )
+from codexd.limits.poll import PollSchedule
 from codexd.security.scrub import Scrubber
 from codexd.upstream.client import fetch
 from codexd.upstream.errors import UpstreamError

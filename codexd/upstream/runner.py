@@ -125,6 +125,17 @@ def request_headers(
     return headers
 
 
+def get_headers(
+    cfg: ProviderConfig, credentials: CredentialsLike, env: Mapping[str, str]
+) -> dict[str, str]:
+    """The headers of a GET beside the model requests (a key check, the ChatGPT backend's
+    usage windows and model list): those of `request_headers`, asking for JSON, no body."""
+    headers = request_headers(cfg, credentials, env)
+    headers.pop("Content-Type", None)
+    headers["Accept"] = "application/json"
+    return headers
+
+
 def conversation_headers(job: Job, credentials: CredentialsLike) -> dict[str, str]:
     """ChatGPT mode: Codex's session and thread ids (the body's prompt_cache_key, else the job)."""
     if credentials.mode != "chatgpt":
@@ -255,23 +266,24 @@ class JobRunner:
     ) -> PlanTarget | None:
         """Where the plan's windows are read for `provider`: only with a ChatGPT login, and
         only for a provider whose requests go to the ChatGPT backend."""
-        if self._plan is None or credentials.mode != "chatgpt":
+        if (
+            self._plan is None
+            or credentials.mode != "chatgpt"
+            or not snapshot.chatgpt_backend(provider)
+        ):
             return None
-        url = snapshot.plan_usage_url(provider)
-        if url is None:
-            return None
-        headers = client_headers(self._env) | credentials.headers()
-        headers["Accept"] = "application/json"
-        return PlanTarget(url, headers)
+        return PlanTarget(
+            snapshot.plan_usage_url(),
+            get_headers(snapshot.providers[provider], credentials, self._env),
+        )
 
     async def read_plan(self, provider: str, snapshot: ConfigSnapshot) -> None:
         """Before `ratelimits/read`: with a ChatGPT login, the plan's windows of `provider`,
         read when the last read is older than the interval (as for a job)."""
-        ref = snapshot.provider_ref(provider)
-        if self._plan is None or not ref.requires_openai_auth:
+        if self._plan is None or not snapshot.chatgpt_backend(provider):
             return
         try:
-            credentials = await self._auth.credentials(ref)
+            credentials = await self._auth.credentials(snapshot.provider_ref(provider))
         except RpcError:
             return
         target = self._plan_target(snapshot, provider, credentials)
@@ -282,7 +294,7 @@ class JobRunner:
         """In ChatGPT mode, before the job queues for a slot: while a plan window is spent the
         job fails at once with `usage_limit_reached` (its reset beyond `max_retry_wait_s`) or
         the provider's budget pauses until the reset; either way nothing goes upstream."""
-        if self._plan is None or not run.ref.requires_openai_auth:
+        if self._plan is None or not run.snapshot.chatgpt_backend(run.job.provider):
             return None
         try:
             credentials = await self._auth.credentials(run.ref)
@@ -424,9 +436,7 @@ class JobRunner:
         and headers its model requests use: None when upstream took the key."""
         cfg = snapshot.providers["openai"]
         credentials = Credentials("api_key", None, key)
-        headers = request_headers(cfg, credentials, self._env)
-        headers.pop("Content-Type", None)
-        headers["Accept"] = "application/json"
+        headers = get_headers(cfg, credentials, self._env)
         route = snapshot.route("openai", chatgpt_auth=False)
         url = endpoint_url(route.base_url, "models", route.query_params)
         return await probe(

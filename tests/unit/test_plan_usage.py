@@ -18,7 +18,6 @@ from codexd.limits.plan import (
     POLL_INTERVAL_S,
     PlanUsage,
     PlanUsageError,
-    PollSchedule,
     Refuse,
     Wait,
     blocked_until,
@@ -26,6 +25,7 @@ from codexd.limits.plan import (
     gate,
     parse_plan_usage,
 )
+from codexd.limits.poll import PollSchedule
 from codexd.security.scrub import Scrubber
 
 NOW = 1_761_541_724.0  # 2025-10-27T05:08:44Z
@@ -187,7 +187,7 @@ def test_a_read_replaces_what_headers_said_and_keeps_the_request_windows() -> No
 
 
 def test_reads_on_demand_at_most_once_per_interval() -> None:
-    schedule = PollSchedule()
+    schedule = PollSchedule(POLL_INTERVAL_S)
     assert POLL_INTERVAL_S == 60.0
     assert schedule.due(1000.0)
     schedule.started(1000.0)
@@ -199,7 +199,7 @@ def test_reads_on_demand_at_most_once_per_interval() -> None:
 
 
 def test_a_usage_limit_asks_for_one_read_that_later_ones_share() -> None:
-    schedule = PollSchedule()
+    schedule = PollSchedule(POLL_INTERVAL_S)
     assert schedule.wanted_since(5.0)
     schedule.started(10.0)
     assert schedule.wanted_since(12.0)  # the limit came after the last read started
@@ -274,7 +274,8 @@ def test_reset_times_read_back() -> None:
 
 def test_the_builtin_provider_reads_wham_usage_under_the_backend(tmp_path: Path) -> None:
     snap = load_config(str(tmp_path), {})
-    assert snap.plan_usage_url("openai") == "https://chatgpt.com/backend-api/wham/usage"
+    assert snap.chatgpt_backend("openai")
+    assert snap.plan_usage_url() == "https://chatgpt.com/backend-api/wham/usage"
 
 
 @pytest.mark.parametrize(
@@ -290,10 +291,10 @@ def test_the_usage_path_follows_the_base_as_codex_does(
     tmp_path: Path, base: str, url: str
 ) -> None:
     (tmp_path / "config.toml").write_text(f'chatgpt_base_url = "{base}"\n')
-    assert load_config(str(tmp_path), {}).plan_usage_url("openai") == url
+    assert load_config(str(tmp_path), {}).plan_usage_url() == url
 
 
-def test_providers_elsewhere_are_not_the_plans(tmp_path: Path) -> None:
+def test_providers_elsewhere_are_not_the_backends(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text(
         textwrap.dedent(
             """
@@ -302,16 +303,37 @@ def test_providers_elsewhere_are_not_the_plans(tmp_path: Path) -> None:
             name = "backend"
             base_url = "http://127.0.0.1:8080/backend-api/codex"
             requires_openai_auth = true
+            [model_providers.upper]
+            name = "upper"
+            base_url = "HTTP://127.0.0.1:8080/backend-api//codex/"
+            requires_openai_auth = true
             [model_providers.proxy]
             name = "proxy"
             base_url = "https://llm.example.com/v1"
             requires_openai_auth = true
+            [model_providers.sibling]
+            name = "sibling: a longer path segment, not under the backend"
+            base_url = "http://127.0.0.1:8080/backend-api-proxy/codex"
+            requires_openai_auth = true
+            [model_providers.port]
+            name = "port: a longer port, not the same origin"
+            base_url = "http://127.0.0.1:80801/backend-api/codex"
+            requires_openai_auth = true
+            [model_providers.keyless]
+            name = "keyless: never takes the login"
+            base_url = "http://127.0.0.1:8080/backend-api/codex"
             """
         )
     )
     snap = load_config(str(tmp_path), {})
-    assert snap.plan_usage_url("backend") == "http://127.0.0.1:8080/backend-api/wham/usage"
-    assert snap.plan_usage_url("proxy") is None
-    assert snap.plan_usage_url("ollama") is None
+    assert snap.chatgpt_backend("backend") and snap.chatgpt_backend("upper")
+    for other in ("proxy", "sibling", "port", "keyless", "ollama"):
+        assert not snap.chatgpt_backend(other), other
+    assert snap.plan_usage_url() == "http://127.0.0.1:8080/backend-api/wham/usage"
     (tmp_path / "config.toml").write_text('openai_base_url = "http://127.0.0.1:9999/v1"\n')
-    assert load_config(str(tmp_path), {}).plan_usage_url("openai") is None
+    assert not load_config(str(tmp_path), {}).chatgpt_backend("openai")
+    (tmp_path / "config.toml").write_text(
+        'chatgpt_base_url = "https://chatgpt.com:443/backend-api"\n'
+        'openai_base_url = "https://chatgpt.com/backend-api/codex"\n'
+    )
+    assert load_config(str(tmp_path), {}).chatgpt_backend("openai")  # the default port
