@@ -32,9 +32,11 @@ from tests.integration._chatgpt import (
     Recorder,
     Setup,
     assert_no_secrets,
+    chatgpt_config,
     chatgpt_setup,
     run_job,
     wait_notification,
+    write_config,
     write_login,
 )
 
@@ -480,3 +482,23 @@ def test_models_list_keeps_the_bundled_metadata_when_the_backend_list_is_bad(
         log = d.stderr()
     assert models["gpt-5.1-codex-max"]["context_window"] == 272000
     assert "the provider's model list is not a model catalog" in log
+
+
+def test_models_list_asks_only_the_backend_and_only_through_a_provider_sent_there(
+    setup: Setup,
+) -> None:
+    """The ChatGPT login's model list is read only for a provider whose requests go to the
+    ChatGPT backend: not through ollama, and not through `openai` once `openai_base_url`
+    sends it elsewhere (the ChatGPT token must not go there)."""
+    setup.fake.list_codex_models([{"slug": "gpt-5.1-codex-max", "context_window": 372000}])
+    tokens = setup.issuer.issue_tokens()
+    write_login(setup.env, tokens)
+    elsewhere = f'openai_base_url = "{setup.fake.base_url}"\n'
+    write_config(setup.env, elsewhere + chatgpt_config(setup.fake))
+    with setup.daemon() as d, Client(d.socket) as c:
+        for params in ({}, {"provider": "openai"}, {"provider": "ollama"}):
+            models = {m["slug"]: m for m in c.call("models/list", params)["models"]}
+            assert models["gpt-5.1-codex-max"]["context_window"] == 272000  # the bundled one
+    asked = [r for r in setup.fake.requests if r.path.endswith("/models")]
+    assert asked == []
+    assert_no_secrets(secrets_of(tokens), *(str(r.headers) for r in setup.fake.requests))
