@@ -1,10 +1,11 @@
 """The shell that reads the ChatGPT plan's usage windows (`limits/plan.py` decides the rest).
 
 One `PlanWatch` per daemon: the plan belongs to the login, not to a provider, so every
-provider whose requests go to the ChatGPT backend shares its reads. Reads happen on demand
-(a job about to start, when the last read is older than `POLL_INTERVAL_S`) and after a job
-ended in `usage_limit_reached`; they run in the watch's own task (`run`), one at a time, and
-callers wait for the one in flight (at most `wait_s`) instead of starting another. Each
+provider whose requests go to the ChatGPT backend (`ConfigSnapshot.chatgpt_backend`) shares
+its reads. Reads happen on demand (a job about to start, when the last read is older than
+`POLL_INTERVAL_S`; `PollSchedule` keeps the interval) and after a job ended in
+`usage_limit_reached`; they run in the watch's own task (`run`), one at a time, and callers
+wait for the one in flight (at most `wait_s`) instead of starting another. Each
 successful read goes to the limiters of the providers that asked, which merge it into their
 upstream view and publish `ratelimits/updated` when it changed.
 
