@@ -28,9 +28,10 @@ Three things exist only on this transport:
 
 Bounds: a message (and a turn's whole history) up to the gateway's body bound
 (http.MAX_BODY_BYTES), and so is an event of the route's stream that one write leaves
-unfinished (`SSEBlocks`; past it the turn ends with an `event_too_large` error message); `MAX_QUEUED_MESSAGES` turns waiting behind the one being answered; a
-connection with no turn for `[codexd.gateway] idle_timeout_s` is closed (1000), as an idle
-kept-alive HTTP connection is. permessage-deflate is declined: on a local socket it costs CPU
+unfinished (`SSEBlocks`; past it the turn ends with an `event_too_large` error message);
+`MAX_QUEUED_MESSAGES` turns waiting behind the one being answered; a connection with no turn
+for `[codexd.gateway] idle_timeout_s` is closed (1000), as an idle kept-alive HTTP connection
+is. permessage-deflate is declined: on a local socket it costs CPU
 and saves nothing, and inflating unbounded input is a memory hazard. When the gateway stops
 (drain, shutdown, its listener moved away) a connection is closed with 1001 once its turn is
 over.
