@@ -267,7 +267,18 @@ class Daemon:
         async def changed() -> None:
             self._reload_config(services)
 
-        await watch_config(self.paths.codex_home, changed, rust_timeout_ms=WATCH_POLL_MS)
+        armed = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._config_watched, armed)
+            await watch_config(
+                self.paths.codex_home, changed, ready=armed, rust_timeout_ms=WATCH_POLL_MS
+            )
+
+    async def _config_watched(self, armed: anyio.Event) -> None:
+        """Say once that the watcher is live: an edit saved from now on reloads."""
+        await armed.wait()
+        log.info("config: watching %s for changes", self.paths.codex_home)
+        self.notifier.config_watched()
 
     # ------------------------------------------------------------------ lifecycle
 

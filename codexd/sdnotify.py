@@ -13,10 +13,16 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import anyio
 
 log = logging.getLogger("codexd.sdnotify")
+
+# Sent once the config watcher is live (an edit saved from then on is seen by it). Not one of
+# systemd's variables, which it ignores (sd_notify(3) allows any assignment); what waits for it
+# is a harness that starts codexd and then edits its files (codexd.testing.daemon_process).
+CONFIG_WATCHED: Final = "X_CODEXD_CONFIG_WATCHED=1"
 
 
 class Notifier:
@@ -63,6 +69,9 @@ class Notifier:
 
     def stopping(self) -> bool:
         return self.send("STOPPING=1")
+
+    def config_watched(self) -> bool:
+        return self.send(CONFIG_WATCHED)
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")

@@ -14,9 +14,16 @@ Profiles: the snapshot in force carries the profile of config.toml's `profile` k
 that names another gets `for_profile(name)`: config.toml with that profile laid over it, built
 on first use and kept in a bounded cache (`MAX_PROFILE_SNAPSHOTS`, least recently used out).
 Each reload rebuilds the cached ones as well: a profile file that became invalid keeps its old
-snapshot and is reported like config.toml; one that disappeared is dropped. Such a snapshot
-takes `[codexd]` from the snapshot in force: the daemon's own settings (limits, the gateway,
-budgets) are the daemon's, not a request's.
+snapshot for its requests and is reported like config.toml (`config/invalid`, the log,
+`daemon/status.config.error`), without failing the reload of config.toml; one that disappeared
+is dropped. Such a snapshot takes `[codexd]` from the snapshot in force: the daemon's own
+settings (limits, the gateway, budgets) are the daemon's, not a request's. The profile in force
+is part of config.toml's load: when its file is invalid the whole reload is rejected.
+
+A name that selects nothing (or whose file is invalid) is remembered too
+(`MAX_PROFILE_REFUSALS`), so that repeated requests for it read no file and list no directory;
+every reload forgets these answers, and the watcher reloads on any change of a config file in
+`$CODEX_HOME`, a profile file created included.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ RESTART_KEYS: Final = (
 
 # The most snapshots of profiles that requests named (besides the one in force) kept at once.
 MAX_PROFILE_SNAPSHOTS: Final = 16
+# The most profile names remembered as refused (no such profile, or an invalid file).
+MAX_PROFILE_REFUSALS: Final = 64
 
 
 def _values(node: Any, parts: list[str], prefix: str) -> dict[str, Any]:
@@ -88,7 +97,9 @@ Subscriber = Callable[[ConfigEvent], None]
 
 @dataclass(frozen=True, slots=True)
 class ReloadOutcome:
-    """What one reload did: `error` is set when the file was invalid (nothing was swapped)."""
+    """What one reload did: `error` is set when config.toml, codexd.toml or the profile file in
+    force was invalid (nothing was swapped). A profile file that only requests name is not
+    the reload's error: it is reported on its own and keeps its old snapshot."""
 
     generation: int
     changed: bool
@@ -141,9 +152,15 @@ class ConfigStore:
         self._loader = loader
         self._profile_loader = profile_loader
         self._profiles: OrderedDict[str, ConfigSnapshot] = OrderedDict()
+        # Cached profiles whose file became invalid (their old snapshot is kept), by name.
+        self._profile_errors: dict[str, ConfigError] = {}
+        # Names whose lookup failed, with the answer, until the next reload.
+        self._refused: OrderedDict[str, ProfileNotFound | ConfigError] = OrderedDict()
+        self._epoch = 0  # bumped by every reload: a lookup begun before it is not remembered
         self._now = now
         self._generation = 1
         self._loaded_at = rfc3339(now())
+        # config.toml, codexd.toml or the profile in force, when the last reload failed
         self._error: ConfigError | None = None
         self._logged_error: str | None = None
         self._subscribers: list[Subscriber] = []
@@ -183,8 +200,16 @@ class ConfigStore:
 
     @property
     def error(self) -> str | None:
-        """The located message of the last reload, when it failed; None once one succeeds."""
-        return self._error.message if self._error is not None else None
+        """The located message of a file whose previous version stays in force: config.toml's
+        (codexd.toml's, the profile in force's) when the last reload failed, else that of a
+        cached profile file that is invalid; None when every file in use is valid."""
+        if self._error is not None:
+            return self._error.message
+        errors = self._profile_errors
+        for name in list(self._profiles):
+            if name in errors:
+                return errors[name].message
+        return None
 
     @property
     def path(self) -> str:
@@ -213,9 +238,22 @@ class ConfigStore:
         if cached is not None:
             self._profiles.move_to_end(name)
             return cached
+        refused = self._refused.get(name)
+        if refused is not None:
+            self._refused.move_to_end(name)
+            raise refused.with_traceback(None)  # not a traceback that grows with each raise
         if self._profile_loader is None:
             raise ProfileNotFound(name, None, sorted(self._snapshot.profiles))
-        snapshot = self._with_daemon_settings(self._profile_loader(name), self._snapshot)
+        epoch = self._epoch
+        try:
+            loaded = self._profile_loader(name)
+        except (ProfileNotFound, ConfigError) as exc:
+            if epoch == self._epoch:
+                self._refused[name] = exc
+                while len(self._refused) > MAX_PROFILE_REFUSALS:
+                    self._refused.popitem(last=False)
+            raise
+        snapshot = self._with_daemon_settings(loaded, self._snapshot)
         self._profiles[name] = snapshot
         while len(self._profiles) > MAX_PROFILE_SNAPSHOTS:
             self._profiles.popitem(last=False)
@@ -232,11 +270,11 @@ class ConfigStore:
 
     def _reload_profiles(
         self, in_force: ConfigSnapshot
-    ) -> tuple[OrderedDict[str, ConfigSnapshot], ConfigError | None]:
-        """The cached profiles rebuilt: an invalid one keeps its snapshot (the first such
-        error is returned), a vanished one is dropped."""
+    ) -> tuple[OrderedDict[str, ConfigSnapshot], dict[str, ConfigError]]:
+        """The cached profiles rebuilt: an invalid one keeps its snapshot (with the daemon's
+        settings of `in_force`) and its error is returned, a vanished one is dropped."""
         rebuilt: OrderedDict[str, ConfigSnapshot] = OrderedDict()
-        first_error: ConfigError | None = None
+        errors: dict[str, ConfigError] = {}
         # A copy taken at once: a reload may run in a worker thread while the event loop's
         # `for_profile` adds to the cache (what it adds meanwhile is simply built again).
         for name, old in list(self._profiles.items()):
@@ -247,11 +285,10 @@ class ConfigStore:
             except ProfileNotFound:
                 continue
             except ConfigError as exc:
-                first_error = first_error or exc
-                rebuilt[name] = old
-                continue
+                errors[name] = exc
+                fresh = old
             rebuilt[name] = self._with_daemon_settings(fresh, in_force)
-        return rebuilt, first_error
+        return rebuilt, errors
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback` with every ConfigReloaded / ConfigRejected; returns the unsubscribe."""
@@ -264,18 +301,25 @@ class ConfigStore:
         return unsubscribe
 
     def reload(self) -> ReloadOutcome:
-        """Re-read the files; swap in the new snapshot only when it is valid."""
+        """Re-read the files; swap in the new snapshot only when it is valid.
+
+        config.toml, codexd.toml and the profile in force are one load: one of them invalid
+        rejects the reload (`error`). A cached profile that became invalid keeps its old
+        snapshot and is reported (once per distinct error), and the reload goes on."""
+        self._epoch += 1
+        self._refused = OrderedDict()  # a file may have appeared or been mended: ask again
         try:
             candidate = self._loader()
         except ConfigError as exc:
             return self._rejected(exc)
-        profiles, profile_error = self._reload_profiles(candidate)
-        recovered = self._error is not None and profile_error is None
+        profiles, profile_errors = self._reload_profiles(candidate)
+        reported = self._profile_errors
+        had_error = self.error is not None
         changed = candidate != self._snapshot or profiles != self._profiles
         self._profiles = profiles
-        if profile_error is None:
-            self._error = None
-            self._logged_error = None
+        self._profile_errors = profile_errors
+        self._error = None
+        self._logged_error = None
         if changed:
             self._snapshot = candidate
             self._generation += 1
@@ -288,21 +332,25 @@ class ConfigStore:
                     ", ".join(pending),
                 )
             self._pending = pending
-        if changed or recovered:
+        if changed or (had_error and self.error is None):
             self._publish(ConfigReloaded(generation=self._generation, path=self.path))
-        if profile_error is not None:
-            return self._rejected(profile_error, changed=changed)
+        for name, invalid in profile_errors.items():
+            if reported.get(name) != invalid:
+                log.warning(
+                    "profile %s invalid, its requests keep its previous config: %s", name, invalid
+                )
+                self._publish(ConfigRejected(path=invalid.file, error=invalid.message))
         return ReloadOutcome(generation=self._generation, changed=changed)
 
-    def _rejected(self, exc: ConfigError, *, changed: bool = False) -> ReloadOutcome:
-        """An invalid file (config.toml, codexd.toml or a profile file in use): recorded for
+    def _rejected(self, exc: ConfigError) -> ReloadOutcome:
+        """An invalid config.toml, codexd.toml or profile file in force: recorded for
         `daemon/status`, logged once, told to subscribers; what was in force stays."""
         self._error = exc
         if exc.message != self._logged_error:
             log.warning("config invalid, keeping generation %d: %s", self._generation, exc)
             self._logged_error = exc.message
         self._publish(ConfigRejected(path=exc.file, error=exc.message))
-        return ReloadOutcome(generation=self._generation, changed=changed, error=exc)
+        return ReloadOutcome(generation=self._generation, changed=False, error=exc)
 
     def _publish(self, event: ConfigEvent) -> None:
         if threading.get_ident() != self._home_thread:
@@ -315,5 +363,6 @@ class ConfigStore:
             callback(event)
 
     def __repr__(self) -> str:
-        state = f"error: {self.error}" if self._error else "ok"
+        error = self.error
+        state = f"error: {error}" if error is not None else "ok"
         return f"<ConfigStore generation={self._generation} {self.path} {state}>"

@@ -27,9 +27,11 @@ Three things exist only on this transport:
   POST route would have answered.
 
 Bounds: a message (and a turn's whole history) up to the gateway's body bound
-(http.MAX_BODY_BYTES); `MAX_QUEUED_MESSAGES` turns waiting behind the one being answered; a
-connection with no turn for `[codexd.gateway] idle_timeout_s` is closed (1000), as an idle
-kept-alive HTTP connection is. permessage-deflate is declined: on a local socket it costs CPU
+(http.MAX_BODY_BYTES), and so is an event of the route's stream that one write leaves
+unfinished (`SSEBlocks`; past it the turn ends with an `event_too_large` error message);
+`MAX_QUEUED_MESSAGES` turns waiting behind the one being answered; a connection with no turn
+for `[codexd.gateway] idle_timeout_s` is closed (1000), as an idle kept-alive HTTP connection
+is. permessage-deflate is declined: on a local socket it costs CPU
 and saves nothing, and inflating unbounded input is a memory hazard. When the gateway stops
 (drain, shutdown, its listener moved away) a connection is closed with 1001 once its turn is
 over.
@@ -318,6 +320,48 @@ def _decode_member(payload: bytes, name: str) -> Any:
     return event.get(name) if isinstance(event, dict) else None
 
 
+class EventTooLarge(Exception):
+    """A block of the POST route's stream grew past the message bound without ending."""
+
+
+class SSEBlocks:
+    """The POST route's SSE output, written in pieces of any size, back as whole
+    `event:`/`data:` blocks: a block begun in one write waits for its end in the next ones,
+    up to `max_block` bytes (past it: EventTooLarge, and the reframer stays failed). The
+    search for a block's end resumes where the last one stopped, so a block dripped in small
+    writes costs O(n)."""
+
+    __slots__ = ("_buffer", "_failed", "_max", "_searched")
+
+    def __init__(self, max_block: int) -> None:
+        self._buffer = bytearray()
+        self._max = max_block
+        self._searched = 0
+        self._failed = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a block begun and not yet ended."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        if self._failed:
+            raise EventTooLarge(f"an event of the reply was over {self._max} bytes")
+        buffer = self._buffer
+        buffer += data
+        end = buffer.rfind(b"\n\n", max(self._searched - 1, 0))
+        whole = b""
+        if end >= 0:
+            whole = bytes(buffer[: end + 2])
+            del buffer[: end + 2]
+        self._searched = len(buffer)
+        if len(buffer) > self._max:
+            self._failed = True
+            buffer.clear()
+            raise EventTooLarge(f"an event of the reply is over {self._max} bytes")
+        return sse_events(whole) if whole else []
+
+
 def sse_events(data: bytes) -> list[tuple[bytes, bytes]]:
     """The (type, JSON) of each whole `event:`/`data:` block the POST route streams."""
     out: list[tuple[bytes, bytes]] = []
@@ -393,13 +437,15 @@ class _TurnResponder(Responder):
     """Where the POST route writes one turn's reply: its SSE events become text messages,
     and an HTTP error an `error` message."""
 
-    __slots__ = ("job_id", "session", "tracker")
+    __slots__ = ("blocks", "job_id", "scope", "session", "tracker")
 
     def __init__(self, session: _Session) -> None:
         super().__init__(session.stream)
         self.session = session
         self.tracker = ResponseTracker()
+        self.blocks = SSEBlocks(MAX_BODY_BYTES)
         self.job_id: str | None = None
+        self.scope = anyio.CancelScope()  # the turn: cancelled when its stream cannot go on
 
     def _note(self, headers: Sequence[tuple[str, str]]) -> None:
         for name, value in headers:
@@ -412,8 +458,23 @@ class _TurnResponder(Responder):
         self._note(headers)
 
     async def write(self, data: bytes) -> None:
+        try:
+            blocks = self.blocks.feed(data)
+        except EventTooLarge as exc:
+            log.warning("gateway: WebSocket turn %s ended: %s", self.job_id, exc)
+            message = error_event(
+                500,
+                f"An event of this response is over {MAX_BODY_BYTES} bytes, more than one "
+                "WebSocket message carries here: ask for less output in one response, or use "
+                "POST /v1/responses.",
+                type_="server_error",
+                code="event_too_large",
+            )
+            await self.session.send_messages([message])
+            self.scope.cancel()  # the turn ends (and its job with it); the connection lives
+            return
         messages = []
-        for etype, payload in sse_events(data):
+        for etype, payload in blocks:
             self.tracker.observe(etype, payload)
             messages.append(payload)
         await self.session.send_messages(messages)
@@ -421,6 +482,12 @@ class _TurnResponder(Responder):
     async def finish(self, data: bytes = b"") -> None:
         self.finished = True
         await self.write(data)
+        if self.blocks.pending:
+            log.warning(
+                "gateway: WebSocket turn %s ended inside an event: %d byte(s) not sent",
+                self.job_id,
+                self.blocks.pending,
+            )
 
     async def send(
         self,
@@ -658,7 +725,8 @@ class _Session:
         turn = self.turn = _TurnResponder(self)
         post = Request("POST", "/v1/responses", self.request.headers, encoded)
         try:
-            await self.model_request(post, turn, "responses")
+            with turn.scope:
+                await self.model_request(post, turn, "responses")
         finally:
             self.turn = None
         self.responses += 1

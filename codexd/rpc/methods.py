@@ -113,9 +113,13 @@ async def config_read(ctx: CallContext, params: NoParams) -> ConfigRead:
 
 
 async def config_reload(ctx: CallContext, params: NoParams) -> ConfigReloadResult:
-    """Reads the config files now rather than waiting for the watcher. A file that does not
-    validate is the error `config_invalid`, located by file, line and key; the config in force
-    stays as it was. Running jobs keep the config they started with either way."""
+    """Reads the config files now rather than waiting for the watcher. When config.toml,
+    codexd.toml or the profile file of `profile` does not validate, the answer is the error
+    `config_invalid`, located by file, line and key, and the config in force stays as it was.
+    A profile file that only requests name is not part of this answer: when it has become
+    invalid it is reported on its own (`config/invalid`), its requests keep its previous
+    config, and the reload of the rest goes on. Running jobs keep the config they started with
+    either way."""
     outcome = await ctx.services.reload_config()
     if outcome.error is not None:
         raise outcome.error.to_rpc_error()

@@ -17,6 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
+from codexd.sdnotify import CONFIG_WATCHED
+
 
 class DaemonFailed(RuntimeError):
     """The daemon exited or did not become ready; carries its exit code and stderr."""
@@ -117,6 +119,11 @@ class DaemonProcess:
                         f"codexd did not send {field} in {timeout}s", None, self.stderr()
                     )
                 self._cond.wait(min(left, 0.1))
+
+    def wait_config_watched(self, timeout: float = 10.0) -> None:
+        """Wait until codexd's config watcher is live: a file saved after this returns is
+        seen by the watcher (not only by the reload it makes when it starts)."""
+        self.wait_for(CONFIG_WATCHED, timeout)
 
     def wait_for_all(self) -> list[str]:
         """Every notify field received so far."""

@@ -93,13 +93,12 @@ def test_a_named_profile_follows_edits_of_its_file(
     with DaemonProcess(team_env) as d, Client(d.socket) as c, Client(d.socket) as events:
         events.call("events/subscribe", {"topics": ["config"]})
         run_job(c, {"input": "first"}, profile="work")
-        # Twice: the first reload may be the one the watcher makes when it starts; the
-        # second can only come from the watcher seeing the edit.
-        for model in ("gpt-4o", "gpt-4o-mini"):
-            save_atomically(profile_path(team_env, "work"), work_profile(fake_openai, model))
-            wait_note(events, "config/reloaded")
-            run_job(c, {"input": "after the edit"}, profile="work")
-            assert fake_openai.model_requests()[-1].body["model"] == model
+        # From now on a reload can only come from the watcher seeing the edit.
+        d.wait_config_watched()
+        save_atomically(profile_path(team_env, "work"), work_profile(fake_openai, "gpt-4o"))
+        wait_note(events, "config/reloaded")
+        run_job(c, {"input": "after the edit"}, profile="work")
+        assert fake_openai.model_requests()[-1].body["model"] == "gpt-4o"
 
 
 def test_codexctl_profile_before_ask_selects_the_profile(
@@ -139,16 +138,16 @@ def test_editing_the_profile_file_in_force_reloads(
     with Client(in_force.socket) as c, Client(in_force.socket) as events:
         events.call("events/subscribe", {"topics": ["config"]})
         assert effective_model(c) == "gpt-4.1"
-        # Twice: the first reload may be the one the watcher makes when it starts.
-        for model in ("gpt-4o", "gpt-4o-mini"):
-            before = c.call("daemon/status")["config"]["generation"]
-            save_atomically(profile_path(team_env, "work"), work_profile(fake_openai, model))
-            note = wait_note(events, "config/reloaded", lambda _, m=model: effective_model(c) == m)
-            assert note["generation"] > before
-            run_job(c, {"input": "which model?"})
-            req = fake_openai.model_requests()[-1]
-            assert req.body["model"] == model
-            assert req.headers["authorization"] == f"Bearer {TEAM_KEY}"
+        in_force.wait_config_watched()
+        before = c.call("daemon/status")["config"]["generation"]
+        save_atomically(profile_path(team_env, "work"), work_profile(fake_openai, "gpt-4o"))
+        note = wait_note(events, "config/reloaded")
+        assert note["generation"] == before + 1
+        assert effective_model(c) == "gpt-4o"
+        run_job(c, {"input": "which model?"})
+        req = fake_openai.model_requests()[-1]
+        assert req.body["model"] == "gpt-4o"
+        assert req.headers["authorization"] == f"Bearer {TEAM_KEY}"
 
 
 def test_an_invalid_profile_file_is_reported_and_the_old_config_stays(
@@ -175,6 +174,37 @@ def test_an_invalid_profile_file_is_reported_and_the_old_config_stays(
         note = wait_note(events, "config/invalid", lambda p: bool(p["path"] == main))
         assert str(path) in note["error"]
     assert "work.config.toml:7: model_providers.team.request_max_retries" in in_force.stderr()
+
+
+def test_a_named_profile_gone_invalid_does_not_fail_the_reload_of_config_toml(
+    team_env: dict[str, str], fake_openai: FakeOpenAI
+) -> None:
+    path = profile_path(team_env, "work")
+    with DaemonProcess(team_env) as d, Client(d.socket) as c, Client(d.socket) as events:
+        events.call("events/subscribe", {"topics": ["config"]})
+        run_job(c, {"input": "caches the profile"}, profile="work")
+        generation = c.call("daemon/status")["config"]["generation"]
+        save_atomically(path, work_profile(fake_openai) + "request_max_retries = 1000\n")
+        save_atomically(config_path(team_env), base_config(fake_openai, model="gpt-5-mini"))
+        # Whether the watcher or this call sees the files first, the answer is no error.
+        result = c.call("config/reload")
+        assert set(result) == {"generation", "changed"}
+        note = wait_note(events, "config/invalid")
+        assert note["path"] == str(path)
+        assert note["error"].startswith("work.config.toml:7: model_providers.team.")
+        status = c.call("daemon/status")["config"]
+        assert status["generation"] == generation + 1 == result["generation"]
+        assert status["error"] == note["error"]
+        assert effective_model(c) == "gpt-5-mini"  # the new config.toml is in force
+        run_job(c, {"input": "plain"})
+        assert fake_openai.model_requests()[-1].body["model"] == "gpt-5-mini"
+        run_job(c, {"input": "profile"}, profile="work")  # its previous config
+        assert fake_openai.model_requests()[-1].body["model"] == "gpt-4.1"
+
+        save_atomically(path, work_profile(fake_openai, "gpt-4o"))
+        assert c.call("config/reload")["generation"] >= generation + 2
+        assert c.call("daemon/status")["config"]["error"] is None
+        assert "profile work invalid, its requests keep its previous config" in d.stderr()
 
 
 def test_config_read_and_show_list_the_layers(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from codexd.config.load import (
     load_file,
     profile_of,
 )
-from codexd.config.store import MAX_PROFILE_SNAPSHOTS, ConfigStore
+from codexd.config.schema import ConfigSnapshot
+from codexd.config.store import MAX_PROFILE_REFUSALS, MAX_PROFILE_SNAPSHOTS, ConfigStore
 from codexd.config.watch import is_config_file
 
 NO_ENV: dict[str, str] = {}
@@ -252,20 +254,97 @@ def test_a_reload_rebuilds_named_profiles(tmp_path: Path) -> None:
     assert events == [ConfigReloaded(generation=2, path=str(home / "config.toml"))]
 
 
-def test_an_invalid_named_profile_keeps_its_snapshot_and_is_reported(tmp_path: Path) -> None:
+def test_an_invalid_named_profile_keeps_its_snapshot_and_does_not_fail_the_reload(
+    tmp_path: Path,
+) -> None:
     home = home_with(tmp_path, BASE, work=WORK)
     store, events = open_store(home)
-    before = store.for_profile("work")
+    assert store.for_profile("work").model == "gpt-4.1"
+    # One reload sees a new config.toml and a broken profile file that only requests name.
+    (home / "config.toml").write_text(BASE.replace('"high"', '"low"'))
+    (home / "work.config.toml").write_text("[codexd]\nmax_conections = 1\n")
+    outcome = store.reload()
+    assert (outcome.generation, outcome.changed, outcome.error) == (2, True, None)
+    assert store.snapshot.model_reasoning_effort == "low"  # config.toml is in force
+    assert store.for_profile("work").model == "gpt-4.1"  # the profile's old config stays
+    assert store.error is not None and store.error.startswith("work.config.toml:2: codexd.")
+    profile_file = str(home / "work.config.toml")
+    assert events == [
+        ConfigReloaded(generation=2, path=str(home / "config.toml")),
+        ConfigRejected(path=profile_file, error=store.error),
+    ]
+    # Reported once: another reload with the same error says nothing new.
+    assert store.reload() == type(outcome)(generation=2, changed=False)
+    assert len(events) == 2 and store.error is not None
+    (home / "work.config.toml").write_text(WORK.replace("gpt-4.1", "gpt-4o"))
+    outcome = store.reload()
+    assert (outcome.changed, outcome.error, store.error) == (True, None, None)
+    assert store.for_profile("work").model == "gpt-4o"
+    assert events[-1] == ConfigReloaded(generation=3, path=str(home / "config.toml"))
+
+
+def test_an_invalid_profile_in_force_rejects_the_whole_reload(tmp_path: Path) -> None:
+    home = home_with(tmp_path, 'profile = "work"\n' + BASE, work=WORK)
+    store, events = open_store(home)
+    (home / "config.toml").write_text('profile = "work"\n' + BASE.replace('"high"', '"low"'))
     (home / "work.config.toml").write_text("[codexd]\nmax_conections = 1\n")
     outcome = store.reload()
     assert outcome.error is not None and outcome.error.file == str(home / "work.config.toml")
-    assert store.for_profile("work") is before
-    assert store.error is not None and store.error.startswith("work.config.toml:2: codexd.")
+    assert (outcome.generation, outcome.changed) == (1, False)
+    assert store.snapshot.model_reasoning_effort == "high"  # nothing of the new files applies
+    assert store.error == outcome.error.message
     assert events == [ConfigRejected(path=str(home / "work.config.toml"), error=store.error)]
-    (home / "work.config.toml").write_text(WORK)
-    assert store.reload().error is None
-    assert store.error is None
-    assert isinstance(events[-1], ConfigReloaded)
+
+
+def counting_store(home: Path) -> tuple[ConfigStore, list[str]]:
+    """A store whose profile reads are counted (each is a file read and maybe a listdir)."""
+    reads: list[str] = []
+
+    def profile_loader(name: str) -> ConfigSnapshot:
+        reads.append(name)
+        return load_config(str(home), NO_ENV, profile=name)
+
+    return (
+        ConfigStore(
+            load_config(str(home), NO_ENV),
+            lambda: load_config(str(home), NO_ENV),
+            profile_loader=profile_loader,
+        ),
+        reads,
+    )
+
+
+def test_a_refused_profile_is_answered_from_memory_until_a_reload(tmp_path: Path) -> None:
+    home = home_with(tmp_path, BASE, bad="[codexd]\nmax_conections = 1\n")
+    store, reads = counting_store(home)
+    depths = []
+    for _ in range(3):
+        with pytest.raises(ProfileNotFound) as missing:
+            store.for_profile("nope")
+        assert str(home / "nope.config.toml") in str(missing.value)
+        depths.append(len(traceback.extract_tb(missing.value.__traceback__)))
+        with pytest.raises(ConfigError) as invalid:
+            store.for_profile("bad")
+        assert invalid.value.message.startswith("bad.config.toml:2: codexd.max_conections")
+    assert reads == ["nope", "bad"]
+    assert depths[1] == depths[2]  # a remembered error's traceback does not grow
+    # A file created now is seen after the reload its watcher makes, not before.
+    (home / "nope.config.toml").write_text('model = "gpt-4o"\n')
+    with pytest.raises(ProfileNotFound):
+        store.for_profile("nope")
+    store.reload()
+    assert store.for_profile("nope").model == "gpt-4o"
+    assert reads == ["nope", "bad", "nope"]
+
+
+def test_the_refused_names_are_bounded(tmp_path: Path) -> None:
+    store, reads = counting_store(home_with(tmp_path, BASE))
+    names = [f"n{n}" for n in range(MAX_PROFILE_REFUSALS + 1)]
+    for name in [*names, names[-1], names[0]]:
+        with pytest.raises(ProfileNotFound):
+            store.for_profile(name)
+    # The last one is remembered; the first was pushed out and is read again.
+    assert reads == [*names, names[0]]
 
 
 def test_a_deleted_named_profile_is_dropped(tmp_path: Path) -> None:

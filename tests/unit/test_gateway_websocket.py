@@ -3,9 +3,11 @@ for `previous_response_id`, and the POST route's SSE re-framed as messages."""
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, cast
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,10 +17,13 @@ from codexd.gateway.translate import HttpError, ResponsesSSE, error_reply
 from codexd.gateway.websocket import (
     Conversation,
     Create,
+    EventTooLarge,
     Processed,
     Refused,
     ResponseTracker,
+    SSEBlocks,
     Warmup,
+    _TurnResponder,
     accept,
     http_error_event,
     is_websocket_request,
@@ -234,3 +239,90 @@ def test_the_post_routes_stream_splits_back_into_its_events() -> None:
     ]
     assert events[1][1] == upstream[1]
     assert events[2][1]["response"]["status"] == "failed"
+
+
+def two_event_stream() -> bytes:
+    """What the POST route writes for a response.created and a delta (one write today)."""
+    upstream = [
+        {"type": "response.created", "sequence_number": 0, "response": {"id": "r"}},
+        {"type": "response.output_text.delta", "sequence_number": 1, "delta": "a\n\nb é"},
+    ]
+    tr = ResponsesSSE()
+    return b"".join(tr.feed(job_event(e)) for e in upstream)
+
+
+def test_a_block_split_at_any_byte_between_two_writes_is_one_message() -> None:
+    data = two_event_stream()
+    whole = sse_events(data)
+    assert [etype for etype, _ in whole] == [b"response.created", b"response.output_text.delta"]
+    for cut in range(len(data) + 1):
+        blocks = SSEBlocks(MAX_BODY_BYTES)
+        got = blocks.feed(data[:cut]) + blocks.feed(data[cut:])
+        assert got == whole, cut
+        assert blocks.pending == 0
+    one_by_one = SSEBlocks(MAX_BODY_BYTES)
+    assert [e for i in range(len(data)) for e in one_by_one.feed(data[i : i + 1])] == whole
+
+
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_any_splitting_of_the_stream_gives_its_events(cuts: list[int]) -> None:
+    data = two_event_stream() * 3
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    blocks = SSEBlocks(MAX_BODY_BYTES)
+    got = [e for a, b in itertools.pairwise(bounds) for e in blocks.feed(data[a:b])]
+    assert got == sse_events(data)
+
+
+def test_an_unfinished_block_past_the_bound_fails_and_stays_failed() -> None:
+    blocks = SSEBlocks(32)
+    assert blocks.feed(b"event: a\ndata: {}\n\nevent: b\ndata: {") == [(b"a", b"{}")]
+    assert blocks.pending == len(b"event: b\ndata: {")
+    with pytest.raises(EventTooLarge, match="over 32 bytes"):
+        blocks.feed(b"0123456789" * 2)
+    with pytest.raises(EventTooLarge):
+        blocks.feed(b"}\n\n")
+
+
+class RecordingSession:
+    """What a turn writes to: the messages it sends."""
+
+    stream = None
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send_messages(self, messages: list[bytes]) -> None:
+        self.sent.extend(messages)
+
+
+@pytest.mark.anyio
+async def test_a_turn_sends_a_block_split_over_two_writes_as_one_message() -> None:
+    session = RecordingSession()
+    turn = _TurnResponder(cast(Any, session))
+    data = two_event_stream()
+    cut = data.index(b"data: ", data.index(b"response.output_text.delta")) + 10
+    await turn.write(data[:cut])
+    assert [decoded(m)["type"] for m in session.sent] == ["response.created"]
+    await turn.finish(data[cut:])
+    assert [decoded(m)["type"] for m in session.sent] == [
+        "response.created",
+        "response.output_text.delta",
+    ]
+    assert decoded(session.sent[1])["delta"] == "a\n\nb é"
+
+
+@pytest.mark.anyio
+async def test_a_turn_whose_event_outgrows_the_bound_ends_with_an_error_message() -> None:
+    session = RecordingSession()
+    turn = _TurnResponder(cast(Any, session))
+    turn.blocks = SSEBlocks(16)
+    with turn.scope:
+        await turn.write(b"event: response.output_text.delta\ndata: {")
+        assert turn.scope.cancel_called
+    (message,) = session.sent
+    error = decoded(message)
+    assert (error["type"], error["status"], error["error"]["code"]) == (
+        "error",
+        500,
+        "event_too_large",
+    )

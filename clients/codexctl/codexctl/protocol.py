@@ -435,7 +435,9 @@ class JobCounts(msgspec.Struct):
 
 class ConfigStatus(msgspec.Struct):
     """`daemon/status.config`: the config file, its generation (one more per change that was
-    loaded), when it was loaded, and why the last reload failed (null when it did not)."""
+    loaded), when it was loaded, and the located error of a file whose previous version stays
+    in force: why the last reload failed, or else why a profile file that requests name is
+    invalid (null when every file in use is valid)."""
 
     path: str
     generation: int

@@ -150,7 +150,8 @@ class ConfigLayer(msgspec.Struct, frozen=True):
 class ConfigRead(msgspec.Struct):
     """`config/read`'s result. `effective` is the config in force, defaults filled in, with
     every secret (keys, header values, credentials and query values inside URLs) replaced;
-    `error` says why the last reload failed, or is null; `layers` are the files (and the
+    `error` is as `daemon/status.config.error` (why the last reload failed, or else why a
+    profile file that requests name is invalid), or null; `layers` are the files (and the
     legacy profile table) it was made from, lowest first: config.toml always (missing, it
     means every default), the others when they are in use."""
 
