@@ -384,6 +384,8 @@ class Job:
     # job/subscribe) or an unsubscribe ends the older replay before it sends another line.
     replaying: dict[Subscriber, object] = field(default_factory=dict)
     finished: anyio.Event = field(default_factory=anyio.Event)
+    # Called when the runner has emitted all that upstream sent so far (see `end_batch`).
+    batch_ends: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -659,6 +661,13 @@ class JobManager:
     async def fail(self, job: Job, error: RpcError) -> None:
         job.error = error
         await self.finish(job, JobFailed(error=error.to_object()))
+
+    def end_batch(self, job: Job) -> None:
+        """The runner has emitted every event of what upstream sent so far and is about to
+        wait for more: a reader that writes events as they come (the gateway) writes the
+        batch now, in one piece, instead of once per event or after a task switch."""
+        for end in job.batch_ends:
+            end()
 
     def _fan_out(self, job: Job, entry: LogEntry) -> None:
         seq = entry.seq

@@ -407,10 +407,11 @@ class ResponseStream(httpx.AsyncByteStream):
         request = self._request
         while True:
             if response.body:
+                # What one read brought, in one piece: its events are then handled, and
+                # written on by the gateway, as one batch.
                 pieces = response.body
                 response.body = []
-                for piece in pieces:
-                    yield piece
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if response.done:
                 return
             try:
