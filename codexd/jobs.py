@@ -590,6 +590,8 @@ class JobManager:
 
     def emit(self, job: Job, event: JobEvent) -> int:
         """Apply one event that does not end the job (those go through `finish()`)."""
+        if type(event) is UpstreamEvent:  # the clock is read only for events that record it
+            return self._apply(job, event, 0.0)
         if isinstance(event, _TERMINAL):
             raise InvalidTransition(f"{event_type(event)!r} ends the job: send it with finish()")
         return self._apply(job, event, self._clock.wall())
@@ -611,7 +613,8 @@ class JobManager:
         return self._apply(job, event, finished_at)
 
     def _apply(self, job: Job, event: JobEvent, now: float) -> int:
-        """Check the transition, log the event, update the job, fan it out."""
+        """Check the transition, log the event, update the job, fan it out. `now` (wall
+        clock) is read only by job.started and the terminal events."""
         new_state = next_state(job.state, event)
         if isinstance(event, UpstreamEvent):
             if event.delta is not None and event.type == "response.output_text.delta":
@@ -670,11 +673,10 @@ class JobManager:
             end()
 
     def _fan_out(self, job: Job, entry: LogEntry) -> None:
+        dropped = [sub for sub in job.live if not sub.deliver(entry)]
+        if not dropped:
+            return
         seq = entry.seq
-        dropped = []
-        for sub in job.live:
-            if not sub.deliver(entry):
-                dropped.append(sub)
         for sub in dropped:
             job.live.discard(sub)
             if not sub.closed:
