@@ -1,15 +1,17 @@
 """Benchmark the gateway: direct to the fake vs through codexd vs through the LiteLLM proxy.
 
-One run, one fake OpenAI (a separate process) on loopback, streamed Chat Completions of a
-6-delta reply. At 1, 16 and 64 concurrent streams (16 and 64 with a per-delta delay so the
-fake is not the bottleneck) it prints time-to-first-byte and total time p50/p99 for each
-target and what each proxy adds over direct, then requests/s at saturation (no delay, 64
-streams, the proxy pinned to one core), each proxy's RSS and start-up time, and the ratios.
+One run, one fake OpenAI (a separate process) on loopback, streamed replies of 6 deltas
+through both wire APIs (Chat Completions and Responses; LiteLLM only on Chat). At 1, 16 and
+64 concurrent streams (16 and 64 with a per-delta delay so the fake is not the bottleneck) it
+prints time-to-first-byte and total time p50/p99 for each target, what each proxy adds over
+direct, each proxy's CPU per stream and streams/s as a share of direct's, then streams/s at
+saturation (no delay, 64 streams, the proxy pinned to one core), each proxy's RSS and
+start-up time, and the ratios.
 
 LiteLLM (`litellm[proxy]`) is installed into its own venv under the cache dir, never into the
 project; if that fails the rest is still measured. Numbers are printed, never asserted.
 
-    .venv/bin/python bench/gateway.py [--quick] [--no-litellm]
+    .venv/bin/python bench/gateway.py [--quick] [--no-litellm] [--api chat|responses]
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,13 @@ OTHERS_CPUS = {1}
 DELTA_DELAY_MS = 5.0
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codexd-bench"
 LITELLM_VENV = CACHE / "litellm-venv"
-BODY = b'{"model":"gpt-5","messages":[{"role":"user","content":"hi"}],"stream":true}'
+BODIES = {
+    "chat": b'{"model":"gpt-5","messages":[{"role":"user","content":"hi"}],"stream":true}',
+    "responses": b'{"model":"gpt-5","input":"hi","stream":true}',
+}
+PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
+# The last bytes of a whole stream of each API (before the chunked body's terminator).
+ENDS = {"chat": b"[DONE]", "responses": b"response.completed"}
 
 
 def free_port() -> int:
@@ -105,15 +112,27 @@ class Sample:
     total: float
 
 
-def request_bytes(host: str, path: str, token: str | None) -> bytes:
+def request_bytes(host: str, api: str, token: str | None) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    body = BODIES[api]
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"{auth}Content-Length: {len(BODY)}\r\n\r\n"
-    ).encode() + BODY
+        f"POST {PATHS[api]} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"{auth}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
-async def one_stream(stream: anyio.abc.ByteStream, request: bytes) -> Sample:
+def cpu_s(pid: int) -> float:
+    """CPU time of every thread of `pid` so far, in seconds (ns-precise schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+async def one_stream(stream: anyio.abc.ByteStream, request: bytes, end: bytes) -> Sample:
     start = time.perf_counter()
     await stream.send(request)
     buf = b""
@@ -131,15 +150,15 @@ async def one_stream(stream: anyio.abc.ByteStream, request: bytes) -> Sample:
         if not ttfb and len(buf) > head_end + 4:
             ttfb = time.perf_counter() - start
         if buf.endswith(b"\r\n0\r\n\r\n"):
-            if b"[DONE]" not in buf:
-                raise RuntimeError("stream ended without [DONE]")
+            if end not in buf:
+                raise RuntimeError(f"stream ended without {end.decode()}")
             return Sample(ttfb, time.perf_counter() - start)
 
 
 async def run_load(
-    connect: Callable[[], anyio.abc.ByteStream | object],
     address: tuple[str, int],
     request: bytes,
+    end: bytes,
     concurrency: int,
     per_worker: int,
 ) -> tuple[list[Sample], float]:
@@ -152,7 +171,7 @@ async def run_load(
         )
         async with stream:
             for _ in range(per_worker):
-                samples.append(await one_stream(stream, request))
+                samples.append(await one_stream(stream, request, end))
 
     start = time.perf_counter()
     async with anyio.create_task_group() as tg:
@@ -170,23 +189,37 @@ def pct(values: list[float], p: float) -> float:
 class Target:
     name: str
     address: tuple[str, int]
-    path: str
     token: str | None = None
     pid: int | None = None
     startup_s: float | None = None
+    apis: tuple[str, ...] = ("chat", "responses")
 
-    def request(self) -> bytes:
+    def request(self, api: str) -> bytes:
         host = f"{self.address[0]}:{self.address[1]}"
-        return request_bytes(host, self.path, self.token)
+        return request_bytes(host, api, self.token)
 
 
-def measure(target: Target, concurrency: int, per_worker: int) -> tuple[list[Sample], float]:
-    async def go() -> tuple[list[Sample], float]:
+@dataclass
+class Run:
+    samples: list[Sample]
+    elapsed: float
+    cpu: float | None  # the proxy's CPU seconds during the run
+
+    @property
+    def rate(self) -> float:
+        return len(self.samples) / self.elapsed
+
+
+def measure(target: Target, api: str, concurrency: int, per_worker: int) -> Run:
+    request, end = target.request(api), ENDS[api]
+
+    async def go() -> Run:
         # Warm the connections and the proxy's code paths first.
-        await run_load(lambda: None, target.address, target.request(), concurrency, 2)
-        return await run_load(
-            lambda: None, target.address, target.request(), concurrency, per_worker
-        )
+        await run_load(target.address, request, end, concurrency, 2)
+        before = cpu_s(target.pid) if target.pid is not None else None
+        samples, elapsed = await run_load(target.address, request, end, concurrency, per_worker)
+        cpu = cpu_s(target.pid) - before if target.pid is not None and before is not None else None
+        return Run(samples, elapsed, cpu)
 
     return anyio.run(go)
 
@@ -244,7 +277,6 @@ class Codexd:
         return Target(
             "codexd",
             ("127.0.0.1", self.port),
-            "/v1/chat/completions",
             token,
             self.daemon.proc.pid,
             startup,
@@ -323,10 +355,10 @@ class LiteLLM:
         return Target(
             "litellm",
             ("127.0.0.1", self.port),
-            "/v1/chat/completions",
             self.master_key,
             self.proc.pid,
             startup,
+            apis=("chat",),
         )
 
     def stop(self) -> None:
@@ -349,9 +381,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM proxy")
+    parser.add_argument(
+        "--api", choices=("chat", "responses"), action="append", help="only these wire APIs"
+    )
     args = parser.parse_args()
+    apis: tuple[str, ...] = tuple(args.api or ("chat", "responses"))
     scale = 0.25 if args.quick else 1.0
     pin(os.getpid(), OTHERS_CPUS)
+    print(f"load average at start: {load_average()}", flush=True)
 
     workdir = tempfile.mkdtemp(prefix="codexd-bench-gw-")
     litellm_binary = None if args.no_litellm else ensure_litellm()
@@ -360,8 +397,8 @@ def main() -> None:
         (16, DELTA_DELAY_MS, int(25 * scale)),
         (64, DELTA_DELAY_MS, int(10 * scale)),
     ]
-    results: dict[tuple[str, int], list[Sample]] = {}
-    saturation: dict[str, float] = {}
+    runs: dict[tuple[str, str, int], Run] = {}
+    saturation: dict[tuple[str, str], Run] = {}
     info: dict[str, tuple[float | None, float]] = {}
 
     for delay in sorted({d for _, d, _ in plans} | {0.0}):
@@ -370,7 +407,7 @@ def main() -> None:
         if litellm_binary is not None:
             proxies.append(LiteLLM(litellm_binary, fake_base, workdir))
         fake_port = int(fake_base.rsplit(":", 1)[1].split("/")[0])
-        targets = [Target("direct", ("127.0.0.1", fake_port), "/v1/chat/completions")]
+        targets = [Target("direct", ("127.0.0.1", fake_port))]
         try:
             for proxy in proxies:
                 try:
@@ -379,68 +416,104 @@ def main() -> None:
                     print(f"{type(proxy).__name__} did not start: {exc}", flush=True)
                     if isinstance(proxy, LiteLLM) and os.path.exists(proxy.log):
                         print(Path(proxy.log).read_text()[-1500:], flush=True)
-            for target in targets:
-                for conc, plan_delay, per_worker in plans:
-                    if plan_delay != delay:
+            for api in apis:
+                for target in targets:
+                    if api not in target.apis:
                         continue
-                    samples, _ = measure(target, conc, max(per_worker, 2))
-                    results[(target.name, conc)] = samples
-                if delay == 0.0:
-                    samples, elapsed = measure(target, 64, max(int(20 * scale), 2))
-                    saturation[target.name] = len(samples) / elapsed
-                    if target.pid is not None:
-                        info[target.name] = (target.startup_s, rss_mib(target.pid))
+                    for conc, plan_delay, per_worker in plans:
+                        if plan_delay == delay:
+                            runs[(api, target.name, conc)] = measure(
+                                target, api, conc, max(per_worker, 2)
+                            )
+                    if delay == 0.0:
+                        saturation[(api, target.name)] = measure(
+                            target, api, 64, max(int(20 * scale), 2)
+                        )
+                        if target.pid is not None:
+                            info[target.name] = (target.startup_s, rss_mib(target.pid))
         finally:
             for proxy in proxies:
                 proxy.stop()
             fake.terminate()
             fake.wait()
 
-    names = ["direct", "codexd", "litellm"]
-    print(f"\nstreamed chat completions, 6 deltas; delta delay {DELTA_DELAY_MS} ms at c=16/64")
-    print(
-        f"{'target':8} {'c':>3} {'n':>5} {'ttfb p50':>9} {'ttfb p99':>9} {'total p50':>9} "
-        f"{'total p99':>9}  (ms)"
-    )
-    for conc, _, _ in plans:
-        for name in names:
-            s = results.get((name, conc))
-            if not s:
-                continue
-            tt, tot = [x.ttfb for x in s], [x.total for x in s]
-            print(
-                f"{name:8} {conc:3d} {len(s):5d} {fmt_ms(pct(tt, 0.5))}  {fmt_ms(pct(tt, 0.99))}"
-                f"  {fmt_ms(pct(tot, 0.5))}  {fmt_ms(pct(tot, 0.99))}"
-            )
-
-    print("\nadded over direct (ms): ttfb p50 / p99, total p50 / p99")
-    added: dict[tuple[str, int], tuple[float, float, float, float]] = {}
-    for conc, _, _ in plans:
-        base = results.get(("direct", conc))
-        if not base:
-            continue
-        for name in names[1:]:
-            s = results.get((name, conc))
-            if not s:
-                continue
-            row = tuple(
-                pct([getattr(x, f) for x in s], p) - pct([getattr(x, f) for x in base], p)
-                for f in ("ttfb", "total")
-                for p in (0.5, 0.99)
-            )
-            added[(name, conc)] = row  # type: ignore[assignment]
-            print(f"  {name:8} c={conc:<3d} " + " / ".join(f"{v * 1000:.2f}" for v in row))
-    print("\nrequests/s at saturation (64 streams, no delay; proxy pinned to one core):")
-    for name in names:
-        if name in saturation:
-            print(f"  {name:8} {saturation[name]:9.1f}")
+    for api in apis:
+        report(api, plans, runs, saturation)
     print("\nproxy RSS and start-up:")
-    for name in names[1:]:
+    for name in NAMES[1:]:
         if name in info:
             startup, rss = info[name]
             print(f"  {name:8} RSS {rss:7.1f} MiB   start-up {startup or 0:.2f} s")
+    if "litellm" in info and "codexd" in info:
+        print(f"  RSS litellm / codexd: {info['litellm'][1] / info['codexd'][1]:.1f}x")
+    if litellm_binary is None:
+        print("\nLiteLLM was not measured (not installed)")
+    print(f"\nload average at end: {load_average()}")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+NAMES = ("direct", "codexd", "litellm")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def report(
+    api: str,
+    plans: list[tuple[int, float, int]],
+    runs: dict[tuple[str, str, int], Run],
+    saturation: dict[tuple[str, str], Run],
+) -> None:
+    print(f"\n== {api}: streamed, 6 deltas; delta delay {DELTA_DELAY_MS} ms at c=16/64")
+    print(
+        f"{'target':8} {'c':>3} {'n':>5} {'ttfb p50':>9} {'ttfb p99':>9} {'total p50':>9} "
+        f"{'total p99':>9} {'streams/s':>9} {'cpu/stream':>10}  (ms)"
+    )
+    for conc, _, _ in plans:
+        for name in NAMES:
+            run = runs.get((api, name, conc))
+            if not run:
+                continue
+            s = run.samples
+            tt, tot = [x.ttfb for x in s], [x.total for x in s]
+            cpu = f"{run.cpu / len(s) * 1000:10.3f}" if run.cpu is not None else f"{'':10}"
+            print(
+                f"{name:8} {conc:3d} {len(s):5d} {fmt_ms(pct(tt, 0.5))}  {fmt_ms(pct(tt, 0.99))}"
+                f"  {fmt_ms(pct(tot, 0.5))}  {fmt_ms(pct(tot, 0.99))} {run.rate:9.1f} {cpu}"
+            )
+
+    print(f"\n{api}: added over direct (ms): ttfb p50 / p99, total p50 / p99; streams/s share")
+    added: dict[tuple[str, int], tuple[float, ...]] = {}
+    for conc, _, _ in plans:
+        base = runs.get((api, "direct", conc))
+        if not base:
+            continue
+        for name in NAMES[1:]:
+            run = runs.get((api, name, conc))
+            if not run:
+                continue
+            row = tuple(
+                pct([getattr(x, f) for x in run.samples], p)
+                - pct([getattr(x, f) for x in base.samples], p)
+                for f in ("ttfb", "total")
+                for p in (0.5, 0.99)
+            )
+            added[(name, conc)] = row
+            share = run.rate / base.rate * 100
+            print(
+                f"  {name:8} c={conc:<3d} "
+                + " / ".join(f"{v * 1000:.2f}" for v in row)
+                + f"   {share:5.1f} % of direct's streams/s"
+            )
+    print(f"\n{api}: streams/s at saturation (64 streams, no delay; proxy pinned to one core):")
+    for name in NAMES:
+        run = saturation.get((api, name))
+        if run:
+            cpu = f"  cpu/stream {run.cpu / len(run.samples) * 1000:.3f} ms" if run.cpu else ""
+            print(f"  {name:8} {run.rate:9.1f}{cpu}")
     if ("litellm", 1) in added and ("codexd", 1) in added:
-        print("\nratios (litellm / codexd; higher is better for codexd):")
+        print(f"\n{api}: ratios (litellm / codexd; higher is better for codexd):")
         for conc, _, _ in plans:
             a, b = added.get(("litellm", conc)), added.get(("codexd", conc))
             if a and b:
@@ -448,15 +521,9 @@ def main() -> None:
                     f"  c={conc:<3d} added ttfb p50 {ratio(a[0], b[0])}  p99 {ratio(a[1], b[1])}"
                     f"   added total p50 {ratio(a[2], b[2])}  p99 {ratio(a[3], b[3])}"
                 )
-        if "litellm" in saturation and "codexd" in saturation:
-            print(
-                f"  streams/s codexd / litellm: {saturation['codexd'] / saturation['litellm']:.1f}x"
-            )
-        if "litellm" in info and "codexd" in info:
-            print(f"  RSS litellm / codexd: {info['litellm'][1] / info['codexd'][1]:.1f}x")
-    elif litellm_binary is None:
-        print("\nLiteLLM was not measured (not installed)")
-    shutil.rmtree(workdir, ignore_errors=True)
+        lite, ours = saturation.get((api, "litellm")), saturation.get((api, "codexd"))
+        if lite and ours:
+            print(f"  streams/s codexd / litellm: {ours.rate / lite.rate:.1f}x")
 
 
 def ratio(a: float, b: float) -> str:

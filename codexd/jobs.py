@@ -384,6 +384,8 @@ class Job:
     # job/subscribe) or an unsubscribe ends the older replay before it sends another line.
     replaying: dict[Subscriber, object] = field(default_factory=dict)
     finished: anyio.Event = field(default_factory=anyio.Event)
+    # Called when the runner has emitted all that upstream sent so far (see `end_batch`).
+    batch_ends: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -594,6 +596,8 @@ class JobManager:
 
     def emit(self, job: Job, event: JobEvent) -> int:
         """Apply one event that does not end the job (those go through `finish()`)."""
+        if type(event) is UpstreamEvent:  # the clock is read only for events that record it
+            return self._apply(job, event, 0.0)
         if isinstance(event, _TERMINAL):
             raise InvalidTransition(f"{event_type(event)!r} ends the job: send it with finish()")
         return self._apply(job, event, self._clock.wall())
@@ -615,7 +619,8 @@ class JobManager:
         return self._apply(job, event, finished_at)
 
     def _apply(self, job: Job, event: JobEvent, now: float) -> int:
-        """Check the transition, log the event, update the job, fan it out."""
+        """Check the transition, log the event, update the job, fan it out. `now` (wall
+        clock) is read only by job.started and the terminal events."""
         new_state = next_state(job.state, event)
         if isinstance(event, UpstreamEvent):
             if event.delta is not None and event.type == "response.output_text.delta":
@@ -677,12 +682,18 @@ class JobManager:
         job.error = error
         await self.finish(job, JobFailed(error=error.to_object()))
 
+    def end_batch(self, job: Job) -> None:
+        """The runner has emitted every event of what upstream sent so far and is about to
+        wait for more: a reader that writes events as they come (the gateway) writes the
+        batch now, in one piece, instead of once per event or after a task switch."""
+        for end in job.batch_ends:
+            end()
+
     def _fan_out(self, job: Job, entry: LogEntry) -> None:
+        dropped = [sub for sub in job.live if not sub.deliver(entry)]
+        if not dropped:
+            return
         seq = entry.seq
-        dropped = []
-        for sub in job.live:
-            if not sub.deliver(entry):
-                dropped.append(sub)
         for sub in dropped:
             job.live.discard(sub)
             if not sub.closed:

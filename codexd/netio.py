@@ -11,6 +11,10 @@ needs none. `DirectWriter.send` writes at once when that cannot reorder or lose 
   (which aborts the transport) never drops a response's tail;
 - anyio's own Unix socket stream (no transport, nothing queued between writes): straight
   to the socket, and what it did not take goes through `stream.send`.
+
+`send_nowait` is the same first step without the wait, for a writer that must not await
+(the gateway writes a job's events as the job emits them): it says how much it took, and the
+caller sends the rest with `send` before anything else.
 """
 
 from __future__ import annotations
@@ -68,6 +72,24 @@ class DirectWriter:
         sent = self._write_raw(data)
         if sent < len(data):
             await self._stream.send(data[sent:] if sent else data)
+
+    def send_nowait(self, data: bytes) -> int:
+        """Hand over at once what can go without passing bytes queued before: how many of
+        `data`'s bytes were taken (on a transport all or none; on a socket what it took).
+        What the transport queued is drained by the next `send` or by `drain`."""
+        transport = self._transport
+        if transport is not None:
+            if transport.is_closing() or transport.get_write_buffer_size():
+                return 0
+            transport.write(data)
+            return len(data)
+        return self._write_raw(data)
+
+    async def drain(self) -> None:
+        """Return once the kernel has every byte handed over (at once when it has them)."""
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            await self._stream.send(b"")
 
     def _write_raw(self, data: bytes) -> int:
         if self._raw is None:

@@ -129,7 +129,11 @@ def _chunk(data: bytes) -> bytes:
 
 
 class Responder:
-    """Writes one response: `send` a whole body, or `start` + `write`... + `finish`."""
+    """Writes one response: `send` a whole body, or `start` + `write`... + `finish`.
+
+    A streamed body may also be written without awaiting (`write_nowait`), by code that runs
+    where it cannot await: what the socket did not take at once is kept, in order, and
+    `flush` (or the next `write`/`finish`) sends it."""
 
     __slots__ = (
         "_chunked",
@@ -137,6 +141,7 @@ class Responder:
         "_head_pending",
         "_request",
         "_stream",
+        "_unsent",
         "client_gone",
         "finished",
         "started",
@@ -153,6 +158,7 @@ class Responder:
         self._direct = direct
         self._request = request
         self._head_pending = b""
+        self._unsent = b""
         self._chunked = True
         self.started = False
         self.finished = False
@@ -164,11 +170,17 @@ class Responder:
         """The connection can carry another request after this response."""
         return self._request is not None and self._request.keep_alive and self._chunked
 
+    @property
+    def unsent(self) -> bool:
+        """Bytes of `write_nowait` wait for `flush`."""
+        return bool(self._unsent)
+
     async def _write(self, data: bytes) -> None:
         if self.client_gone:
             raise ClientGone
-        if self._head_pending:
-            data, self._head_pending = self._head_pending + data, b""
+        if self._head_pending or self._unsent:
+            data, self._head_pending = self._head_pending + self._unsent + data, b""
+            self._unsent = b""
         try:
             if self._direct is not None:
                 await self._direct.send(data)
@@ -226,11 +238,47 @@ class Responder:
             await self._write(b"")
 
     async def finish(self, data: bytes = b"") -> None:
-        out = (_chunk(data) if self._chunked else data) if data else b""
-        if self._chunked:
-            out += b"0\r\n\r\n"
         self.finished = True
-        await self._write(out)
+        await self._write(self._body_bytes(data, True))
+
+    def _body_bytes(self, data: bytes, last: bool) -> bytes:
+        out = (_chunk(data) if self._chunked else data) if data else b""
+        if last and self._chunked:
+            out += b"0\r\n\r\n"
+        return out
+
+    def write_nowait(self, data: bytes, *, last: bool = False) -> None:
+        """`write` (with `last`, `finish`) without awaiting: the socket takes what it can now,
+        the rest waits for `flush`. After the client went away it writes nothing (the
+        handler is being cancelled)."""
+        if last:
+            self.finished = True
+        if self.client_gone:
+            return
+        out = self._body_bytes(data, last)
+        if self._head_pending:
+            out, self._head_pending = self._head_pending + out, b""
+        if not out:
+            return
+        if self._unsent or self._direct is None:
+            self._unsent += out
+            return
+        taken = self._direct.send_nowait(out)
+        if taken < len(out):
+            self._unsent = out[taken:] if taken else out
+
+    async def flush(self) -> None:
+        """Send what `write_nowait` left, and return once the kernel has every byte."""
+        if self._unsent or self._head_pending:
+            await self._write(b"")
+        elif self._direct is not None:
+            if self.client_gone:
+                raise ClientGone
+            try:
+                await self._direct.drain()
+            except SOCKET_ERRORS:
+                self.client_gone = True
+                raise ClientGone from None
 
     async def switch_protocols(self, headers: Sequence[tuple[str, str]]) -> anyio.abc.ByteStream:
         """Answer an upgrade request (`Request.upgrade`) with 101 and hand the connection

@@ -28,7 +28,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from codexctl.protocol import JobQueued, JobStarted, RpcError
+from codexctl.protocol import RpcError
 from codexd.config.schema import CodexdSettings
 from codexd.gateway.http import (
     SOCKET_ERRORS,
@@ -62,7 +62,7 @@ from codexd.security.peer import admit
 from codexd.service import InvalidSubmit, Services, SubmitRequest
 
 if TYPE_CHECKING:
-    from codexd.jobs import Job, LogEntry
+    from codexd.jobs import Job, JobManager, LogEntry
 
 log = logging.getLogger("codexd.gateway")
 
@@ -128,25 +128,125 @@ def parse_tcp_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-# Events that never put bytes on the wire by themselves: the relay reads them with the next
-# event instead of waking for each (they come just before the request goes upstream, where a
-# wake-up is on the way to the first byte).
-_NO_WAKE: Final = (JobQueued, JobStarted)
+class _Relay:
+    """One request's reply, written from its job's log.
 
+    It subscribes to the job: each event is translated as the job emits it, and the bytes
+    of a batch (what one read from upstream brought) are written when the job's runner
+    ends the batch, in the job's own task, when the socket takes them without waiting. So
+    a job's events cost no task switch and a batch one write. The request's task is woken
+    only for what needs an await: bytes the socket did not take, an error reply, a whole
+    non-streamed body, the end. While that task writes, events stay in the log and it reads
+    them itself, so nothing is buffered beyond one batch and a slow client is never dropped
+    by the fan-out.
+    """
 
-class _Waker:
-    """A job subscriber that only wakes the relay; the relay reads the job's log itself, so
-    nothing is buffered here and a slow client is never dropped by the fan-out."""
+    __slots__ = (
+        "busy",
+        "closed",
+        "cursor",
+        "event",
+        "failure",
+        "job",
+        "out",
+        "request_id",
+        "responder",
+        "tr",
+    )
 
-    __slots__ = ("closed", "event")
-
-    def __init__(self) -> None:
+    def __init__(self, job: Job, tr: Translator, responder: Responder) -> None:
+        self.job = job
+        self.tr = tr
+        self.responder = responder
+        self.request_id = ("x-request-id", job.id)
         self.closed = False
         self.event = anyio.Event()
+        self.cursor = 0  # the last seq translated
+        self.out: list[bytes] = []  # translated, not yet written
+        self.busy = False  # the request's task is writing: it reads the log itself next
+        self.failure: Exception | None = None  # raised in the job's task, re-raised here
 
-    def deliver(self, entry: LogEntry) -> bool:
-        if not isinstance(entry.event, _NO_WAKE):
+    def translate(self) -> None:
+        tr, log, out = self.tr, self.job.log, self.out
+        while self.cursor + 1 < log.next_seq and not tr.done:
+            self.cursor += 1
+            entry = log.entry_at(self.cursor)
+            if entry is None:
+                out.append(tr.overflow())
+                break
+            data = tr.feed(entry.event)
+            if data:
+                out.append(data)
+
+    def write(self) -> None:
+        """Write a streamed reply's translated bytes without waiting (what the socket does
+        not take waits in the responder)."""
+        tr, responder = self.tr, self.responder
+        if not tr.stream or tr.error is not None or responder.finished:
+            return
+        out = self.out
+        data = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
+        out.clear()
+        if data or tr.done:
+            if not responder.started:
+                responder.start(200, _stream_headers(self.request_id))
+            responder.write_nowait(data, last=tr.done)
+
+    def _wake_if_needed(self) -> None:
+        tr = self.tr
+        if tr.done or tr.error is not None or self.failure is not None or self.responder.unsent:
             self.event.set()
+
+    async def run(self, jobs: JobManager) -> None:
+        """Read the job's log from seq 1 as it grows and write the translation."""
+        job, tr, responder = self.job, self.tr, self.responder
+        await jobs.stream_to(job, self, job.log.next_seq - 1)
+        job.batch_ends.append(self.end_batch)
+        try:
+            while True:
+                self.event = anyio.Event()
+                self.translate()
+                self.write()
+                if self.failure is not None:
+                    raise self.failure
+                if tr.error is not None:
+                    await _send_error(responder, tr.error, self.request_id)
+                    return
+                if not tr.stream:
+                    if tr.done:
+                        await responder.send(200, tr.body(), headers=[self.request_id])
+                        return
+                elif tr.done or responder.unsent:
+                    self.busy = True
+                    await responder.flush()
+                    self.busy = False
+                    if tr.done:
+                        return
+                if self.cursor + 1 < job.log.next_seq:
+                    continue
+                await self.event.wait()
+        finally:
+            job.batch_ends.remove(self.end_batch)
+            jobs.unsubscribe(job, self)
+
+    def end_batch(self) -> None:
+        if not self.busy and self.failure is None:
+            try:
+                self.write()
+            except Exception as exc:
+                self.failure = exc
+            self._wake_if_needed()
+
+    # -- what a job needs of a subscriber
+    def deliver(self, entry: LogEntry) -> bool:
+        if not self.busy and self.failure is None:
+            try:
+                self.translate()
+                if self.tr.done:  # a terminal event ends no batch: written now
+                    self.write()
+            except Exception as exc:  # the request's task reports it
+                self.failure = exc
+            self._wake_if_needed()
         return True
 
     def send_nowait(self, line: bytes) -> bool:
@@ -375,44 +475,7 @@ class Gateway:
             jobs.release(owner)
 
     async def _relay(self, job: Job, tr: Translator, responder: Responder) -> None:
-        """Read the job's log from seq 1 as it grows and write the translation."""
-        jobs = self.services.jobs.manager
-        waker = _Waker()
-        request_id = ("x-request-id", job.id)
-        await jobs.stream_to(job, waker, job.log.next_seq - 1)
-        try:
-            cursor = 0
-            while True:
-                waker.event = anyio.Event()
-                out: list[bytes] = []
-                while cursor + 1 < job.log.next_seq and not tr.done:
-                    cursor += 1
-                    entry = job.log.entry_at(cursor)
-                    if entry is None:
-                        out.append(tr.overflow())
-                        break
-                    out.append(tr.feed(entry.event))
-                if tr.error is not None:
-                    await _send_error(responder, tr.error, request_id)
-                    return
-                data = b"".join(out)
-                if tr.stream:
-                    if data and not responder.started:
-                        responder.start(200, _stream_headers(request_id))
-                    if tr.done:
-                        if not responder.started:
-                            responder.start(200, _stream_headers(request_id))
-                        await responder.finish(data)
-                        return
-                    await responder.write(data)
-                elif tr.done:
-                    await responder.send(200, tr.body(), headers=[request_id])
-                    return
-                if cursor + 1 < job.log.next_seq:
-                    continue
-                await waker.event.wait()
-        finally:
-            jobs.unsubscribe(job, waker)
+        await _Relay(job, tr, responder).run(self.services.jobs.manager)
 
 
 def _translator(job: Job, api: str, body: dict[str, Any]) -> Translator:

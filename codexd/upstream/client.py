@@ -100,10 +100,12 @@ async def run_attempt(
     on_event: Callable[[Event], None],
     *,
     on_headers: Callable[[Mapping[str, str]], None] | None = None,
+    on_batch: Callable[[], None] | None = None,
     wall_now: Callable[[], float] = time.time,
 ) -> AttemptResult:
-    """One upstream request. Events are handed to `on_event` as they arrive; the result is
-    the stream's outcome (a StreamResult or an UpstreamError) and the response headers."""
+    """One upstream request. Events are handed to `on_event` as they arrive, and `on_batch`
+    is called once the events of each piece of the body read have been; the result is the
+    stream's outcome (a StreamResult or an UpstreamError) and the response headers."""
     headers: Mapping[str, str] = {}
     scrubber = attempt.scrubber
     try:
@@ -137,7 +139,7 @@ async def run_attempt(
                     response.status_code, headers, body, wall_now(), scrubber=scrubber
                 )
                 return AttemptResult(error, headers)
-            outcome = await _pump(response, attempt, normalizer, on_event)
+            outcome = await _pump(response, attempt, normalizer, on_event, on_batch)
             return AttemptResult(outcome, headers)
         finally:
             with anyio.CancelScope(shield=True):
@@ -243,6 +245,7 @@ async def _pump(
     attempt: Attempt,
     normalizer: StreamNormalizer,
     on_event: Callable[[Event], None],
+    on_batch: Callable[[], None] | None,
 ) -> Outcome:
     idle_timeout_s = attempt.idle_timeout_s
     decoder = SSEDecoder(MAX_EVENT_BYTES)
@@ -276,15 +279,9 @@ async def _pump(
             except SSEOverflowError as exc:
                 _deliver(exc.events, normalizer, on_event)
                 return stream_event_too_large(exc.limit)
-            if _deliver(events, normalizer, on_event):
+            if await _deliver_batch(events, normalizer, on_event, on_batch, first_text_seen):
                 break
-            if not first_text_seen and normalizer.has_text:
-                # Give the loop one turn here: readers of the job (a gateway client, a
-                # job/subscribe) write the first text before the rest of a burst that came
-                # in the same read is processed. Later chunks are not waited for: writing
-                # them batched is cheaper.
-                first_text_seen = True
-                await anyio.lowlevel.checkpoint()
+            first_text_seen = normalizer.has_text
     if normalizer.outcome is not None:
         await _finish_body(chunks)
         return normalizer.outcome
@@ -311,14 +308,45 @@ async def _finish_body(chunks: AsyncIterator[bytes]) -> None:
 
 
 def _deliver(
-    events: list[SSEEvent], normalizer: StreamNormalizer, on_event: Callable[[Event], None]
-) -> bool:
-    """Feed decoded SSE events; True once the normaliser has an outcome."""
-    for sse in events:
-        for event in normalizer.feed_sse(sse):
+    events: list[SSEEvent],
+    normalizer: StreamNormalizer,
+    on_event: Callable[[Event], None],
+    start: int = 0,
+    until_text: bool = False,
+) -> int:
+    """Feed decoded SSE events from `start` on; returns the index after the last one fed:
+    it stops once the normaliser has an outcome and, with `until_text`, after the first event
+    that brought text."""
+    for i in range(start, len(events)):
+        for event in normalizer.feed_sse(events[i]):
             on_event(event)
+        if normalizer.outcome is not None or (until_text and normalizer.has_text):
+            return i + 1
+    return len(events)
+
+
+async def _deliver_batch(
+    events: list[SSEEvent],
+    normalizer: StreamNormalizer,
+    on_event: Callable[[Event], None],
+    on_batch: Callable[[], None] | None,
+    text_seen: bool,
+) -> bool:
+    """Feed the events of one read and end the batch; True once the normaliser has an
+    outcome. Until text was seen the batch ends after the first event that brings some, and
+    the loop gets one turn there: readers of the job (a gateway client, a job/subscribe)
+    write the first text before the rest of a burst that came in the same read is handled.
+    Later batches are not split: writing them whole is cheaper."""
+    at = 0
+    while at < len(events):
+        at = _deliver(events, normalizer, on_event, at, until_text=not text_seen)
+        if on_batch is not None:
+            on_batch()
         if normalizer.outcome is not None:
             return True
+        if not text_seen and normalizer.has_text:
+            text_seen = True
+            await anyio.lowlevel.checkpoint()
     return False
 
 

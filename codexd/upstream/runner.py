@@ -170,6 +170,9 @@ class _Run:
     def on_event(self, event: UpstreamEvent) -> None:
         self.mgr.emit(self.job, event)
 
+    def on_batch(self) -> None:
+        self.mgr.end_batch(self.job)
+
 
 @dataclass(frozen=True, slots=True)
 class _Completed:
@@ -364,6 +367,7 @@ class JobRunner:
             normalizer,
             run.on_event,
             on_headers=functools.partial(self._observe, run.limiter, scrubber),
+            on_batch=run.on_batch,
             wall_now=self._wall_now,
         )
         outcome = result.outcome

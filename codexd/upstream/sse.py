@@ -91,6 +91,19 @@ class SSEDecoder:
                 chunk = chunk[1:]
         buf = self._buf
         buf += chunk
+        if _CR not in chunk:
+            # Lines end only at LF here (what is left of earlier chunks holds no line end):
+            # one split instead of a search per line.
+            last = buf.rfind(b"\n", self._scanned)
+            if last >= 0:
+                lines = bytes(buf[:last]).split(b"\n")
+                del buf[: last + 1]
+                for raw in lines:
+                    self._line(raw, out)
+            self._scanned = len(buf)
+            if self._event_bytes + len(buf) > self._max:
+                self._fail(out)
+            return out
         start = 0
         while True:
             m = _EOL.search(buf, self._scanned)

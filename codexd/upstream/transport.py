@@ -22,6 +22,7 @@ HTTP(S)_PROXY / ALL_PROXY / NO_PROXY sends through a proxy goes through httpx's 
 from __future__ import annotations
 
 import select
+import socket
 import ssl
 import time
 import urllib.request
@@ -34,6 +35,7 @@ import httptools
 import httpx
 
 from codexd.httpfields import is_field_name, is_field_value
+from codexd.netio import DirectWriter
 
 READ_CHUNK: Final = 65536
 MAX_HEAD_BYTES: Final = 64 * 1024
@@ -173,19 +175,30 @@ class Response:
 
 
 class Connection:
-    __slots__ = ("idle_since", "origin", "response", "stream")
+    __slots__ = ("_raw", "idle_since", "origin", "response", "stream", "writer")
 
     def __init__(self, stream: anyio.abc.ByteStream, origin: Origin) -> None:
         self.stream = stream
         self.origin = origin
         self.response: Response | None = None
         self.idle_since = 0.0
+        # A request goes out without the loop turns of `stream.send` (netio.py).
+        self.writer = DirectWriter(stream) if isinstance(stream, anyio.abc.SocketStream) else None
+        self._raw: socket.socket | None = None  # looked up once, on the first reuse
+
+    async def send(self, data: bytes) -> None:
+        if self.writer is not None:
+            await self.writer.send(data)
+        else:
+            await self.stream.send(data)
 
     def server_closed(self) -> bool:
         """An idle connection with something to read was closed by the server (or it sent
         bytes nobody asked for): either way it cannot carry another request."""
         try:
-            fileno = self.stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+            if self._raw is None:
+                self._raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            fileno = self._raw.fileno()
         except (anyio.TypedAttributeLookupError, OSError):
             return True
         if fileno < 0:
@@ -407,10 +420,11 @@ class ResponseStream(httpx.AsyncByteStream):
         request = self._request
         while True:
             if response.body:
+                # What one read brought, in one piece: its events are then handled, and
+                # written on by the gateway, as one batch.
                 pieces = response.body
                 response.body = []
-                for piece in pieces:
-                    yield piece
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if response.done:
                 return
             try:
@@ -463,7 +477,7 @@ async def _exchange(
     """Send the request and read the response head."""
     response = conn.response = Response()
     try:
-        await conn.stream.send(data)
+        await conn.send(data)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
         if reused:
             raise _StaleConnection from exc

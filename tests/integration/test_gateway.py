@@ -8,6 +8,7 @@ usage and cancellation side is checked through the control socket.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pwd
 import re
@@ -22,6 +23,7 @@ import pytest
 
 from codexctl import Client
 from codexctl.cli import main as codexctl_main
+from codexctl.events import JobFinished
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
@@ -642,6 +644,41 @@ def test_dropped_chat_stream_after_output_is_an_error_chunk(
         read_all()
     assert not isinstance(info.value, openai.APIStatusError)  # in-stream, after a 200
     assert "".join(seen) == "".join(fo.split_deltas(fake_openai.reply_text)[:2])
+
+
+def test_a_client_that_reads_only_after_its_job_ended_gets_the_whole_stream(
+    gateway: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """Far more reply than the socket holds, to a client that reads nothing until its job
+    has finished: what the socket did not take waits, in order, and the stream ends whole."""
+    text = "".join(f" w{i:05d}" for i in range(20_000)).lstrip()
+    fake_openai.script(fo.Reply(text=text), path="/v1/chat/completions")
+    body = json.dumps({"model": "gpt-5", "messages": CHAT, "stream": True}).encode()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: codexd\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with Client(gateway.socket) as control, socket.socket(socket.AF_UNIX) as sock:
+        control.subscribe_events("jobs")
+        sock.settimeout(30)
+        sock.connect(gateway_socket(gateway))
+        sock.sendall(head + body)
+        finished = next(n for n in control.notifications() if isinstance(n, JobFinished))
+        assert finished.job.state == "completed"
+        reply = b""
+        while not reply.endswith(b"\r\n0\r\n\r\n"):
+            data = sock.recv(1 << 20)
+            assert data, "the stream ended before its last chunk"
+            reply += data
+    status, _, chunked = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200")
+    sse = b""
+    while chunked:
+        size, _, rest = chunked.partition(b"\r\n")
+        sse, chunked = sse + rest[: int(size, 16)], rest[int(size, 16) + 2 :]
+    events = [line.removeprefix(b"data: ") for line in sse.split(b"\n\n") if line]
+    assert events[-1] == b"[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == text
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 def test_retry_before_output_is_invisible(gateway: DaemonProcess, fake_openai: FakeOpenAI) -> None:

@@ -72,3 +72,25 @@ async def test_anyio_unix_streams_are_written_to_the_socket() -> None:
                     writers.start_soon(direct.send, b"hello" + big)
                     assert await read_exactly(client, 5 + len(big)) == b"hello" + big
             tg.cancel_scope.cancel()
+
+
+async def test_send_nowait_takes_nothing_while_bytes_wait_and_never_reorders() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    writer_side = await anyio.abc.SocketStream.from_socket(ours)  # type: ignore[attr-defined]
+    reader_side = await anyio.abc.SocketStream.from_socket(theirs)  # type: ignore[attr-defined]
+    async with reader_side, writer_side:
+        direct = DirectWriter(writer_side)
+        assert direct.send_nowait(b"one|") == 4  # an idle socket takes it at once
+        big = os.urandom(4 * 1024 * 1024)  # more than the socket takes: the rest is queued
+        assert direct.send_nowait(big) == len(big)
+        assert direct.send_nowait(b"|two") == 0  # queued bytes go first: nothing taken
+        received = b""
+        async with anyio.create_task_group() as tg:
+
+            async def write_rest() -> None:
+                await direct.send(b"|two")
+                await direct.drain()
+
+            tg.start_soon(write_rest)
+            received = await read_exactly(reader_side, 4 + len(big) + 4)
+        assert received == b"one|" + big + b"|two"
