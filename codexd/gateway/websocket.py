@@ -437,7 +437,7 @@ class _TurnResponder(Responder):
     """Where the POST route writes one turn's reply: its SSE events become text messages,
     and an HTTP error an `error` message."""
 
-    __slots__ = ("blocks", "job_id", "scope", "session", "tracker")
+    __slots__ = ("_held", "blocks", "job_id", "scope", "session", "tracker")
 
     def __init__(self, session: _Session) -> None:
         super().__init__(session.stream)
@@ -446,6 +446,7 @@ class _TurnResponder(Responder):
         self.blocks = SSEBlocks(MAX_BODY_BYTES)
         self.job_id: str | None = None
         self.scope = anyio.CancelScope()  # the turn: cancelled when its stream cannot go on
+        self._held: list[bytes] = []
 
     def _note(self, headers: Sequence[tuple[str, str]]) -> None:
         for name, value in headers:
@@ -479,9 +480,33 @@ class _TurnResponder(Responder):
             messages.append(payload)
         await self.session.send_messages(messages)
 
+    def write_nowait(self, data: bytes, *, last: bool = False) -> None:
+        """The relay writes from the job's own task, without awaiting; a WebSocket message
+        cannot be sent that way, so the bytes wait for `flush` (which the relay's task runs
+        as soon as `unsent` says there is something)."""
+        if last:
+            self.finished = True
+        if data:
+            self._held.append(data)
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._held)
+
+    async def flush(self) -> None:
+        held, self._held = b"".join(self._held), []
+        if held:
+            await self.write(held)
+        if self.finished:
+            self._check_whole()
+
     async def finish(self, data: bytes = b"") -> None:
         self.finished = True
+        await self.flush()
         await self.write(data)
+        self._check_whole()
+
+    def _check_whole(self) -> None:
         if self.blocks.pending:
             log.warning(
                 "gateway: WebSocket turn %s ended inside an event: %d byte(s) not sent",
