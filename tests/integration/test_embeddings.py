@@ -13,9 +13,11 @@ import pytest
 
 from codexctl import Client
 from codexctl.protocol import RpcError
+from codexd.jobs import MAX_KEPT_LINE_BYTES
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
+from codexd.upstream.client import MAX_REPLY_BYTES
 from tests.conftest import write_config
 from tests.integration._chatgpt import Setup, chatgpt_setup, run_job, write_login
 
@@ -173,6 +175,76 @@ def test_a_reply_cut_short_is_retried_as_a_request(
     assert events[-2]["data"] == fo.embeddings_reply(body, PRICED)["data"]
     assert events[-1]["type"] == "job.completed"
     assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 2
+
+
+def _body_of_reply_size(low: int, high: int) -> tuple[dict[str, Any], int]:
+    """A body of 8 inputs whose reply from the fake is between `low` and `high` bytes, and
+    that size (the vectors' length is found from a small reply, then checked)."""
+    inputs = [f"text {i}" for i in range(8)]
+
+    def size(dimensions: int) -> int:
+        body = {"model": PRICED, "input": inputs, "dimensions": dimensions}
+        return len(json.dumps(fo.embeddings_reply(body, PRICED), separators=(",", ":")))
+
+    per_dimension = size(2000) / 2000
+    dimensions = int((low + high) / 2 / per_dimension)
+    got = size(dimensions)
+    while not low < got <= high:
+        dimensions = int(dimensions * ((low + high) / 2) / got)
+        got = size(dimensions)
+    return {"model": PRICED, "input": inputs, "dimensions": dimensions}, got
+
+
+def replay(client: Client, job_id: str) -> list[dict[str, Any]]:
+    """The job's retained events, from its first, by re-attaching."""
+    client.call("job/subscribe", {"job_id": job_id, "after_seq": 0})
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["type"] not in ("job.completed", "job.failed"):
+        note = client.next_notification(timeout=30)
+        assert note is not None, f"no terminal event; got {[e['type'] for e in events]}"
+        if note.method == "job/event" and note.params["job_id"] == job_id:
+            events.append(note.params["event"])
+    return events
+
+
+def test_a_reply_just_under_the_bound_keeps_the_older_jobs(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """One reply of nearly MAX_REPLY_BYTES comes through and stays readable, and so does the
+    job that finished before it: one reply does not push out every finished job."""
+    body, size = _body_of_reply_size(MAX_REPLY_BYTES * 99 // 100, MAX_REPLY_BYTES)
+    with Client(embeddings_daemon.socket) as c:
+        older = submit_embeddings(c, {"model": PRICED, "input": "older"})
+        large = submit_embeddings(c, body)
+        assert large[-1]["type"] == "job.completed", large[-1]
+        older_job = c.call("job/get", {"job_id": older[0]["job_id"]})
+        large_job = c.call("job/get", {"job_id": large[0]["job_id"]})
+        older_again = replay(c, older[0]["job_id"])
+        large_again = replay(c, large[0]["job_id"])
+    assert older_job["state"] == large_job["state"] == "completed"
+    assert [e["type"] for e in older_again] == [e["type"] for e in older[:-1]] + ["job.completed"]
+    result = next(e for e in large_again if e["type"] == "embeddings.result")
+    assert len(result["data"]) == 8 and len(result["data"][7]["embedding"]) == body["dimensions"]
+    assert result["data"][7] == fo.embeddings_reply(body, PRICED)["data"][7]
+    assert size > MAX_KEPT_LINE_BYTES
+
+
+def test_a_reply_over_the_bound_fails_the_job_at_once(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    body, _ = _body_of_reply_size(MAX_REPLY_BYTES, MAX_REPLY_BYTES * 101 // 100)
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body)
+        job = c.call("job/get", {"job_id": events[0]["job_id"]})
+    assert [e["type"] for e in events] == ["job.queued", "job.started", "job.failed"]
+    error = events[-1]["error"]
+    assert error["data"]["kind"] == "upstream_error" and error["data"]["retryable"] is False
+    assert error["message"] == (
+        f"upstream's reply is larger than {MAX_REPLY_BYTES >> 20} MiB, more than codexd holds "
+        'for one job: send fewer inputs per request, or ask for encoding_format "base64"'
+    )
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 1  # not asked again
 
 
 def test_retries_stop_at_request_max_retries(
