@@ -4,6 +4,7 @@ the socket (events, vectors, usage ledger, retries), and refused at submit in Ch
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -342,3 +343,37 @@ def test_codexctl_embed_in_chatgpt_mode_exits_4_saying_what_to_do(chatgpt: Setup
     assert done.returncode == 4
     assert done.stdout == ""
     assert "need an API key" in done.stderr and "codexctl login --api-key" in done.stderr
+
+
+def test_codexctl_embed_says_in_one_line_when_a_vector_is_not_numbers(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    reply = fo.embeddings_reply({"model": PRICED, "input": ["a", "b"]}, PRICED)
+    reply["data"][1]["embedding"] = [0.5, "x"]
+    fake_openai.script(fo.RawReply(200, json.dumps(reply).encode()), path=EMBEDDINGS_PATH)
+    done = codexctl(embeddings_daemon.env, "embed", "--model", PRICED, "a", "b")
+    assert done.returncode == 1
+    assert done.stdout == ""  # not the first vector without the second
+    assert done.stderr == (
+        "codexctl: the provider sent an embedding (index 1) that is not an array of numbers: "
+        "check the provider's base_url, or print the reply as it came with --json\n"
+    )
+
+
+def test_codexctl_embed_takes_a_profile(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    env = embeddings_daemon.env
+    with open(os.path.join(env["CODEX_HOME"], "other.config.toml"), "w") as f:
+        f.write('model_provider = "openai_like"\n')
+    done = codexctl(env, "embed", "--model", PRICED, "--profile", "other", "alpha")
+    assert done.returncode == 0, done.stderr
+    before = codexctl(env, "--profile", "other", "embed", "--model", PRICED, "beta")
+    assert before.returncode == 0, before.stderr
+    sent = fake_openai.model_requests(EMBEDDINGS_PATH)
+    assert [r.headers["authorization"] for r in sent] == [
+        "Bearer sk-test-key-for-the-fake-0001"  # openai_like's key, not openai's
+    ] * 2
+    with Client(embeddings_daemon.socket) as c:
+        jobs = c.call("job/list")["jobs"]
+    assert [j["provider"] for j in jobs] == ["openai_like"] * 2
