@@ -276,9 +276,9 @@ def test_a_large_event_is_held_and_counted_once() -> None:
     """An event over MAX_KEPT_LINE_BYTES (a whole embeddings reply) never keeps its line:
     every reader gets the same bytes, made anew, and the log counts its JSON once; a small
     event counts its JSON twice (its line may be kept)."""
+    vectors = b"x" * MAX_KEPT_LINE_BYTES
     big = UpstreamEvent.from_json(
-        "embeddings.result", b'{"type":"embeddings.result","data":"' + b"x" * MAX_KEPT_LINE_BYTES
-        + b'"}'
+        "embeddings.result", b'{"type":"embeddings.result","data":"' + vectors + b'"}'
     )
     log = EventLog(4)
     entry = log.append("job_1", big)
