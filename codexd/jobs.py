@@ -88,6 +88,17 @@ class UpstreamEvent:
         seq = data.get("sequence_number")
         self.sequence_number: int | None = seq if type(seq) is int else None
 
+    @classmethod
+    def from_json(cls, type_: str, raw: bytes) -> UpstreamEvent:
+        """An event whose JSON object is already made (`type_` its `type` member, the
+        first one), such as a whole reply passed through without decoding it."""
+        event = cls.__new__(cls)
+        event.type = type_
+        event.raw = raw
+        event.delta = None
+        event.sequence_number = None
+        return event
+
     @property
     def data(self) -> dict[str, Any]:
         """All of the event's members (decoded anew on each call)."""
@@ -192,6 +203,9 @@ def _encode_event_line(job_id: str, seq: int, event: JobOwnEvent) -> bytes:
 _OWN_EVENT_BYTES: Final = 160
 _LINE_BYTES: Final = 96
 _MADE_ONCE: Final = b""  # an entry's line was made for one reader and not kept
+# An upstream event whose JSON is larger (a whole embeddings reply) never keeps its line: each
+# reader gets one made anew, so its bytes are held, and counted, once.
+MAX_KEPT_LINE_BYTES: Final = 1 << 20
 
 
 class LogEntry:
@@ -214,7 +228,7 @@ class LogEntry:
         or not, so a finished job's share of the retained bytes never changes)."""
         event = self.event
         if isinstance(event, UpstreamEvent):
-            return 2 * len(event.raw) + _LINE_BYTES
+            return (2 if self._keeps_line() else 1) * len(event.raw) + _LINE_BYTES
         if isinstance(event, JobCompleted) and isinstance(event.output_text, str):
             return 2 * len(event.output_text) + _OWN_EVENT_BYTES + _LINE_BYTES
         return _OWN_EVENT_BYTES + _LINE_BYTES
@@ -226,9 +240,13 @@ class LogEntry:
             return line
         made = self._encode()
         # Kept from the second reader on: a job read by one socket subscriber (the usual
-        # case) holds no second copy of its events' JSON.
-        self._line = _MADE_ONCE if line is None else made
+        # case) holds no second copy of its events' JSON; a large event never keeps one.
+        self._line = made if line is not None and self._keeps_line() else _MADE_ONCE
         return made
+
+    def _keeps_line(self) -> bool:
+        event = self.event
+        return not (isinstance(event, UpstreamEvent) and len(event.raw) > MAX_KEPT_LINE_BYTES)
 
     def _encode(self) -> bytes:
         event = self.event

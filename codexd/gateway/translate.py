@@ -531,7 +531,8 @@ class EmbeddingsJSON(Translator):
         if event.type == EMBEDDINGS_RESULT:
             raw = event.raw
             if raw.startswith(_EMBEDDINGS_TYPE_MEMBER):  # the usual case: no decoding
-                self._reply = b"{" + raw[len(_EMBEDDINGS_TYPE_MEMBER) :]
+                # One copy of what may be megabytes of vectors, not two.
+                self._reply = b"".join((b"{", memoryview(raw)[len(_EMBEDDINGS_TYPE_MEMBER) :]))
             else:
                 data = event.data
                 data.pop("type", None)

@@ -31,10 +31,11 @@ class SubmitParams(msgspec.Struct, forbid_unknown_fields=True):
         dict[str, Any],
         msgspec.Meta(
             description="An OpenAI request body for the wire API (`input` for Responses, "
-            "`messages` for Chat Completions, `model` and `input` for embeddings). Members it "
-            "leaves out (`model`, reasoning effort, `[model_params]`) come from the config "
-            "(not for embeddings); `stream` is always on upstream (embeddings are not "
-            "streamed); members codexd does not know are passed on."
+            "`messages` for Chat Completions, `model` and `input` for embeddings: the "
+            "config's `model` is a text model, so an embeddings body must name its own). "
+            "Members it leaves out (`model`, reasoning effort, `[model_params]`) come from "
+            "the config (not for embeddings); `stream` is always on upstream (embeddings are "
+            "not streamed); members codexd does not know are passed on."
         ),
     ]
     api: Annotated[

@@ -18,6 +18,8 @@ import anyio
 import anyio.lowlevel
 import httpx
 
+from codexctl.protocol import MAX_SERVER_MESSAGE_BYTES
+from codexd.jobs import MAX_RETAINED_LOG_BYTES
 from codexd.security.scrub import GENERIC, Scrubber
 from codexd.upstream.errors import (
     UpstreamError,
@@ -36,9 +38,14 @@ from codexd.upstream.wire import Event, Outcome, StreamNormalizer
 
 MAX_ERROR_BODY: Final = 64 * 1024
 MAX_EVENT_BYTES: Final = 8 << 20
-# A whole (not streamed) reply, such as 2048 inputs of 1536 dimensions as JSON numbers; below
-# codexctl's bound on one message (64 MiB), which its `job/event` line must pass.
-MAX_REPLY_BYTES: Final = 60 << 20
+# A whole (not streamed) reply (embeddings). Finished jobs' logs share MAX_RETAINED_LOG_BYTES,
+# where such a reply counts once: a quarter of it at most, so that one reply never pushes out
+# every other finished job (itself included). Its `job/event` line must also pass codexctl's
+# bound on one message, with room for the line's envelope.
+REPLY_LINE_ROOM: Final = 4096
+MAX_REPLY_BYTES: Final = min(
+    MAX_RETAINED_LOG_BYTES // 4, MAX_SERVER_MESSAGE_BYTES - REPLY_LINE_ROOM
+)
 CONNECT_TIMEOUT_S: Final = 10.0
 PROBE_TIMEOUT_S: Final = 30.0
 # How long the rest of a body may take after its final event before the connection is

@@ -109,20 +109,17 @@ def build_chat_body(body: Mapping[str, Any], defaults: RequestDefaults) -> dict[
     return out
 
 
-def build_embeddings_body(body: Mapping[str, Any], defaults: RequestDefaults) -> dict[str, Any]:
-    """Sent as it is (not streamed): the config's reasoning and `[model_params]` are for
-    models that write text."""
-    out = dict(body)
-    if out.get("model") is None:
-        out["model"] = defaults.model
-    return out
+def build_embeddings_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Sent as it is (not streamed): the config's model, reasoning and `[model_params]` are
+    for models that write text, so the body names its own model (job/submit requires it)."""
+    return dict(body)
 
 
 def build_body(api: Api, body: Mapping[str, Any], defaults: RequestDefaults) -> dict[str, Any]:
     if api == "chat":
         return build_chat_body(body, defaults)
     if api == "embeddings":
-        return build_embeddings_body(body, defaults)
+        return build_embeddings_body(body)
     return build_responses_body(body, defaults)
 
 

@@ -129,7 +129,7 @@ def test_codexctl_profile_applies_only_to_commands_that_submit() -> None:
     with pytest.raises(SystemExit) as info, contextlib.redirect_stderr(err):
         codexctl_main(["--profile", "work", "status"], out=io.StringIO(), err=err)
     assert info.value.code == 2
-    assert "--profile applies to ask and submit, not status" in err.getvalue()
+    assert "--profile applies to ask, submit and embed, not status" in err.getvalue()
 
 
 def test_editing_the_profile_file_in_force_reloads(

@@ -4,6 +4,7 @@ the socket (events, vectors, usage ledger, retries), and refused at submit in Ch
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,9 +14,11 @@ import pytest
 
 from codexctl import Client
 from codexctl.protocol import RpcError
+from codexd.jobs import MAX_KEPT_LINE_BYTES
 from codexd.testing import fake_openai as fo
 from codexd.testing.daemon_process import DaemonProcess
 from codexd.testing.fake_openai import FakeOpenAI
+from codexd.upstream.client import MAX_REPLY_BYTES
 from tests.conftest import write_config
 from tests.integration._chatgpt import Setup, chatgpt_setup, run_job, write_login
 
@@ -175,6 +178,76 @@ def test_a_reply_cut_short_is_retried_as_a_request(
     assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 2
 
 
+def _body_of_reply_size(low: int, high: int) -> tuple[dict[str, Any], int]:
+    """A body of 8 inputs whose reply from the fake is between `low` and `high` bytes, and
+    that size (the vectors' length is found from a small reply, then checked)."""
+    inputs = [f"text {i}" for i in range(8)]
+
+    def size(dimensions: int) -> int:
+        body = {"model": PRICED, "input": inputs, "dimensions": dimensions}
+        return len(json.dumps(fo.embeddings_reply(body, PRICED), separators=(",", ":")))
+
+    per_dimension = size(2000) / 2000
+    dimensions = int((low + high) / 2 / per_dimension)
+    got = size(dimensions)
+    while not low < got <= high:
+        dimensions = int(dimensions * ((low + high) / 2) / got)
+        got = size(dimensions)
+    return {"model": PRICED, "input": inputs, "dimensions": dimensions}, got
+
+
+def replay(client: Client, job_id: str) -> list[dict[str, Any]]:
+    """The job's retained events, from its first, by re-attaching."""
+    client.call("job/subscribe", {"job_id": job_id, "after_seq": 0})
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["type"] not in ("job.completed", "job.failed"):
+        note = client.next_notification(timeout=30)
+        assert note is not None, f"no terminal event; got {[e['type'] for e in events]}"
+        if note.method == "job/event" and note.params["job_id"] == job_id:
+            events.append(note.params["event"])
+    return events
+
+
+def test_a_reply_just_under_the_bound_keeps_the_older_jobs(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    """One reply of nearly MAX_REPLY_BYTES comes through and stays readable, and so does the
+    job that finished before it: one reply does not push out every finished job."""
+    body, size = _body_of_reply_size(MAX_REPLY_BYTES * 99 // 100, MAX_REPLY_BYTES)
+    with Client(embeddings_daemon.socket) as c:
+        older = submit_embeddings(c, {"model": PRICED, "input": "older"})
+        large = submit_embeddings(c, body)
+        assert large[-1]["type"] == "job.completed", large[-1]
+        older_job = c.call("job/get", {"job_id": older[0]["job_id"]})
+        large_job = c.call("job/get", {"job_id": large[0]["job_id"]})
+        older_again = replay(c, older[0]["job_id"])
+        large_again = replay(c, large[0]["job_id"])
+    assert older_job["state"] == large_job["state"] == "completed"
+    assert [e["type"] for e in older_again] == [e["type"] for e in older[:-1]] + ["job.completed"]
+    result = next(e for e in large_again if e["type"] == "embeddings.result")
+    assert len(result["data"]) == 8 and len(result["data"][7]["embedding"]) == body["dimensions"]
+    assert result["data"][7] == fo.embeddings_reply(body, PRICED)["data"][7]
+    assert size > MAX_KEPT_LINE_BYTES
+
+
+def test_a_reply_over_the_bound_fails_the_job_at_once(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    body, _ = _body_of_reply_size(MAX_REPLY_BYTES, MAX_REPLY_BYTES * 101 // 100)
+    with Client(embeddings_daemon.socket) as c:
+        events = submit_embeddings(c, body)
+        job = c.call("job/get", {"job_id": events[0]["job_id"]})
+    assert [e["type"] for e in events] == ["job.queued", "job.started", "job.failed"]
+    error = events[-1]["error"]
+    assert error["data"]["kind"] == "upstream_error" and error["data"]["retryable"] is False
+    assert error["message"] == (
+        f"upstream's reply is larger than {MAX_REPLY_BYTES >> 20} MiB, more than codexd holds "
+        'for one job: send fewer inputs per request, or ask for encoding_format "base64"'
+    )
+    assert job["state"] == "failed" and job["attempts"] == 1
+    assert len(fake_openai.model_requests(EMBEDDINGS_PATH)) == 1  # not asked again
+
+
 def test_retries_stop_at_request_max_retries(
     daemon_env: dict[str, str], fake_openai: FakeOpenAI
 ) -> None:
@@ -270,3 +343,37 @@ def test_codexctl_embed_in_chatgpt_mode_exits_4_saying_what_to_do(chatgpt: Setup
     assert done.returncode == 4
     assert done.stdout == ""
     assert "need an API key" in done.stderr and "codexctl login --api-key" in done.stderr
+
+
+def test_codexctl_embed_says_in_one_line_when_a_vector_is_not_numbers(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    reply = fo.embeddings_reply({"model": PRICED, "input": ["a", "b"]}, PRICED)
+    reply["data"][1]["embedding"] = [0.5, "x"]
+    fake_openai.script(fo.RawReply(200, json.dumps(reply).encode()), path=EMBEDDINGS_PATH)
+    done = codexctl(embeddings_daemon.env, "embed", "--model", PRICED, "a", "b")
+    assert done.returncode == 1
+    assert done.stdout == ""  # not the first vector without the second
+    assert done.stderr == (
+        "codexctl: the provider sent an embedding (index 1) that is not an array of numbers: "
+        "check the provider's base_url, or print the reply as it came with --json\n"
+    )
+
+
+def test_codexctl_embed_takes_a_profile(
+    embeddings_daemon: DaemonProcess, fake_openai: FakeOpenAI
+) -> None:
+    env = embeddings_daemon.env
+    with open(os.path.join(env["CODEX_HOME"], "other.config.toml"), "w") as f:
+        f.write('model_provider = "openai_like"\n')
+    done = codexctl(env, "embed", "--model", PRICED, "--profile", "other", "alpha")
+    assert done.returncode == 0, done.stderr
+    before = codexctl(env, "--profile", "other", "embed", "--model", PRICED, "beta")
+    assert before.returncode == 0, before.stderr
+    sent = fake_openai.model_requests(EMBEDDINGS_PATH)
+    assert [r.headers["authorization"] for r in sent] == [
+        "Bearer sk-test-key-for-the-fake-0001"  # openai_like's key, not openai's
+    ] * 2
+    with Client(embeddings_daemon.socket) as c:
+        jobs = c.call("job/list")["jobs"]
+    assert [j["provider"] for j in jobs] == ["openai_like"] * 2

@@ -13,10 +13,12 @@ import msgspec
 import pytest
 
 from codexctl import results
+from codexctl.protocol import Usage
 from codexctl.results import ModelInfo
 from codexd.config.load import ConfigError, load_config
 from codexd.config.schema import Price
 from codexd.usage.catalog import FALLBACK_PRICE, Catalog, default_price
+from codexd.usage.cost import cost_usd
 
 BRIEF_MODELS = [
     "gpt-5.1-codex-max",
@@ -115,6 +117,21 @@ def test_published_prices_and_the_unconfirmed_ones_removed() -> None:
     for slug in ("gpt-5.1-codex-max", "gpt-5.2", "gpt-5-mini", "o3", "gpt-4o"):
         assert catalog.get(slug) is not None
         assert catalog.price_for(slug) is None, slug
+
+
+def test_embedding_models_are_priced_by_their_input_alone() -> None:
+    """The embedding models whose price OpenAI's pages show: input only (no cached discount,
+    no output), so an embeddings job's cost is its input tokens at that price, not an
+    estimate at the default price; ada-002's price was not confirmed, so it has none."""
+    catalog = Catalog.bundled()
+    small = catalog.price_for("text-embedding-3-small")
+    large = catalog.price_for("text-embedding-3-large")
+    assert small is not None and (small.input, small.cached_input, small.output) == (0.02, 0.02, 0)
+    assert large is not None and (large.input, large.cached_input, large.output) == (0.13, 0.13, 0)
+    assert catalog.price_for("text-embedding-ada-002") is None
+    usage = Usage(input_tokens=1_000_000, total_tokens=1_000_000)
+    assert cost_usd(usage, small, FALLBACK_PRICE) == (pytest.approx(0.02), False)
+    assert cost_usd(usage, large, FALLBACK_PRICE) == (pytest.approx(0.13), False)
 
 
 def test_default_model_is_first() -> None:

@@ -92,6 +92,56 @@ def test_a_malformed_reply_is_a_retryable_request_failure(body: bytes) -> None:
     assert "malformed reply" in outcome.message
 
 
+def test_the_vectors_pass_through_as_their_bytes_came() -> None:
+    """The reply's bytes are kept as they came (numbers as upstream wrote them, spacing,
+    members codexd does not know), behind the event's `type`: the vectors are not decoded
+    and encoded again."""
+    body = (
+        b' \n{ "object": "list", "data": [{"object": "embedding", "index": 0,'
+        b' "embedding": [1.50000, -2e-3]}], "model": "m", "usage": {"prompt_tokens": 4,'
+        b' "total_tokens": 4}, "extra": null}'
+    )
+    reply = EmbeddingsReply()
+    (event,) = reply.feed_body(body)
+    assert isinstance(event, UpstreamEvent)
+    assert event.raw == b'{"type":"embeddings.result", "object"' + body.split(b'"object"', 1)[1]
+    finished = reply.finish()
+    assert isinstance(finished, StreamResult) and finished.usage is not None
+    assert finished.usage.input_tokens == 4
+    typed = decode_event(msgspec.json.decode(event.raw))
+    assert isinstance(typed, EmbeddingsResult) and typed.data[0].embedding == [1.5, -0.002]
+    # The gateway sends upstream's object back byte for byte.
+    tr = EmbeddingsJSON()
+    tr.feed(event)
+    assert tr.body() == b"{" + body.split(b"{", 1)[1]
+
+
+def test_upstreams_own_type_member_gives_way_to_the_events() -> None:
+    reply = EmbeddingsReply()
+    (event,) = reply.feed_body(msgspec.json.encode({"type": "other", **UPSTREAM}))
+    assert event.raw.startswith(b'{"type":"embeddings.result",')
+    assert event.data == {"type": "embeddings.result", **UPSTREAM}
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({**UPSTREAM, "model": None}, "$.model"),
+        ({"object": "list", "data": [], "usage": None}, "model"),
+        ({**UPSTREAM, "data": [{"embedding": [0.5]}]}, "index"),
+        ({**UPSTREAM, "data": [{"index": 0, "embedding": 0.5}]}, "index 0 is neither"),
+        ({**UPSTREAM, "data": [{"index": 3, "embedding": {"x": 1}}]}, "index 3 is neither"),
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_malformed(body: dict[str, Any], detail: str) -> None:
+    reply = EmbeddingsReply()
+    assert reply.feed_body(msgspec.json.encode(body)) == []
+    outcome = reply.finish()
+    assert not isinstance(outcome, StreamResult)
+    assert outcome.kind == ErrorKind.UPSTREAM_ERROR and outcome.retryable
+    assert "malformed reply" in outcome.message and detail in outcome.message
+
+
 def test_the_cost_is_the_input_at_the_input_price() -> None:
     usage = EmbeddingsReply()
     usage.feed_body(msgspec.json.encode({**UPSTREAM, "usage": {"prompt_tokens": 2_000_000}}))

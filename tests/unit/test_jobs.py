@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from codexctl.protocol import (
+    MAX_SERVER_MESSAGE_BYTES,
     ErrorKind,
     ErrorObject,
     JobCancelled,
@@ -25,6 +26,7 @@ from codexctl.protocol import (
     RpcError,
 )
 from codexd.jobs import (
+    MAX_KEPT_LINE_BYTES,
     TERMINAL_STATES,
     TRANSITIONS,
     EventLog,
@@ -40,6 +42,7 @@ from codexd.jobs import (
     job_event,
     next_state,
 )
+from codexd.upstream.client import MAX_REPLY_BYTES
 
 # One event of each kind, as the job log holds them.
 EVENTS: dict[str, JobEvent] = {
@@ -267,6 +270,38 @@ async def test_reattach_after_drop_sees_no_gap_or_repeat() -> None:
         await mgr.stream_to(job, again, next_seq - 1)
         tg.cancel_scope.cancel()
     assert sub.seqs() + again.seqs() == list(range(1, job.log.next_seq))
+
+
+def test_a_large_event_is_held_and_counted_once() -> None:
+    """An event over MAX_KEPT_LINE_BYTES (a whole embeddings reply) never keeps its line:
+    every reader gets the same bytes, made anew, and the log counts its JSON once; a small
+    event counts its JSON twice (its line may be kept)."""
+    vectors = b"x" * MAX_KEPT_LINE_BYTES
+    big = UpstreamEvent.from_json(
+        "embeddings.result", b'{"type":"embeddings.result","data":"' + vectors + b'"}'
+    )
+    log = EventLog(4)
+    entry = log.append("job_1", big)
+    first, second, third = entry.line, entry.line, entry.line
+    assert first == second == third and second is not third
+    assert msgspec.json.decode(first)["params"]["event"] == msgspec.json.decode(big.raw)
+    assert len(big.raw) < entry.nbytes < len(big.raw) + 1024
+    small = UpstreamEvent({"type": "response.output_text.delta", "delta": "x" * 1000})
+    small_entry = log.append("job_1", small)
+    assert small_entry.nbytes > 2 * len(small.raw)
+    assert log.nbytes == entry.nbytes + small_entry.nbytes
+
+
+def test_one_whole_reply_takes_a_quarter_of_the_retained_bytes_at_most() -> None:
+    """The bound on a whole reply comes from the bound on what finished jobs keep (so one
+    reply never pushes out all the others) and from codexctl's bound on one message (which
+    its `job/event` line must pass)."""
+    assert MAX_REPLY_BYTES > MAX_KEPT_LINE_BYTES  # such a reply is counted once
+    assert JobLimits().max_retained_log_bytes // 4 >= MAX_REPLY_BYTES
+    line = LogEntry(
+        "job_" + "f" * 32, 10**9, UpstreamEvent.from_json("embeddings.result", b"{}")
+    ).line
+    assert MAX_REPLY_BYTES + len(line) + 64 < MAX_SERVER_MESSAGE_BYTES
 
 
 @pytest.mark.anyio

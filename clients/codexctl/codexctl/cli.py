@@ -65,7 +65,8 @@ COMMAND_MODULES: dict[str, str] = {
 }
 _OPTIONS_WITH_VALUE = ("--socket", "--profile")
 # The commands that submit a job, so that a profile given before the command applies.
-PROFILE_COMMANDS = ("ask", "submit")
+PROFILE_COMMANDS = ("ask", "submit", "embed")
+_PROFILE_COMMANDS_TEXT = ", ".join(PROFILE_COMMANDS[:-1]) + " and " + PROFILE_COMMANDS[-1]
 PROFILE_HELP = (
     "a profile: $CODEX_HOME/NAME.config.toml laid over config.toml, else its legacy "
     "[profiles.NAME] table (default: config.toml's `profile`)"
@@ -105,7 +106,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--profile",
         metavar="NAME",
         default=argparse.SUPPRESS,
-        help=PROFILE_HELP + f"; for {' and '.join(PROFILE_COMMANDS)}",
+        help=PROFILE_HELP + f"; for {_PROFILE_COMMANDS_TEXT}",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -473,7 +474,7 @@ def main(
                 return EXIT_USAGE
             if getattr(args, "profile", None) is not None and args.command not in PROFILE_COMMANDS:
                 parser.error(
-                    f"--profile applies to {' and '.join(PROFILE_COMMANDS)}, not {args.command}"
+                    f"--profile applies to {_PROFILE_COMMANDS_TEXT}, not {args.command}"
                 )
             ctx = Context(args, out, err)
             status = _run(args, ctx)

@@ -38,6 +38,7 @@ from codexctl.events import (
     reconnect_delays,
 )
 from codexctl.protocol import (
+    MAX_SERVER_MESSAGE_BYTES,
     ClientInfo,
     DaemonStatus,
     InitializeResult,
@@ -72,7 +73,7 @@ T = TypeVar("T")
 
 # Replies can carry a whole job's output; the daemon bounds what it accepts, we bound what
 # we buffer from it.
-MAX_REPLY_BYTES: Final = 64 << 20
+MAX_REPLY_BYTES: Final = MAX_SERVER_MESSAGE_BYTES
 NOTIFICATION_BUFFER: Final = 10_000
 
 _encoder = msgspec.json.Encoder()

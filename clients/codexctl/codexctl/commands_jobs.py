@@ -106,6 +106,7 @@ def add_parsers(
     embed.add_argument("--model", required=True, help="the embedding model")
     embed.add_argument("--dimensions", type=int, metavar="N", help="shorten the vectors to N")
     embed.add_argument("--provider", help="a provider id of config.toml (default: its own)")
+    embed.add_argument("--profile", metavar="NAME", default=argparse.SUPPRESS, help=PROFILE_HELP)
 
     return {
         "ask": cmd_ask,
@@ -436,6 +437,9 @@ def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
     params: dict[str, Any] = {"api": "embeddings", "body": body, "cancel_on_disconnect": True}
     if args.provider:
         params["provider"] = args.provider
+    profile = getattr(args, "profile", None)  # after the command, or before it
+    if profile is not None:
+        params["profile"] = profile
     from codexctl.results import EMBEDDINGS_RESULT
 
     reply: dict[str, Any] = {}
@@ -459,11 +463,23 @@ def cmd_embed(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_OK
     from codexctl.fmt import plain_number
 
+    lines: list[str] = []
     for item in sorted(reply.get("data") or [], key=lambda d: d.get("index", 0)):
         vector = item.get("embedding")
-        numbers = vector if isinstance(vector, list) else []
-        ctx.out.write(" ".join(str(plain_number(float(x))) for x in numbers) + "\n")
+        if not isinstance(vector, list) or not all(_is_number(x) for x in vector):
+            ctx.err.write(
+                f"codexctl: the provider sent an embedding (index {item.get('index')}) that is "
+                "not an array of numbers: check the provider's base_url, or print the reply "
+                "as it came with --json\n"
+            )
+            return EXIT_FAILED
+        lines.append(" ".join(str(plain_number(float(x))) for x in vector) + "\n")
+    ctx.out.write("".join(lines))
     return EXIT_OK
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def warn_if_unknown_model(args: argparse.Namespace, ctx: Context) -> None:

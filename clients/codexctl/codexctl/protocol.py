@@ -17,6 +17,10 @@ import msgspec
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
+# The largest message (one line) a client buffers from the daemon: a reply or a notification,
+# such as the `job/event` that carries an embeddings job's vectors. The daemon bounds what it
+# sends by it (codexd/upstream/client.py derives its bound on a whole reply from it).
+MAX_SERVER_MESSAGE_BYTES: Final = 64 << 20
 
 SOCKET_NAME: Final = "codexd.sock"
 GATEWAY_SOCKET_NAME: Final = "gateway.sock"
