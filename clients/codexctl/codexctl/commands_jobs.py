@@ -15,11 +15,10 @@ import contextlib
 import sys
 import unicodedata
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from codexctl.cli import (
     Context,
-    Handler,
     UsageError,
     interrupts_held,
     next_notification,
@@ -35,6 +34,9 @@ from codexctl.protocol import (
     RpcError,
     exit_code_for,
 )
+
+if TYPE_CHECKING:
+    from codexctl.cli import Handler
 
 JOB_STATES = ("queued", "running", "retrying", "completed", "failed", "cancelled")
 DEFAULT_COLUMNS = 80
