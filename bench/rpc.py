@@ -237,7 +237,8 @@ def main() -> None:
         if args.base:
             base = os.path.abspath(args.base)
             pythonpath = os.pathsep.join([base, os.path.join(base, "clients", "codexctl")])
-            daemons.append(("base codexd", {"PYTHONPATH": pythonpath}))
+            # PYTHONSAFEPATH: not the working directory (this checkout) before PYTHONPATH.
+            daemons.append(("base codexd", {"PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"}))
         for i, (label, extra_env) in enumerate(daemons):
             daemon, path = start_daemon(tmp, f"d{i}", extra_env)
             assert daemon.proc is not None
