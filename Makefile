@@ -63,8 +63,20 @@ lock-check: | $(UV)
 typecheck: $(TOOLCHAIN)
 	$(BIN)/mypy
 
+# The daemons of the whole suite run on the default loop (uvloop), then the parts where the
+# loop is felt run again on the standard asyncio loop (CODEXD_EVENT_LOOP, which the daemon
+# fixtures pass on): the socket protocol, job streaming and subscriptions, the gateway, the
+# client libraries and the daemon's signals and shutdown. The rest (config, auth, ledger,
+# service files) does the same thing on either loop, and the in-process tests run on asyncio.
+OTHER_LOOP_TESTS := tests/integration/test_rpc_protocol.py \
+	tests/integration/test_job_subscriptions.py tests/integration/test_jobs_upstream.py \
+	tests/integration/test_gateway.py tests/integration/test_gateway_websocket.py \
+	tests/integration/test_client_typed.py \
+	tests/integration/test_client_reattach.py tests/integration/test_clients.py \
+	tests/integration/test_daemon_lifecycle.py
 pytest: $(TOOLCHAIN)
-	$(BIN)/pytest
+	CODEXD_EVENT_LOOP=uvloop $(BIN)/pytest
+	CODEXD_EVENT_LOOP=asyncio $(BIN)/pytest -q $(OTHER_LOOP_TESTS)
 
 test: lock-check lint typecheck pytest
 

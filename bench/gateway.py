@@ -253,6 +253,8 @@ class Codexd:
                 f'[codexd.gateway]\nenabled = true\ntcp = "127.0.0.1:{self.port}"\n'
             )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
+        if "CODEXD_EVENT_LOOP" in os.environ:  # the loop to measure on (default: uvloop)
+            env["CODEXD_EVENT_LOOP"] = os.environ["CODEXD_EVENT_LOOP"]
         env.update(
             CODEXD_SOCKET=os.path.join(workdir, "run", "codexd.sock"),
             CODEXD_STATE_DIR=os.path.join(workdir, "state"),

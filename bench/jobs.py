@@ -392,6 +392,8 @@ def main() -> None:
             f.write(config(fakes))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
         env.pop("NOTIFY_SOCKET", None)
+        if "CODEXD_EVENT_LOOP" in os.environ:  # the loop to measure on (default: uvloop)
+            env["CODEXD_EVENT_LOOP"] = os.environ["CODEXD_EVENT_LOOP"]
         env.update(
             CODEXD_SOCKET=os.path.join(tmp, "run", "codexd.sock"),
             CODEXD_STATE_DIR=os.path.join(tmp, "state"),

@@ -118,12 +118,16 @@ def _docs(*, check: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
     import anyio
 
     from codexd import paths
     from codexd.activation import activated_sockets
     from codexd.allocator import pin_mmap_threshold
     from codexd.daemon import Daemon
+    from codexd.eventloop import choose
     from codexd.hardening import disable_core_dumps
     from codexd.logs import configure_logging
 
@@ -136,7 +140,10 @@ def _run(args: argparse.Namespace) -> int:
         daemon = Daemon.prepare(resolved, passed=passed)
         if args.log_level is None:
             configure_logging(daemon.config.snapshot.codexd.log_level, args.log_format)
-        anyio.run(daemon.run)
+        loop = choose(daemon.config.snapshot.codexd.event_loop, os.environ)
+        if loop.note is not None:
+            logging.getLogger("codexd").warning("%s", loop.note)
+        anyio.run(daemon.run, backend="asyncio", backend_options=loop.backend_options())
     except StartupError as exc:
         print(f"codexd: {exc}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ from codexd.auth.stores import open_store
 from codexd.config.load import ConfigError
 from codexd.config.store import ConfigStore, ReloadOutcome
 from codexd.config.watch import watch_config
+from codexd.eventloop import running_loop_name
 from codexd.events import EventHub
 from codexd.gateway import GatewayListeners
 from codexd.jobs import Job, JobLimits, Usage
@@ -319,7 +320,11 @@ class Daemon:
                 await tg.start(self._gateway.run, name="gateway")
                 tg.start_soon(self._watch_config, services, name="config watcher")
                 log.info(
-                    "codexd %s serving on %s (pid %d)", __version__, self.paths.socket, os.getpid()
+                    "codexd %s serving on %s (pid %d, %s event loop)",
+                    __version__,
+                    self.paths.socket,
+                    os.getpid(),
+                    running_loop_name(),
                 )
                 self.notifier.ready(status=services.status.line())
                 task_status.started()

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from hypothesis import settings
 
+from codexd.eventloop import ENV_VAR as EVENT_LOOP_VAR
 from codexd.testing.daemon_process import DaemonProcess
 
 # In CI the examples are derived from each test's name, so a run is repeatable: a property
@@ -78,6 +79,9 @@ def daemon_env_under(root: Path) -> dict[str, str]:
     home = root / "codex-home"
     home.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX", "OPENAI"))}
+    # The one variable kept: `make test` runs the daemons of a second pass on the other loop.
+    if EVENT_LOOP_VAR in os.environ:
+        env[EVENT_LOOP_VAR] = os.environ[EVENT_LOOP_VAR]
     env.pop("NOTIFY_SOCKET", None)
     env.pop("XDG_RUNTIME_DIR", None)
     env.update(

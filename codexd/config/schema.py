@@ -28,6 +28,7 @@ Verbosity = Literal["low", "medium", "high"]
 CredentialsStore = Literal["file", "keyring", "auto"]
 LoginMethod = Literal["chatgpt", "api"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+EventLoop = Literal["asyncio", "uvloop"]
 
 Retries = Annotated[int, Meta(ge=0, le=100)]
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -309,6 +310,14 @@ class CodexdSettings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         LogLevel,
         Meta(description="How much the daemon logs (`codexd run --log-level` sets it at start)."),
     ] = "info"
+    event_loop: Annotated[
+        EventLoop,
+        Meta(
+            description="The daemon's event loop: `uvloop` (libuv, faster; the standard "
+            "`asyncio` loop where it is not installed) or `asyncio`. The environment "
+            "variable `CODEXD_EVENT_LOOP` wins over it."
+        ),
+    ] = "uvloop"
     max_message_bytes: Annotated[
         Annotated[int, Meta(ge=1024)],
         Meta(

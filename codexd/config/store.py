@@ -53,6 +53,7 @@ RESTART_KEYS: Final = (
     "cli_auth_credentials_store",  # the credential store is opened once
     "forced_login_method",  # the auth session's choice of credential
     "codexd.auth_issuer",  # the OAuth client that refreshes tokens
+    "codexd.event_loop",  # the loop the daemon runs on, chosen before it starts
     "codexd.rate_limits.*.backend",  # a provider's limiter, made on its first use
 )
 

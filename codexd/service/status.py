@@ -54,8 +54,11 @@ class Status:
         self._ledger = ledger
         self._connections = connections
         self._gateway = gateway
+        self._started_at = rfc3339(identity.started_at)  # fixed: formatted once
 
     async def status(self) -> DaemonStatus:
+        """Read from memory: the budget's spend too, once the ledger writer has it (it reads
+        the database again only after writing to it)."""
         st = self.now()
         caps = self._config.snapshot.codexd.budget
         if caps.daily_usd is not None or caps.monthly_usd is not None:
@@ -72,7 +75,7 @@ class Status:
             version=__version__,
             protocol_version=PROTOCOL_VERSION,
             pid=os.getpid(),
-            started_at=rfc3339(me.started_at),
+            started_at=self._started_at,
             started_by=me.started_by,
             uptime_s=round(time.monotonic() - me.started_mono, 3),
             socket=me.paths.socket,

@@ -481,6 +481,10 @@ class Ledger:
 # --------------------------------------------------------------------------- the writer
 
 
+# Windows whose committed spend the writer keeps (today, this month, and a few a client asked).
+MAX_CACHED_SPEND_WINDOWS = 8
+
+
 class WriterStatus(msgspec.Struct):
     """For `daemon/status` and the log: a non-null `last_error` means rows are waiting."""
 
@@ -543,6 +547,12 @@ class LedgerWriter:
         self._refused = 0
         self._retries = 0
         self._last_error: str | None = None
+        # Committed spend by window, for `daemon/status` and the budget check of every submit:
+        # read from the database once, then from memory until this writer changes the
+        # database (a batch or a compaction bumps `_writes`). Bounded: the windows asked are
+        # today's and this month's, and a new day or month starts new ones.
+        self._spent: dict[tuple[float | None, float | None], float] = {}
+        self._writes = 0
 
     def __repr__(self) -> str:
         s = self.status()
@@ -633,6 +643,7 @@ class LedgerWriter:
                 count = min(len(self._queue), self._max_batch)
                 self._inflight = [self._queue.popleft() for _ in range(count)]
                 inserted = await self._write(self._inflight)
+                self._database_changed()
                 self._duplicates += len(self._inflight) - inserted
                 self._done += len(self._inflight)
                 self._inflight = []
@@ -692,9 +703,16 @@ class LedgerWriter:
 
     async def compact_expired(self, now: float, retention_days: int) -> int:
         """Retention, on the writer's connection so it never races a batch."""
-        return await anyio.to_thread.run_sync(
-            self.ledger.compact_expired, now, retention_days, limiter=self._limiter
-        )
+        try:
+            return await anyio.to_thread.run_sync(
+                self.ledger.compact_expired, now, retention_days, limiter=self._limiter
+            )
+        finally:
+            self._database_changed()
+
+    def _database_changed(self) -> None:
+        self._writes += 1
+        self._spent.clear()
 
     async def read(
         self,
@@ -723,7 +741,10 @@ class LedgerWriter:
         return usage_budget.status(round(today, 9), round(month, 9), caps, now=now, tz=tz)
 
     async def spend(self, since: float | None, until: float | None) -> float:
-        """Spend in [since, until): committed rows plus those still waiting to be written."""
+        """Spend in [since, until): committed rows plus those still waiting to be written.
+
+        The committed part is read from the database once per window and then kept until this
+        writer next changes the database (the daemon is its only writer)."""
         lo = -math.inf if since is None else since
         hi = math.inf if until is None else until
         # Taken before the query: a batch that commits meanwhile is counted twice, never
@@ -731,5 +752,13 @@ class LedgerWriter:
         waiting = sum(
             r.cost_usd for r in [*self._inflight, *self._queue] if lo <= r.finished_at < hi
         )
-        committed = await anyio.to_thread.run_sync(self.ledger.spend, since, until)
+        key = (since, until)
+        committed = self._spent.get(key)
+        if committed is None:
+            writes = self._writes
+            committed = await anyio.to_thread.run_sync(self.ledger.spend, since, until)
+            if writes == self._writes:  # else a batch landed meanwhile: the sum may predate it
+                if len(self._spent) >= MAX_CACHED_SPEND_WINDOWS:
+                    self._spent.clear()
+                self._spent[key] = committed
         return committed + waiting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -94,6 +95,53 @@ def test_version_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("codexctl ")
     assert "HEAVY []" in out.stdout
+
+
+def test_version_and_status_without_a_daemon_load_neither_msgspec_typing_nor_argparse(
+    daemon_env: dict[str, str],
+) -> None:
+    """The two commands whose start-up is measured load neither msgspec, typing nor argparse:
+    each would cost them a good part of a bare interpreter's start."""
+    os.mkdir(os.path.dirname(daemon_env["CODEXD_SOCKET"]), 0o700)  # a directory, no daemon
+    code = (
+        "import sys\n"
+        "from codexctl.cli import main\n"
+        "print('VERSION EXIT', main(['--version']))\n"
+        "rc = main(['status'])\n"
+        "loaded = [m for m in ('msgspec', 'typing', 'argparse', 'codexctl.client', "
+        "'codexctl.commands_jobs') if m in sys.modules]\n"
+        "print('LOADED', loaded, rc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=daemon_env
+    )
+    assert out.stdout.startswith("codexctl ")
+    assert "VERSION EXIT 0" in out.stdout
+    assert "LOADED [] 3" in out.stdout, out.stderr
+    assert f"codexctl: codexd is not running at {daemon_env['CODEXD_SOCKET']}" in out.stderr
+
+
+def test_the_parserless_starts_answer_as_the_parser_does(daemon_env: dict[str, str]) -> None:
+    """`--version` and `status [--json]` skip argparse; with one more word (`--socket` naming
+    the same path, `--json` before `--version`) argparse handles them: the answers match."""
+    path = daemon_env["CODEXD_SOCKET"]
+    fast, parsed = codexctl(daemon_env, "--version"), codexctl(daemon_env, "--json", "--version")
+    assert (fast.returncode, fast.stdout) == (parsed.returncode, parsed.stdout) == (0, fast.stdout)
+    assert fast.stdout.startswith("codexctl ")
+    for extra in ((), ("--json",)):
+        fast = codexctl(daemon_env, "status", *extra)
+        parsed = codexctl(daemon_env, "status", "--socket", path, *extra)
+        assert fast.returncode == parsed.returncode == 3
+        assert fast.stderr == parsed.stderr == (
+            f"codexctl: codexd is not running at {path}: start it with codexd run "
+            "or systemctl --user start codexd\n"
+        )
+
+
+def test_status_json_without_the_parser_is_json(daemon: DaemonProcess) -> None:
+    fast = codexctl(daemon.env, "--json", "status")
+    assert fast.returncode == 0, fast.stderr
+    assert json.loads(fast.stdout)["socket"] == daemon.socket
 
 
 def test_status_imports_nothing_heavy(daemon: DaemonProcess) -> None:

@@ -367,6 +367,42 @@ async def test_writer_records_flushes_and_closes(tmp_path: Path) -> None:
     reopened.close()
 
 
+@pytest.mark.anyio
+async def test_spend_is_read_once_per_window_until_a_batch_or_compaction_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`daemon/status` and every submit's budget check ask for the day's and the month's
+    spend: the database is read once per window, then again only after it changed."""
+    led = Ledger.in_state_dir(str(tmp_path), tz=UTC_TZ)
+    writer = LedgerWriter(led)
+    queries: list[tuple[float | None, float | None]] = []
+    query = led.spend
+
+    def counted(since: float | None, until: float | None) -> float:
+        queries.append((since, until))
+        return query(since, until)
+
+    monkeypatch.setattr(led, "spend", counted)
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            assert await writer.commit(rec(1))
+            assert await writer.spend(T0, T0 + DAY) == pytest.approx(0.004)
+            assert await writer.spend(T0, T0 + DAY) == pytest.approx(0.004)
+            assert await writer.spend(None, None) == pytest.approx(0.004)
+            assert queries == [(T0, T0 + DAY), (None, None)]
+            writer.record(rec(2))  # waiting rows are counted without a query
+            assert await writer.spend(T0, T0 + DAY) == pytest.approx(0.008)
+            assert len(queries) == 2
+            await writer.flush()  # the batch landed: the next ask reads again
+            assert await writer.spend(T0, T0 + DAY) == pytest.approx(0.008)
+            assert len(queries) == 3
+            await writer.compact_expired(T0 + 30 * DAY, 1)
+            assert await writer.spend(T0, T0 + DAY) == pytest.approx(0.008)
+            assert len(queries) == 4
+            await writer.close()
+
+
 def held_batches(led: Ledger) -> tuple[list[int], threading.Event, threading.Event]:
     """Count the batches `led` writes and hold each in its thread until `release` is set;
     `entered` is set once the first batch is being written."""

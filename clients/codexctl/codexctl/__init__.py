@@ -14,11 +14,12 @@ The names are loaded on first use so that `codexctl --version` stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
-
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # not typing's: importing typing would cost `codexctl --version` ~5 ms
 if TYPE_CHECKING:
+    from typing import Any, Final
+
     from codexctl.aio import AsyncClient
     from codexctl.client import Client
     from codexctl.errors import (

@@ -12,18 +12,14 @@ must clean up on the way out (`ask` cancels its job) catches either, cleans up a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, TextIO
 
 from codexctl import __version__
-from codexctl.errors import DaemonUnreachable
-from codexctl.protocol import (
+from codexctl.contract import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OUTPUT_CLOSED,
@@ -33,6 +29,17 @@ from codexctl.protocol import (
     RpcError,
     exit_code_for,
 )
+from codexctl.errors import DaemonUnreachable
+
+# Neither typing nor msgspec is imported at run time on the way to `--version` or to `status`
+# finding no daemon: each costs that start more than the rest of the command.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, Final, TextIO
+
+    Handler = Callable[[argparse.Namespace, "Context"], int]
 
 
 class UsageError(Exception):
@@ -40,6 +47,8 @@ class UsageError(Exception):
 
 
 def _common() -> argparse.ArgumentParser:
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--socket",
@@ -88,15 +97,19 @@ def _command_of(argv: list[str]) -> str | None:
     return None
 
 
-def _modules_for(command: str | None) -> list[str]:
+def _modules_for(command: str | None, argv: Sequence[str] = ()) -> list[str]:
     if command in ("status", "rpc", "gateway"):
         return []
+    if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return []  # argparse prints the version and exits: no command's parser is needed
     if command in COMMAND_MODULES:
         return [COMMAND_MODULES[command]]
     return sorted(set(COMMAND_MODULES.values()))
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    import argparse
+
     common = _common()
     p = argparse.ArgumentParser(
         prog="codexctl", description="Talk to the codexd daemon.", parents=[common]
@@ -126,12 +139,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     import importlib
 
-    for module in _modules_for(command):
+    for module in _modules_for(command, argv):
         COMMANDS.update(importlib.import_module(module).add_parsers(sub, common))
     return p
-
-
-Handler = Callable[[argparse.Namespace, "Context"], int]
 
 
 class Context:
@@ -146,13 +156,25 @@ class Context:
 
     def client(self) -> Any:
         if self._client is None:
-            from codexctl.client import Client
-            from codexctl.protocol import ClientInfo
+            from codexctl.contract import resolve_socket_path
+            from codexctl.trust import open_checked
 
-            self._client = Client(
-                self.socket, client=ClientInfo(name="codexctl", version=__version__)
+            # Connect first: when no daemon answers, the command ends here, before the
+            # client's msgspec and typed results are loaded.
+            opened = open_checked(
+                resolve_socket_path(self.socket), explicit=bool(self.socket), timeout=None
             )
-            self._client.connect()
+            try:
+                from codexctl.client import Client
+                from codexctl.protocol import ClientInfo
+
+                self._client = Client(
+                    self.socket, client=ClientInfo(name="codexctl", version=__version__)
+                )
+            except BaseException:
+                opened.close()
+                raise
+            self._client.connect(opened)
         return self._client
 
     def call(self, method: str, params: Any = None) -> Any:
@@ -275,9 +297,9 @@ def _discard_if_closed(stream: TextIO) -> None:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    st = ctx.call("daemon/status")
     from codexctl.fmt import local_time, mode_words
 
-    st = ctx.call("daemon/status")
     if ctx.json:
         ctx.print_json(st)
         return EXIT_OK
@@ -459,6 +481,20 @@ COMMANDS: dict[str, Handler] = {
 }
 
 
+def _without_parser(words: Sequence[str]) -> argparse.Namespace | None:
+    """What argparse would make of the two command lines whose start is timed, without
+    importing and building it (about as long as the rest of their run): exactly `--version`
+    (command None), and `status` with or without `--json`. None for any other command line,
+    these with one more word included, which then goes through the parser."""
+    from types import SimpleNamespace
+
+    if list(words) == ["--version"]:
+        return SimpleNamespace(command=None)  # type: ignore[return-value]
+    if sorted(words) in (["status"], ["--json", "status"]):
+        return SimpleNamespace(command="status", json="--json" in words)  # type: ignore[return-value]
+    return None
+
+
 def main(
     argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -467,15 +503,22 @@ def main(
     ctx: Context | None = None
     try:
         with interrupts_raise():
-            parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
-            args = parser.parse_args(argv)  # argparse itself is quiet on a closed stdout
-            if args.command is None:
-                parser.print_help(err)
-                return EXIT_USAGE
-            if getattr(args, "profile", None) is not None and args.command not in PROFILE_COMMANDS:
-                parser.error(
-                    f"--profile applies to {_PROFILE_COMMANDS_TEXT}, not {args.command}"
-                )
+            words = sys.argv[1:] if argv is None else argv
+            args = _without_parser(words)
+            if args is None:
+                parser = build_parser(_command_of(words), words)
+                args = parser.parse_args(argv)  # argparse itself is quiet on a closed stdout
+                if args.command is None:
+                    parser.print_help(err)
+                    return EXIT_USAGE
+                profile = getattr(args, "profile", None)
+                if profile is not None and args.command not in PROFILE_COMMANDS:
+                    parser.error(
+                        f"--profile applies to {_PROFILE_COMMANDS_TEXT}, not {args.command}"
+                    )
+            elif args.command is None:
+                out.write(f"codexctl {__version__}\n")
+                return EXIT_OK
             ctx = Context(args, out, err)
             status = _run(args, ctx)
             out.flush()

@@ -159,12 +159,21 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def connect(self) -> None:
+    def connect(self, opened: socket.socket | None = None) -> None:
         """Open the connection (calls do it when needed); `DaemonUnreachable` when no
-        daemon answers, `UntrustedSocket` when the socket is not the user's own."""
+        daemon answers, `UntrustedSocket` when the socket is not the user's own.
+
+        `opened`: a connection to `socket_path` that `codexctl.trust.open_checked` made (the
+        CLI connects before it loads this module), used instead of opening one."""
         if self._sock is not None:
             return
-        self._sock = open_checked(self.socket_path, explicit=self._explicit, timeout=self._timeout)
+        if opened is not None:
+            opened.settimeout(self._timeout)
+            self._sock = opened
+        else:
+            self._sock = open_checked(
+                self.socket_path, explicit=self._explicit, timeout=self._timeout
+            )
         if self._client_info is not None:
             hello = calls.initialize(self._client_info)  # its reply is not needed: not decoded
             self.call(hello.method, hello.params)

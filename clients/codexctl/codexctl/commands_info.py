@@ -11,11 +11,10 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from codexctl.cli import (
     Context,
-    Handler,
     UsageError,
     format_duration,
     next_notification,
@@ -31,6 +30,9 @@ from codexctl.fmt import (
     plain_number,
 )
 from codexctl.protocol import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+
+if TYPE_CHECKING:
+    from codexctl.cli import Handler
 
 TOPICS: Final = ("account", "config", "ratelimits", "jobs")
 GROUP_KEYS: Final = ("model", "client", "provider", "day")

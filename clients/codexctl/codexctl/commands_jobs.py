@@ -16,12 +16,11 @@ import contextlib
 import sys
 import unicodedata
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from codexctl.cli import (
     PROFILE_HELP,
     Context,
-    Handler,
     UsageError,
     interrupts_held,
     next_notification,
@@ -37,6 +36,9 @@ from codexctl.protocol import (
     RpcError,
     exit_code_for,
 )
+
+if TYPE_CHECKING:
+    from codexctl.cli import Handler
 
 JOB_STATES = ("queued", "running", "retrying", "completed", "failed", "cancelled")
 DEFAULT_COLUMNS = 80

@@ -1,4 +1,5 @@
-"""The client's exceptions (msgspec and the standard library only).
+"""The client's exceptions (the standard library only at import: `codexctl status` raises
+`DaemonUnreachable` before msgspec is loaded).
 
 Two families:
 
@@ -15,9 +16,13 @@ A kind this client does not know yet (a newer daemon) is raised as `CodexdError`
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from codexctl.contract import KIND_BY_CODE, ErrorKind, RpcError
 
-from codexctl.protocol import KIND_BY_CODE, ErrorKind, ErrorObject, RpcError
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+    from codexctl.protocol import ErrorObject
 
 
 class DaemonUnreachable(Exception):

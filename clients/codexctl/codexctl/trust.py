@@ -16,7 +16,6 @@ import socket
 import stat
 
 from codexctl.errors import DaemonUnreachable, UntrustedSocket
-from codexctl.peercred import peer_credentials
 
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
@@ -54,6 +53,8 @@ def expected_owner(path: str, *, explicit: bool, uid: int | None = None) -> int:
 
 def check_peer(sock: socket.socket, path: str, owner: int) -> None:
     """The process listening at the other end of `sock` must run as `owner`."""
+    from codexctl.peercred import peer_credentials  # only once something answered
+
     try:
         uid = peer_credentials(sock).uid
     except OSError as exc:
