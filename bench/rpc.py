@@ -9,10 +9,9 @@ each server in turn, so a change in the machine's load falls on all of them alik
 
 Prints `daemon/ping` round trips (p50/p99) on one connection and their ratio to the asyncio
 echo, `daemon/status` round trips and their ratio to ping, requests/s with 1, 8 and 64
-connections, each server's CPU time per ping (less bent by the machine's load than latency),
-the daemon's idle RSS and the extra RSS of 1000 idle connections, and the load average at
-the start and end. (`bench/client_start.py` times `codexctl status`.) Numbers are printed,
-never asserted.
+connections, the daemon's idle RSS and the extra RSS of 1000 idle connections, and the load
+average at the start and end. (`bench/client_start.py` times `codexctl status`.) Numbers are
+printed, never asserted.
 
     .venv/bin/python bench/rpc.py [--quick] [--base /tmp/perf-base]
 """
@@ -162,7 +161,6 @@ class Server:
     pid: int
     stop: Callable[[], None]
     ping: list[float] = field(default_factory=list)
-    ping_cpu_s: float = 0.0  # the server's CPU time over the ping rounds
     status: list[float] = field(default_factory=list)
     rps: dict[int, float] = field(default_factory=dict)
 
@@ -204,13 +202,6 @@ def idle_connections_rss(server: Server) -> tuple[int, int]:
     for s in socks:
         s.close()
     return idle, loaded
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
@@ -263,9 +254,7 @@ def main() -> None:
             rtt(server.path, 1000)  # warm up
         for _ in range(rounds):
             for server in servers:
-                cpu = cpu_s(server.pid)
                 server.ping += rtt(server.path, per_round)
-                server.ping_cpu_s += cpu_s(server.pid) - cpu
                 if server.daemon:
                     server.status += rtt(server.path, per_round, STATUS)
         for conns in (1, 8, 64):
@@ -282,7 +271,6 @@ def main() -> None:
     print(
         f"\n{'':16}{'ping p50':>10}{'p99':>8}{'vs asyncio':>11}"
         f"{'status p50':>12}{'p99':>8}{'vs ping':>8}{'req/s 1':>10}{'8':>9}{'64':>9}"
-        f"{'CPU/ping':>10}"
     )
     for server in servers:
         p50, p99 = pct(server.ping, 0.5) * 1e6, pct(server.ping, 0.99) * 1e6
@@ -293,7 +281,6 @@ def main() -> None:
         else:
             line += " " * 27
         line += "".join(f"{server.rps[c]:>{w},.0f}" for c, w in ((1, 10), (8, 9), (64, 9)))
-        line += f"{server.ping_cpu_s / len(server.ping) * 1e6:>8.1f}µs"
         print(line)
     print(f"\n{servers[3].label}: idle RSS {idle / 1024:.1f} MiB, ", end="")
     print(f"1000 idle connections +{(loaded - idle) / 1024:.1f} MiB")
@@ -303,7 +290,6 @@ def main() -> None:
                 s.label: {
                     "ping_p50_us": pct(s.ping, 0.5) * 1e6,
                     "ping_p99_us": pct(s.ping, 0.99) * 1e6,
-                    "cpu_per_ping_us": s.ping_cpu_s / len(s.ping) * 1e6,
                     **({"status_p50_us": pct(s.status, 0.5) * 1e6} if s.daemon else {}),
                     **{f"rps_{c}": v for c, v in s.rps.items()},
                 }

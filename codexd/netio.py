@@ -1,5 +1,4 @@
-"""Socket I/O without anyio's extra trips through the event loop: writing (`DirectWriter`) and
-waiting to read (`ReadWaiter`).
+"""Writing to a socket without anyio's two trips through the event loop per `send`.
 
 `await stream.send()` on anyio's asyncio socket stream passes a cancel checkpoint and a
 shielded yield after the write: two loop turns per write, where a write to an idle socket
@@ -20,7 +19,6 @@ caller sends the rest with `send` before anything else.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from typing import Protocol
 
@@ -100,52 +98,3 @@ class DirectWriter:
             return self._raw.send(data)
         except OSError:  # would block, or an error the stream meets and reports
             return 0
-
-
-class ReadWaiter:
-    """Waits until a non-blocking socket has bytes to read, for one reader at a time.
-
-    anyio's `SocketStream.receive` passes a checkpoint, tries a read and, when nothing is
-    there, registers the socket with the loop and unregisters it once woken: on every read.
-    uvloop makes each registration a new poll handle, so a request/reply connection paid
-    more for waiting than for its work. Here the socket is registered once and stays so
-    while someone waits; a wake-up that finds nobody waiting (the reader is held back by a
-    full outbound buffer) unregisters it, so unread bytes never spin the loop. Each wait is
-    one loop turn, which keeps a flooding peer from starving the others.
-
-    The daemon runs on anyio's asyncio backend (the standard loop or uvloop), whose loop
-    this talks to. `close()` before the socket is closed.
-    """
-
-    __slots__ = ("_fd", "_loop", "_registered", "_waiter")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._fd = sock.fileno()
-        self._registered = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    async def wait(self) -> None:
-        if not self._registered:
-            self._loop.add_reader(self._fd, self._ready)
-            self._registered = True
-        waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _ready(self) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            self._unregister()
-            return
-        waiter.set_result(None)
-
-    def _unregister(self) -> None:
-        if self._registered:
-            self._registered = False
-            self._loop.remove_reader(self._fd)
-
-    def close(self) -> None:
-        self._unregister()

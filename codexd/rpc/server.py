@@ -32,7 +32,6 @@ from codexctl.protocol import (
     Reply,
     RpcError,
 )
-from codexd.netio import ReadWaiter
 from codexd.rpc.envelope import Rejected, parse_request
 from codexd.rpc.framing import LineFramer, Overflow
 from codexd.security.peer import PeerCred, admit, process_name
@@ -417,33 +416,13 @@ class RpcServer:
     ) -> None:
         framer = LineFramer(self._max_message_bytes())
         inflight = anyio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
-        raw = conn._raw
-        assert raw is not None
-        readable = ReadWaiter(raw)
-        try:
-            await self._read_lines(raw, readable, framer, conn, handlers, inflight)
-        finally:
-            readable.close()
-
-    async def _read_lines(
-        self,
-        raw: socket.socket,
-        readable: ReadWaiter,
-        framer: LineFramer,
-        conn: Connection,
-        handlers: anyio.abc.TaskGroup,
-        inflight: anyio.Semaphore,
-    ) -> None:
         while True:
-            await readable.wait()
             try:
-                chunk = raw.recv(READ_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                continue  # woken for nothing: wait again
+                chunk = await stream.receive(READ_CHUNK)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
             except OSError:
                 return
-            if not chunk:
-                return  # end of stream
             conn.reads += 1
             for line in framer.feed(chunk):
                 if isinstance(line, Overflow):
