@@ -301,8 +301,10 @@ class JobRunner:
             return None
         try:
             credentials = await self._auth.credentials(run.ref)
-        except RpcError:
-            return None  # the attempt reports it, as for any job
+        except RpcError as err:
+            # The job ends with it, as its attempt would have: asking again would find a
+            # refresh that already failed and send the stale token.
+            return err
         target = self._plan_target(run.snapshot, run.job.provider, credentials)
         if target is None:
             return None
