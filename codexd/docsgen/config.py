@@ -283,6 +283,7 @@ max_retry_wait_s = 300
 max_job_log_events = 20000
 auth_issuer = "https://auth.openai.com"
 usage_retention_days = 90
+event_loop = "asyncio"                # the standard loop instead of uvloop (restart)
 """,
     "codexd.rate_limits.*": """\
 [codexd.rate_limits.openai]
