@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -230,23 +230,29 @@ class _Relay:
             jobs.unsubscribe(job, self)
 
     def end_batch(self) -> None:
-        if not self.busy and self.failure is None:
-            try:
-                self.write()
-            except Exception as exc:
-                self.failure = exc
-            self._wake_if_needed()
+        self._in_job_task(self.write)
+
+    def _deliver_one(self) -> None:
+        self.translate()
+        if self.tr.done:  # a terminal event ends no batch: written now
+            self.write()
+
+    def _in_job_task(self, step: Callable[[], None]) -> None:
+        """Run `step` from the job's own task, whose failure must not reach that task (it
+        serves the job's other subscribers): it is kept, and `run`, in the request's task,
+        raises it there. The HTTP shell then logs it with its traceback and answers 500
+        (`internal_error`) when nothing was sent yet; ClientGone ends the request quietly."""
+        if self.busy or self.failure is not None:
+            return
+        try:
+            step()
+        except Exception as exc:  # raised again by `run`, logged and answered there
+            self.failure = exc
+        self._wake_if_needed()
 
     # -- what a job needs of a subscriber
     def deliver(self, entry: LogEntry) -> bool:
-        if not self.busy and self.failure is None:
-            try:
-                self.translate()
-                if self.tr.done:  # a terminal event ends no batch: written now
-                    self.write()
-            except Exception as exc:  # the request's task reports it
-                self.failure = exc
-            self._wake_if_needed()
+        self._in_job_task(self._deliver_one)
         return True
 
     def send_nowait(self, line: bytes) -> bool:

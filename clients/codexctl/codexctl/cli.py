@@ -164,16 +164,15 @@ class Context:
             opened = open_checked(
                 resolve_socket_path(self.socket), explicit=bool(self.socket), timeout=None
             )
-            try:
+            with contextlib.ExitStack() as unless_connected:
+                unless_connected.callback(opened.close)
                 from codexctl.client import Client
                 from codexctl.protocol import ClientInfo
 
                 self._client = Client(
                     self.socket, client=ClientInfo(name="codexctl", version=__version__)
                 )
-            except BaseException:
-                opened.close()
-                raise
+                unless_connected.pop_all()  # the client owns the connection from here
             self._client.connect(opened)
         return self._client
 
